@@ -1,0 +1,50 @@
+# Backflow: `make run` serves everything, `make test` runs the whole suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PEERS := tests/peers
+
+.PHONY: run test install migrate peers bench clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed var/local.env
+
+# Secrets for this checkout, generated once; real environment variables override them.
+var/local.env:
+	mkdir -p var
+	umask 077 && { \
+	  echo "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')"; \
+	  echo "BACKFLOW_SECRETS_KEY=$$($(PYTHON) -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())')"; \
+	} > $@
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+run: migrate
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) backflow.asgi:application
+
+$(PEERS)/node_modules/.installed: $(PEERS)/package.json $(PEERS)/package-lock.json
+	NO_UPDATE_NOTIFIER=1 npm ci --prefix $(PEERS) --no-fund --no-audit --loglevel=error
+	touch $@
+
+peers: $(PEERS)/node_modules/.installed
+
+test: install peers
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install peers
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) var $(PEERS)/node_modules

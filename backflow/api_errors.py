@@ -1,0 +1,39 @@
+"""REST error answers: one JSON shape, `{"detail", "errors": {field path: [messages]}}`."""
+
+from django.core.exceptions import RequestDataTooBig
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from backflow.errors import ServiceError
+
+
+def _flatten(detail, prefix=""):
+    """DRF's nested error detail -> {"a.b[0].c": ["msg"]}."""
+    if isinstance(detail, dict):
+        out = {}
+        for key, value in detail.items():
+            path = key if not prefix else (f"{prefix}.{key}" if key != "non_field_errors" else prefix)
+            out.update(_flatten(value, path))
+        return out
+    if isinstance(detail, list) and detail and all(isinstance(d, (dict, list)) for d in detail):
+        out = {}
+        for index, value in enumerate(detail):
+            out.update(_flatten(value, f"{prefix}[{index}]"))
+        return out
+    messages = [str(d) for d in detail] if isinstance(detail, list) else [str(detail)]
+    return {prefix or "body": messages}
+
+
+def api_exception_handler(exc, context):
+    if isinstance(exc, ServiceError):
+        return Response(exc.as_dict(), status=exc.status_code)
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            {"detail": "Request body is too large.", "errors": {"body": ["Send a smaller body."]}},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, drf_exceptions.ValidationError):
+        return Response({"detail": "Invalid input.", "errors": _flatten(exc.detail)}, status=400)
+    return drf_exception_handler(exc, context)

@@ -1,0 +1,61 @@
+"""Validate JSON documents against the JSON Schemas that also describe our MCP tools and OpenAPI.
+
+One schema per resource serves three doors: service-layer validation, the MCP tool's
+inputSchema and the OpenAPI request body. Errors name the field path of each problem.
+"""
+
+from jsonschema import Draft202012Validator
+
+from backflow.errors import InvalidInput
+
+
+def field_path(parts):
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _message(error):
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return f"Unknown field(s) {', '.join(map(repr, extra))}; allowed: {', '.join(sorted(error.schema.get('properties', {})))}."
+    if error.validator == "required":
+        return error.message.replace("is a required property", "is required")
+    if error.validator == "pattern" and "x-pattern-help" in error.schema:
+        return f"{error.instance!r} is not valid: {error.schema['x-pattern-help']}"
+    if error.validator == "enum":
+        return f"{error.instance!r} is not one of {', '.join(map(str, error.validator_value))}."
+    return error.message
+
+
+_validators = {}
+
+
+def validator_for(schema):
+    """Compiled validators are cached per schema object (schemas are module constants)."""
+    validator = _validators.get(id(schema))
+    if validator is None or validator.schema is not schema:
+        validator = _validators[id(schema)] = Draft202012Validator(schema)
+    return validator
+
+
+def schema_errors(schema, document):
+    """{"field.path": [messages]} for every violation of `schema` (empty when valid)."""
+    errors = {}
+    for error in validator_for(schema).iter_errors(document):
+        parts = list(error.absolute_path)
+        if error.validator == "required":
+            missing = error.message.split("'")[1] if "'" in error.message else ""
+            parts.append(missing)
+            message = "This field is required."
+        else:
+            message = _message(error)
+        errors.setdefault(field_path(parts) or "body", []).append(message)
+    return errors
+
+
+def validate_against(schema, document):
+    errors = schema_errors(schema, document)
+    if errors:
+        raise InvalidInput("Invalid input.", errors)

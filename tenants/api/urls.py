@@ -1,0 +1,15 @@
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+from rest_framework_simplejwt.views import TokenRefreshView
+
+from tenants.api import views
+
+router = SimpleRouter(trailing_slash=True)
+router.register("keys", views.ApiKeyViewSet, basename="apikey")
+router.register("audit", views.AuditEventViewSet, basename="audit")
+
+urlpatterns = [
+    path("auth/token", views.TokenObtainView.as_view(), name="auth-token"),
+    path("auth/refresh", TokenRefreshView.as_view(), name="auth-refresh"),
+    *router.urls,
+]

@@ -1,0 +1,97 @@
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import mixins, status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from tenants import selectors, services
+from tenants.api import serializers
+from tenants.authentication import TENANT_CLAIM
+from tenants.filtersets import AuditEventFilterSet
+from tenants.models import ApiKey, AuditEvent
+from tenants.viewsets import ERROR_RESPONSES, TenantScopedViewSet
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List the tenant's API keys", responses={200: serializers.ApiKeySerializer(many=True)}),
+    retrieve=extend_schema(summary="Get one API key by prefix", responses={200: serializers.ApiKeySerializer, **ERROR_RESPONSES}),
+    create=extend_schema(
+        summary="Create an API key (the value is shown once)",
+        request=serializers.ApiKeyCreateSerializer,
+        responses={201: serializers.ApiKeyCreatedSerializer, **ERROR_RESPONSES},
+    ),
+    destroy=extend_schema(summary="Revoke an API key", responses={204: None, **ERROR_RESPONSES}),
+)
+class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    """API keys of the tenant; only its owners and admins (signed in with a JWT) manage them."""
+
+    model = ApiKey
+    serializer_class = serializers.ApiKeySerializer
+    lookup_field = "prefix"
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        services.require_key_manager(self.actor)
+
+    def get_tenant_queryset(self, tenant):
+        return selectors.api_key_list(tenant=tenant)
+
+    def create(self, request):
+        data = serializers.ApiKeyCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        key, plaintext = services.api_key_create(
+            tenant=self.tenant, actor=self.actor, name=data.validated_data["name"],
+            scopes=data.validated_data.get("scopes"), expires_at=data.validated_data.get("expiresAt"),
+        )
+        key.key = plaintext
+        return Response(serializers.ApiKeyCreatedSerializer(key).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, prefix=None):
+        services.api_key_revoke(tenant=self.tenant, actor=self.actor, prefix=self.get_object().prefix)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List audit events (newest first)"),
+    retrieve=extend_schema(summary="Get one audit event", responses={200: serializers.AuditEventSerializer, **ERROR_RESPONSES}),
+)
+class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    """Every write and every MCP tool call of the tenant, with credentials redacted. Read-only."""
+
+    model = AuditEvent
+    serializer_class = serializers.AuditEventSerializer
+    filterset_class = AuditEventFilterSet
+
+    def get_tenant_queryset(self, tenant):
+        return selectors.audit_list(tenant=tenant)
+
+
+class TokenObtainView(APIView):
+    """Exchange a username and password for a JWT pair bound to your tenant(s)."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=serializers.TokenObtainSerializer, responses={200: serializers.TokenPairSerializer, **ERROR_RESPONSES})
+    def post(self, request):
+        data = serializers.TokenObtainSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = authenticate(request, username=data.validated_data["username"], password=data.validated_data["password"])
+        if user is None:
+            return Response({"detail": "Wrong username or password."}, status=status.HTTP_401_UNAUTHORIZED)
+        slugs = [m.tenant.slug for m in selectors.memberships_of(user=user)]
+        wanted = data.validated_data.get("tenant")
+        if wanted is not None:
+            if wanted not in slugs:
+                return Response(
+                    {"detail": f"You are not a member of an active tenant {wanted!r}.", "errors": {"tenant": ["Not one of your tenants."]}},
+                    status=status.HTTP_401_UNAUTHORIZED,
+                )
+            slugs = [wanted]
+        if not slugs:
+            return Response({"detail": "You are not a member of any active tenant."}, status=status.HTTP_401_UNAUTHORIZED)
+        refresh = RefreshToken.for_user(user)
+        refresh[TENANT_CLAIM] = slugs
+        return Response({"access": str(refresh.access_token), "refresh": str(refresh)})

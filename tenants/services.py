@@ -1,0 +1,125 @@
+"""Writes for tenants, memberships, API keys and the audit log."""
+
+import secrets
+import string
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from backflow.errors import Conflict, Forbidden, InvalidInput, NotFound
+from backflow.redaction import redact
+from tenants.models import ApiKey, AuditEvent, Membership, Tenant, hash_api_key
+from tenants.scopes import normalize_scopes
+
+KEY_PREFIX_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def audit_record(*, tenant, actor, action, object_type, object_id="", summary=None):
+    """Record one event; call inside the write's transaction so both land or neither does."""
+    return AuditEvent.objects.create(
+        tenant=tenant,
+        principal=str(actor),
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id)[:300],
+        summary=redact(summary or {}),
+    )
+
+
+def tenant_create(*, slug, name=""):
+    tenant = Tenant(slug=slug, name=name or slug)
+    try:
+        tenant.full_clean(validate_unique=False)
+    except DjangoValidationError as exc:
+        raise InvalidInput("Invalid tenant.", exc.message_dict) from exc
+    try:
+        with transaction.atomic():
+            tenant.save()
+    except IntegrityError as exc:
+        raise Conflict(f"Tenant {slug!r} already exists.", {"slug": ["A tenant with this slug exists."]}) from exc
+    return tenant
+
+
+def membership_set(*, tenant, user, role):
+    if role not in Membership.Role.values:
+        raise InvalidInput.single("role", f"Choose one of {', '.join(Membership.Role.values)}.")
+    membership, _ = Membership.objects.for_tenant(tenant).update_or_create(
+        tenant=tenant, user=user, defaults={"role": role}
+    )
+    return membership
+
+
+def _new_key_material():
+    prefix = "".join(secrets.choice(KEY_PREFIX_ALPHABET) for _ in range(8))
+    return prefix, f"bf_{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def api_key_create(*, tenant, actor, name, scopes=None, expires_at=None):
+    """Create a key; returns (api_key, plaintext). The plaintext exists only in this return value."""
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise InvalidInput.single("name", "Give the key a name of 1 to 100 characters.")
+    try:
+        scopes = normalize_scopes(scopes)
+    except ValueError as exc:
+        raise InvalidInput.single("scopes", str(exc)) from exc
+    if expires_at is not None and expires_at <= timezone.now():
+        raise InvalidInput.single("expiresAt", "The expiry must be in the future.")
+    for _ in range(5):
+        prefix, plaintext = _new_key_material()
+        try:
+            with transaction.atomic():
+                key = ApiKey.objects.create(
+                    tenant=tenant,
+                    name=name,
+                    prefix=prefix,
+                    key_hash=hash_api_key(plaintext),
+                    scopes=scopes,
+                    expires_at=expires_at,
+                    created_by=str(actor),
+                )
+                audit_record(
+                    tenant=tenant, actor=actor, action="api_key.create", object_type="api_key",
+                    object_id=prefix, summary={"name": name, "scopes": scopes},
+                )
+            return key, plaintext
+        except IntegrityError:
+            continue  # prefix collision: draw again
+    raise Conflict("Could not allocate a unique key prefix; try again.")
+
+
+def api_key_revoke(*, tenant, actor, prefix):
+    with transaction.atomic():
+        key = ApiKey.objects.for_tenant(tenant).select_for_update().filter(prefix=prefix).first()
+        if key is None:
+            raise NotFound(f"No API key with prefix {prefix!r}.")
+        if key.revoked_at is None:
+            key.revoked_at = timezone.now()
+            key.save(update_fields=["revoked_at"])
+            audit_record(
+                tenant=tenant, actor=actor, action="api_key.revoke", object_type="api_key",
+                object_id=prefix, summary={"name": key.name},
+            )
+    return key
+
+
+def api_key_authenticate(raw_key):
+    """The usable key for a presented value, or None. Touches last_used_at at most once a minute."""
+    parts = raw_key.split("_", 2)
+    if len(parts) != 3 or parts[0] != "bf" or len(parts[1]) != 8:
+        return None
+    key = ApiKey.all_tenants.select_related("tenant").filter(prefix=parts[1]).first()
+    if key is None or not secrets.compare_digest(key.key_hash, hash_api_key(raw_key)) or not key.is_usable:
+        return None
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at > settings.BACKFLOW_KEY_LAST_USED_INTERVAL:
+        ApiKey.all_tenants.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    return key
+
+
+def require_key_manager(actor):
+    if not actor.manages_keys:
+        raise Forbidden("Only the tenant's owners and admins manage API keys; sign in with a JWT as one of them.")

@@ -1,0 +1,91 @@
+"""The base viewsets every tenant API inherits: tenant and scope checks cannot be forgotten."""
+
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import status, viewsets
+from rest_framework.response import Response
+
+from backflow.errors import InvalidInput
+from tenants.permissions import HasScope, IsTenantPrincipal, required_scope_for
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "object",
+            "description": "Field path -> messages, e.g. {\"endpoints[0].method\": [\"…\"]}.",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "required": ["detail"],
+}
+ERROR_RESPONSES = {
+    400: OpenApiResponse(ERROR_SCHEMA, description="Invalid input; `errors` names each bad field."),
+    401: OpenApiResponse(ERROR_SCHEMA, description="Missing, invalid, expired or revoked credentials."),
+    403: OpenApiResponse(ERROR_SCHEMA, description="Missing scope or inactive tenant."),
+    404: OpenApiResponse(ERROR_SCHEMA, description="Not found (or another tenant's)."),
+}
+
+
+class TenantScopedViewSet(viewsets.GenericViewSet):
+    """Resolves `self.tenant` from the credentials and checks the resource's scope.
+
+    Subclasses implement `get_tenant_queryset(tenant)`; the tenant is always applied here.
+    """
+
+    permission_classes = [IsTenantPrincipal, HasScope]
+    model = None
+    scope_resource = None
+    action_scopes = {}
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        self.tenant = request.auth.tenant
+        self.actor = request.auth
+
+    def required_scope(self, request):
+        return required_scope_for(self, request)
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # OpenAPI generation has no request tenant
+            return self.model.objects.none()
+        return self.get_tenant_queryset(self.request.auth.tenant)
+
+    def get_tenant_queryset(self, tenant):
+        raise NotImplementedError
+
+
+def json_object_body(request):
+    if not isinstance(request.data, dict):
+        raise InvalidInput.single("body", "Send a JSON object.")
+    return dict(request.data)
+
+
+class DocumentViewSet(TenantScopedViewSet):
+    """List/retrieve/create/update/delete of JSON documents, each write one service call.
+
+    Subclasses provide `present(obj)` (model -> document) and the `perform_*` service calls.
+    """
+
+    def list(self, request, *args, **kwargs):
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response([self.present(obj) for obj in page])
+
+    def retrieve(self, request, *args, **kwargs):
+        return Response(self.present(self.get_object()))
+
+    def create(self, request, *args, **kwargs):
+        document = self.perform_create(json_object_body(request))
+        return Response(document, status=status.HTTP_201_CREATED)
+
+    def update(self, request, *args, **kwargs):
+        current = self.get_object()
+        return Response(self.perform_update(current, json_object_body(request), partial=kwargs.get("partial", False)))
+
+    def partial_update(self, request, *args, **kwargs):
+        return self.update(request, *args, partial=True, **kwargs)
+
+    def destroy(self, request, *args, **kwargs):
+        self.perform_destroy(self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
