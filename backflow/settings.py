@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "channels",
     "tenants",
     "integrations_app",
+    "mcp_app",
 ]
 
 MIDDLEWARE = [

@@ -59,3 +59,12 @@ def validate_against(schema, document):
     errors = schema_errors(schema, document)
     if errors:
         raise InvalidInput("Invalid input.", errors)
+
+
+def public_schema(schema):
+    """A schema without our `x-…` helper keywords, for publishing (OpenAPI, MCP inputSchema)."""
+    if isinstance(schema, dict):
+        return {k: public_schema(v) for k, v in schema.items() if not k.startswith("x-")}
+    if isinstance(schema, list):
+        return [public_schema(v) for v in schema]
+    return schema

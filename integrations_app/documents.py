@@ -18,6 +18,11 @@ STEP_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 ENV_REF_PATTERN = r"\{\{\s*env\.[A-Za-z_][A-Za-z0-9_]*\s*\}\}"
 SECRET_REF_PATTERN = rf"^([a-z0-9][a-z0-9_-]{{0,62}}|{ENV_REF_PATTERN})$"
 HTTP_METHODS = ["get", "post", "put", "patch", "delete", "head", "options"]
+HTTP_METHOD = {
+    "type": "string",
+    "enum": HTTP_METHODS + [m.upper() for m in HTTP_METHODS],
+    "description": "HTTP method, e.g. get or GET (stored lower-case).",
+}
 AUTH_TYPES = ["none", "bearer", "basic", "api_key", "oauth2_client_credentials"]
 READ_ONLY_FIELDS = ("id", "createdAt", "updatedAt")
 
@@ -68,7 +73,7 @@ ENDPOINT_SCHEMA = {
     ),
     "properties": {
         "name": {"type": "string", "pattern": ENDPOINT_NAME_PATTERN, "x-pattern-help": "start with a letter; letters, digits, '_' or '-' (max 63).", "description": "Unique within the integration; routes call it as `action`."},
-        "method": {"type": "string", "enum": HTTP_METHODS, "description": "HTTP method (case-insensitive, stored lower-case)."},
+        "method": HTTP_METHOD,
         "path": {"type": "string", "pattern": r"^/\S*$", "maxLength": 2000, "x-pattern-help": "start with '/' and contain no spaces.", "description": "Path below baseUrl, starting with '/'."},
         "description": {"type": "string", "maxLength": 2000},
         "query": {"type": "object", "description": "Query parameters (values may be templates).", "maxProperties": 100},
@@ -119,7 +124,7 @@ ROUTE_SCHEMA = {
     "description": "An API route of the tenant, served at /t/<tenant><path>, that runs integration actions in order.",
     "properties": {
         "path": {"type": "string", "maxLength": 500, "description": "Starts with '/'; segments may be {param}, e.g. /bookings/{id}."},
-        "method": {"type": "string", "enum": HTTP_METHODS, "description": "HTTP method (case-insensitive, stored lower-case)."},
+        "method": HTTP_METHOD,
         "description": {"type": "string", "maxLength": 2000},
         "requireAuth": {"type": "boolean", "description": "Callers need an API key or JWT of the tenant (default true)."},
         "integrations": {
@@ -156,6 +161,12 @@ def _normalized(document):
     if isinstance(doc.get("method"), str):
         doc["method"] = doc["method"].lower()
     return doc
+
+
+def _ordered(doc, schema, first=()):
+    """Keys in the schema's order, so stored files read the same way every time."""
+    keys = [*first, *schema["properties"]]
+    return {key: doc[key] for key in keys if key in doc}
 
 
 def _check_templates(problems, path, value, **rules):
@@ -198,7 +209,8 @@ def clean_integration(document, *, allow_env=False):
             if part in endpoint:
                 _check_templates(problems, ["endpoints", index, part], endpoint[part], roots=("params",), allow_env=allow_env)
     problems.raise_if_any()
-    return doc
+    doc["endpoints"] = [_ordered(endpoint, ENDPOINT_SCHEMA) for endpoint in doc["endpoints"]]
+    return _ordered(doc, INTEGRATION_SCHEMA)
 
 
 def route_path_params(path):
@@ -255,7 +267,8 @@ def clean_route(document, *, find_integration, allow_env=False):
     if doc["response"] is not None:
         _check_request_templates(problems, ["response"], doc["response"], earlier, path_params, allow_env)
     problems.raise_if_any()
-    return doc
+    doc["integrations"]["actions"] = [_ordered(action, ACTION_SCHEMA) for action in doc["integrations"]["actions"]]
+    return _ordered(doc, ROUTE_SCHEMA)
 
 
 def _check_request_templates(problems, where, value, steps, path_params, allow_env):

@@ -2,19 +2,12 @@
 
 import copy
 
+from backflow.validation import public_schema
 from integrations_app.documents import INTEGRATION_SCHEMA, ROUTE_SCHEMA
 
 
-def _strip_extensions(schema):
-    if isinstance(schema, dict):
-        return {k: _strip_extensions(v) for k, v in schema.items() if not k.startswith("x-")}
-    if isinstance(schema, list):
-        return [_strip_extensions(v) for v in schema]
-    return schema
-
-
 def _with_read_only(schema, **extra):
-    out = _strip_extensions(copy.deepcopy(schema))
+    out = public_schema(copy.deepcopy(schema))
     out["properties"].update(extra)
     return out
 
@@ -28,9 +21,9 @@ TIMESTAMPS = {
     "createdAt": {"type": "string", "format": "date-time", "readOnly": True},
     "updatedAt": {"type": "string", "format": "date-time", "readOnly": True},
 }
-INTEGRATION_REQUEST = _strip_extensions(INTEGRATION_SCHEMA)
+INTEGRATION_REQUEST = public_schema(INTEGRATION_SCHEMA)
 INTEGRATION_PATCH = _optional_fields(INTEGRATION_REQUEST)
 INTEGRATION_RESPONSE = _with_read_only(INTEGRATION_SCHEMA, **TIMESTAMPS)
-ROUTE_REQUEST = _strip_extensions(ROUTE_SCHEMA)
+ROUTE_REQUEST = public_schema(ROUTE_SCHEMA)
 ROUTE_PATCH = _optional_fields(ROUTE_REQUEST)
 ROUTE_RESPONSE = _with_read_only(ROUTE_SCHEMA, id={"type": "string", "format": "uuid", "readOnly": True}, **TIMESTAMPS)

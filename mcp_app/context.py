@@ -1,0 +1,15 @@
+"""What one MCP connection acts on: a store, maybe a tenant and principal, and its allowed tools."""
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ToolContext:
+    store: object  # IntegrationStore: the tenant's database records or local files
+    allowed: frozenset  # tool names this connection may list and call
+    tenant: object = None  # None in local file mode
+    actor: object = None  # Principal; None in local file mode
+
+    @property
+    def local(self):
+        return self.tenant is None
