@@ -90,7 +90,7 @@ class FileStore(IntegrationStore):
             pass
         return tuple(sorted(entries))
 
-    def _read_config(self):
+    def read_config(self):
         """config.json as a dict ({} when absent); ValueError naming the problem when unreadable."""
         try:
             text = self.config_path.read_text(encoding="utf-8")
@@ -120,7 +120,7 @@ class FileStore(IntegrationStore):
             except (OSError, ValueError, InvalidInput) as exc:
                 snap.problems.append({"file": str(path), "error": str(exc)})
         try:
-            raw_routes = self._read_config().get("routes", [])
+            raw_routes = self.read_config().get("routes", [])
         except ValueError as exc:
             snap.problems.append({"file": str(self.config_path), "error": str(exc)})
             raw_routes = []
@@ -192,7 +192,7 @@ class FileStore(IntegrationStore):
 
     def _raw_routes(self):
         try:
-            config = self._read_config()
+            config = self.read_config()
         except ValueError as exc:
             raise InvalidInput.single("config.json", f"{exc} Fix the file by hand before writing routes.") from exc
         return config, config.setdefault("routes", [])

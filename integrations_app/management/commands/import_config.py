@@ -1,0 +1,50 @@
+import json
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from backflow.errors import ServiceError
+from integrations_app.file_store import FileStore
+from integrations_app.stores import DatabaseStore
+from integrations_app.transfer import import_into_tenant
+from tenants import selectors
+from tenants.principals import Principal
+
+
+def tenant_or_error(slug):
+    tenant = selectors.tenant_get(slug=slug)
+    if tenant is None:
+        raise CommandError(f"No tenant {slug!r}; create it with `manage.py create_tenant {slug}`.")
+    return tenant
+
+
+class Command(BaseCommand):
+    help = (
+        "Import local-mode files into a tenant: integrations/*.json and the routes of CONFIG_JSON "
+        "(config.json). {{env.NAME}} credentials become stored secrets, filled from the environment "
+        "when NAME is set. All or nothing: any invalid document aborts the whole import."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("config_json", help="Path to config.json (routes, mcpServers)")
+        parser.add_argument("--tenant", required=True, help="Tenant slug")
+        parser.add_argument("--integrations", help="Folder of <name>.json files (default: integrations/ beside CONFIG_JSON)")
+
+    def handle(self, config_json, tenant, integrations, **options):
+        config_path = Path(config_json).resolve()
+        if not config_path.is_file():
+            raise CommandError(f"{config_path} does not exist.")
+        integrations_path = Path(integrations).resolve() if integrations else config_path.parent / "integrations"
+        if not integrations_path.is_dir():
+            raise CommandError(f"Integrations folder {integrations_path} does not exist; name it with --integrations.")
+        tenant = tenant_or_error(tenant)
+        source = FileStore(integrations_path=integrations_path, config_path=config_path)
+        target = DatabaseStore(tenant=tenant, actor=Principal.system(tenant, "import_config"))
+        try:
+            report = import_into_tenant(source=source, target=target)
+        except ServiceError as exc:
+            raise CommandError(f"Nothing was imported: {exc}") from exc
+        servers = source.read_config().get("mcpServers") or []
+        if servers:
+            report["mcpServersNotImported"] = [s.get("name") for s in servers if isinstance(s, dict)]
+        self.stdout.write(json.dumps(report, indent=2))
