@@ -16,6 +16,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt
+	touch $@
+
 install: $(VENV)/.installed var/local.env
 
 # Secrets for this checkout, generated once; real environment variables override them.
@@ -39,11 +43,11 @@ $(PEERS)/node_modules/.installed: $(PEERS)/package.json $(PEERS)/package-lock.js
 
 peers: $(PEERS)/node_modules/.installed
 
-test: install peers
+test: install $(VENV)/.installed-test peers
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: install peers
+bench: install $(VENV)/.installed-test peers
 	$(PY) -m bench
 
 clean:

@@ -1,4 +1,4 @@
-"""ASGI entry point: Channels' router in front of Django (MCP transports join it later)."""
+"""ASGI entry point: Channels' router; MCP's HTTP transports in front of Django."""
 
 import os
 
@@ -9,4 +9,6 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from mcp_app.http import McpRouter  # noqa: E402
+
+application = ProtocolTypeRouter({"http": McpRouter(django_asgi_app)})

@@ -171,6 +171,11 @@ BACKFLOW_LLM_BASE_URL = env.str("BACKFLOW_LLM_BASE_URL", default="")
 BACKFLOW_LLM_API_KEY = env.str("BACKFLOW_LLM_API_KEY", default="")
 BACKFLOW_LLM_MODEL = env.str("BACKFLOW_LLM_MODEL", default="")
 
+# MCP tool calls allowed per principal: (calls, seconds).
+BACKFLOW_MCP_RATE_LIMIT = tuple(env.list("BACKFLOW_MCP_RATE_LIMIT", cast=int, default=[600, 60]))
+# Idle SSE streams get a comment this often so proxies keep them open.
+BACKFLOW_SSE_KEEPALIVE_SECONDS = env.float("BACKFLOW_SSE_KEEPALIVE_SECONDS", default=15.0)
+
 # API keys: last_used_at is written at most this often per key, to keep reads read-only.
 BACKFLOW_KEY_LAST_USED_INTERVAL = timedelta(seconds=60)
 
@@ -181,4 +186,6 @@ LOGGING = {
     # stderr only: stdout is reserved for the MCP protocol in mcp_stdio.
     "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "plain"}},
     "root": {"handlers": ["stderr"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # The SDK logs every stateless request at INFO.
+    "loggers": {"mcp.server.streamable_http": {"level": "WARNING"}},
 }

@@ -9,6 +9,7 @@ class ToolContext:
     allowed: frozenset  # tool names this connection may list and call
     tenant: object = None  # None in local file mode
     actor: object = None  # Principal; None in local file mode
+    rate_key: str | None = None  # remote connections share a per-principal call budget
 
     @property
     def local(self):

@@ -19,6 +19,7 @@ from mcp.server import Server
 from backflow.errors import InvalidInput, ServiceError
 from backflow.redaction import redact
 from backflow.validation import schema_errors
+from mcp_app.ratelimit import retry_after
 from mcp_app.registry import REGISTRY, visible_tools
 
 logger = logging.getLogger("backflow.mcp")
@@ -39,8 +40,8 @@ def json_result(value, *, is_error=False):
     )
 
 
-def error_result(message, errors=None):
-    body = {"error": message}
+def error_result(message, errors=None, **extra):
+    body = {"error": message, **extra}
     if errors:
         body["errors"] = errors
     return json_result(body, is_error=True)
@@ -71,6 +72,10 @@ async def call_tool(ctx, name, args):
     if definition is None or name not in ctx.allowed:
         return error_result(f"Unknown tool {name!r}. Available tools: {', '.join(sorted(ctx.allowed))}.")
     started = time.monotonic()
+    if ctx.rate_key:
+        wait = await sync_to_async(retry_after, thread_sensitive=True)(ctx.rate_key)
+        if wait:
+            return error_result(f"Too many tool calls; retry in {wait} s.", retryAfterSeconds=wait)
     if not isinstance(args, dict):
         args = {}
     errors = schema_errors(definition.input_schema, args)
