@@ -36,4 +36,10 @@ def api_exception_handler(exc, context):
         )
     if isinstance(exc, drf_exceptions.ValidationError):
         return Response({"detail": "Invalid input.", "errors": _flatten(exc.detail)}, status=400)
+    if isinstance(exc, drf_exceptions.ParseError):
+        # Malformed JSON: the whole body is the bad field.
+        return Response(
+            {"detail": str(exc.detail), "errors": {"body": ["Send a well-formed JSON object (UTF-8)."]}},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
     return drf_exception_handler(exc, context)

@@ -9,6 +9,8 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
 
-from mcp_app.http import McpRouter  # noqa: E402
+from backflow.asgi_utils import PathRouter  # noqa: E402
+from integrations_app.dispatch import routes_asgi  # noqa: E402
+from mcp_app.http import mcp_asgi  # noqa: E402
 
-application = ProtocolTypeRouter({"http": McpRouter(django_asgi_app)})
+application = ProtocolTypeRouter({"http": PathRouter(django_asgi_app, {"/mcp/": mcp_asgi, "/t/": routes_asgi})})

@@ -167,6 +167,10 @@ BACKFLOW_SECRETS_KEY = _required(
 )
 
 BACKFLOW_EGRESS_ALLOW = env.list("BACKFLOW_EGRESS_ALLOW", default=[])
+# Upstream answers above this size fail the route (502) instead of filling memory.
+BACKFLOW_UPSTREAM_MAX_BYTES = env.int("BACKFLOW_UPSTREAM_MAX_BYTES", default=5 * 1024 * 1024)
+# Route invocations allowed per tenant: (calls, seconds); 429 beyond.
+BACKFLOW_ROUTE_RATE_LIMIT = tuple(env.list("BACKFLOW_ROUTE_RATE_LIMIT", cast=int, default=[6000, 60]))
 BACKFLOW_LLM_BASE_URL = env.str("BACKFLOW_LLM_BASE_URL", default="")
 BACKFLOW_LLM_API_KEY = env.str("BACKFLOW_LLM_API_KEY", default="")
 BACKFLOW_LLM_MODEL = env.str("BACKFLOW_LLM_MODEL", default="")
@@ -186,6 +190,11 @@ LOGGING = {
     # stderr only: stdout is reserved for the MCP protocol in mcp_stdio.
     "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "plain"}},
     "root": {"handlers": ["stderr"], "level": env.str("LOG_LEVEL", default="INFO")},
-    # The SDK logs every stateless request at INFO.
-    "loggers": {"mcp.server.streamable_http": {"level": "WARNING"}},
+    "loggers": {
+        # The SDK logs every stateless request at INFO.
+        "mcp.server.streamable_http": {"level": "WARNING"},
+        # httpx logs full URLs at INFO; an api_key credential may travel in the query string.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
 }

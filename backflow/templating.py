@@ -18,6 +18,14 @@ REQUEST_PARTS = ("query", "body", "params", "headers")
 class TemplateError(ValueError):
     """A template names something that does not exist or is malformed."""
 
+    def __init__(self, message, expression=None):
+        super().__init__(message)
+        self.expression = expression  # the placeholder that failed to render, if any
+
+    @property
+    def root(self):
+        return self.expression.split(".")[0] if self.expression else None
+
 
 def expressions(value):
     """Every placeholder expression inside a JSON value, in document order."""
@@ -59,10 +67,10 @@ def _lookup(context, expr):
     if head == "env":
         name = ".".join(rest)
         if name not in os.environ:
-            raise TemplateError(f"{{{{{expr}}}}}: environment variable {name} is not set.")
+            raise TemplateError(f"{{{{{expr}}}}}: environment variable {name} is not set.", expr)
         return os.environ[name]
     if head not in context:
-        raise TemplateError(f"{{{{{expr}}}}}: {head!r} is not available here.")
+        raise TemplateError(f"{{{{{expr}}}}}: {head!r} is not available here.", expr)
     value = context[head]
     walked = head
     for part in rest:
@@ -71,13 +79,23 @@ def _lookup(context, expr):
         elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
             value = value[int(part)]
         else:
-            raise TemplateError(f"{{{{{expr}}}}}: {walked} has no {part!r}.")
+            raise TemplateError(f"{{{{{expr}}}}}: {walked} has no {part!r}.", expr)
         walked = f"{walked}.{part}"
     return value
 
 
 def _as_text(value):
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def placeholder_names(value, root):
+    """Names used right after `root.` in a value's placeholders ({{params.id}} -> "id")."""
+    names = set()
+    for expr in expressions(value):
+        parts = expr.split(".")
+        if parts[0] == root and len(parts) > 1:
+            names.add(parts[1])
+    return names
 
 
 def render(value, context):

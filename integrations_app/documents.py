@@ -79,6 +79,7 @@ ENDPOINT_SCHEMA = {
         "query": {"type": "object", "description": "Query parameters (values may be templates).", "maxProperties": 100},
         "headers": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 4000}, "maxProperties": 100},
         "body": {"description": "JSON body template (any JSON value)."},
+        "timeout": {"type": "number", "minimum": 0.1, "maximum": 120, "description": "Seconds the whole call may take (default 10)."},
     },
     "required": ["name", "method", "path"],
     "additionalProperties": False,

@@ -113,3 +113,21 @@ class Secret(TenantOwned):
             "createdAt": self.created_at.isoformat(),
             "updatedAt": self.updated_at.isoformat(),
         }
+
+
+class RouteInvocation(TenantOwned):
+    """One call of a tenant route: status and timing, never bodies."""
+
+    route_id = models.UUIDField(null=True, blank=True, db_index=True)  # kept after the route is deleted
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=2000)
+    status = models.PositiveSmallIntegerField()
+    duration_ms = models.FloatField()
+    error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta(TenantOwned.Meta):
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.method.upper()} {self.path} -> {self.status}"

@@ -7,6 +7,9 @@ integrations/<name>.json and config.json.
 
 from abc import ABC, abstractmethod
 
+from uuid import uuid4
+
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 
 from backflow.errors import Conflict
@@ -62,10 +65,19 @@ class IntegrationStore(ABC):
     def record(self, action, object_type, object_id, summary): ...
 
 
+def routes_version_key(tenant_id):
+    return f"routes:version:{tenant_id}"
+
+
 class DatabaseStore(IntegrationStore):
     def __init__(self, *, tenant, actor):
         self.tenant = tenant
         self.actor = actor
+
+    def _changed(self):
+        """Every process serving this tenant's routes rebuilds its route table after the commit."""
+        key = routes_version_key(self.tenant.pk)
+        transaction.on_commit(lambda: cache.set(key, uuid4().hex, timeout=None))
 
     def transaction(self):
         return transaction.atomic()
@@ -91,10 +103,12 @@ class DatabaseStore(IntegrationStore):
                 obj.save()
         except IntegrityError as exc:
             raise duplicate_integration(doc["name"]) from exc
+        self._changed()
         return obj.to_document()
 
     def delete_integration(self, name):
         self._integrations().filter(name=name).delete()
+        self._changed()
 
     def list_routes(self):
         return [obj.to_document() for obj in self._routes()]
@@ -112,10 +126,12 @@ class DatabaseStore(IntegrationStore):
                 obj.save()
         except IntegrityError as exc:
             raise duplicate_route(doc["method"], doc["path"]) from exc
+        self._changed()
         return obj.to_document()
 
     def delete_route(self, route_id):
         self._routes().filter(pk=route_id).delete()
+        self._changed()
 
     def record(self, action, object_type, object_id, summary):
         audit_record(tenant=self.tenant, actor=self.actor, action=action, object_type=object_type,

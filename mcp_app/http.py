@@ -14,7 +14,7 @@ limited. The principal's scopes decide the tool set.
 import asyncio
 import json
 import logging
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlencode
 from uuid import uuid4
 
 import anyio
@@ -24,12 +24,12 @@ from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
-from django.http.request import split_domain_port, validate_host
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared._context_streams import create_context_streams
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
+from backflow.asgi_utils import HttpError, check_host, query_params, read_body, request_headers, respond
 from integrations_app.stores import DatabaseStore
 from mcp_app.context import ToolContext
 from mcp_app.registry import visible_tools
@@ -43,41 +43,8 @@ MCP_PATHS = (SSE_PATH, MESSAGES_PATH, STREAMABLE_PATH)
 SESSION_TTL = 120  # seconds; the stream refreshes it with every keep-alive
 
 
-class HttpError(Exception):
-    def __init__(self, status, message, headers=()):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, list(headers)
-
-
-async def respond(send, status, body, headers=(), content_type=b"application/json"):
-    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", str(len(payload)).encode()), *headers]})
-    await send({"type": "http.response.body", "body": payload})
-
-
-def _headers(scope):
-    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-
-
-def _query(scope):
-    return {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
-
-
 def www_authenticate():
     return [(b"www-authenticate", b'Bearer realm="backflow"')]
-
-
-def check_host(headers):
-    """DNS-rebinding protection: Host (and Origin, when sent) must be one of ALLOWED_HOSTS."""
-    host, _ = split_domain_port(headers.get("host", ""))
-    if not host or not validate_host(host, settings.ALLOWED_HOSTS):
-        raise HttpError(421, f"Host {headers.get('host', '')!r} is not allowed.")
-    origin = headers.get("origin")
-    if origin and origin != "null":
-        origin_host = urlsplit(origin).hostname or ""
-        if not validate_host(origin_host, settings.ALLOWED_HOSTS):
-            raise HttpError(403, f"Origin {origin!r} is not allowed.")
 
 
 async def authenticate(headers, query, *, allow_query_token=False):
@@ -108,21 +75,6 @@ def connection_for(principal):
 
 def owner_of(principal):
     return f"{principal.tenant.slug}/{principal.label}"
-
-
-async def read_body(receive, limit):
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise HttpError(400, "The client went away before sending the body.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise HttpError(413, f"Request body is larger than {limit} bytes.")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 # -- SSE ---------------------------------------------------------------------------------------
@@ -176,7 +128,10 @@ async def sse_stream(scope, receive, send, principal):
         (b"content-type", b"text/event-stream"), (b"cache-control", b"no-store"),
         (b"x-accel-buffering", b"no"), (b"mcp-session-id", session_id.encode()),
     ]})
-    await emit(f"event: endpoint\ndata: {MESSAGES_PATH}?sessionId={session_id}\n\n")
+    endpoint = f"{MESSAGES_PATH}?sessionId={session_id}"
+    if "scope" in query_params(scope):  # a tenant chosen with ?scope= must reach the POSTs too
+        endpoint += "&" + urlencode({"scope": principal.tenant.slug})
+    await emit(f"event: endpoint\ndata: {endpoint}\n\n")
     try:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(server.run, read_stream, write_stream, server.create_initialization_options())
@@ -200,7 +155,7 @@ async def post_message(scope, receive, send, principal, query):
     record = await cache.aget(_session_key(session_id))
     if record is None or record["owner"] != owner_of(principal):
         raise HttpError(404, "No such session.")  # another principal's session does not exist for you
-    if not _headers(scope).get("content-type", "").startswith("application/json"):
+    if not request_headers(scope).get("content-type", "").startswith("application/json"):
         raise HttpError(415, "Send the JSON-RPC message as Content-Type: application/json.")
     body = await read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
     try:
@@ -257,36 +212,32 @@ class StreamableHttp:
 streamable = StreamableHttp()
 
 
-class McpRouter:
-    """ASGI app: the MCP paths here, everything else to Django."""
+async def mcp_asgi(scope, receive, send):
+    """ASGI app for /mcp, /mcp/sse and /mcp/messages."""
+    path = scope.get("path", "").rstrip("/")
+    if path not in MCP_PATHS:
+        return await respond(send, 404, {"error": f"No MCP endpoint at {path}; use {', '.join(MCP_PATHS)}."})
+    try:
+        await _dispatch(path, scope, receive, send)
+    except HttpError as exc:
+        await respond(send, exc.status, exc.body(), exc.headers)
 
-    def __init__(self, django_app):
-        self.django_app = django_app
 
-    async def __call__(self, scope, receive, send):
-        path = scope.get("path", "").rstrip("/") or "/"
-        if scope["type"] != "http" or path not in MCP_PATHS:
-            return await self.django_app(scope, receive, send)
-        try:
-            await self._dispatch(path, scope, receive, send)
-        except HttpError as exc:
-            await respond(send, exc.status, {"error": exc.message}, exc.headers)
-
-    async def _dispatch(self, path, scope, receive, send):
-        headers, query, method = _headers(scope), _query(scope), scope["method"]
-        check_host(headers)
-        if path == SSE_PATH:
-            if method != "GET":
-                raise HttpError(405, "Open the SSE stream with GET.", [(b"allow", b"GET")])
-            principal = await authenticate(headers, query, allow_query_token=True)
-            return await sse_stream(scope, receive, send, principal)
-        if path == MESSAGES_PATH:
-            if method != "POST":
-                raise HttpError(405, "POST messages here.", [(b"allow", b"POST")])
-            principal = await authenticate(headers, query)
-            return await post_message(scope, receive, send, principal, query)
+async def _dispatch(path, scope, receive, send):
+    headers, query, method = request_headers(scope), query_params(scope), scope["method"]
+    check_host(headers)
+    if path == SSE_PATH:
+        if method != "GET":
+            raise HttpError(405, "Open the SSE stream with GET.", [(b"allow", b"GET")])
+        principal = await authenticate(headers, query, allow_query_token=True)
+        return await sse_stream(scope, receive, send, principal)
+    if path == MESSAGES_PATH:
+        if method != "POST":
+            raise HttpError(405, "POST messages here.", [(b"allow", b"POST")])
         principal = await authenticate(headers, query)
-        length = int(headers.get("content-length") or 0)
-        if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-            raise HttpError(413, f"Request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
-        await streamable.handle(scope, receive, send, principal)
+        return await post_message(scope, receive, send, principal, query)
+    principal = await authenticate(headers, query)
+    length = int(headers.get("content-length") or 0)
+    if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        raise HttpError(413, f"Request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
+    await streamable.handle(scope, receive, send, principal)

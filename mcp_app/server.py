@@ -13,13 +13,14 @@ import time
 
 import mcp_types as types
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import close_old_connections
 from mcp.server import Server
 
 from backflow.errors import InvalidInput, ServiceError
 from backflow.redaction import redact
 from backflow.validation import schema_errors
-from mcp_app.ratelimit import retry_after
+from backflow.ratelimit import retry_after
 from mcp_app.registry import REGISTRY, visible_tools
 
 logger = logging.getLogger("backflow.mcp")
@@ -73,7 +74,7 @@ async def call_tool(ctx, name, args):
         return error_result(f"Unknown tool {name!r}. Available tools: {', '.join(sorted(ctx.allowed))}.")
     started = time.monotonic()
     if ctx.rate_key:
-        wait = await sync_to_async(retry_after, thread_sensitive=True)(ctx.rate_key)
+        wait = await sync_to_async(retry_after, thread_sensitive=True)(f"mcp:{ctx.rate_key}", settings.BACKFLOW_MCP_RATE_LIMIT)
         if wait:
             return error_result(f"Too many tool calls; retry in {wait} s.", retryAfterSeconds=wait)
     if not isinstance(args, dict):

@@ -1,0 +1,252 @@
+"""ANY /t/<tenant>/<route path>: match a tenant route and run it (a lean ASGI app, no Django
+middleware on this hot path).
+
+Each process keeps a compiled route table per tenant and rebuilds it when the tenant's version in
+the shared cache changes (every route or integration write bumps it after commit), so all
+processes see a change at once. Local mode (`serve_local`) serves the seed's files the same way.
+"""
+
+import asyncio
+import json
+import logging
+import re
+import secrets as tokens
+import time
+import weakref
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+
+from backflow.asgi_utils import HttpError, check_host, query_params, read_body, request_headers, respond
+from backflow.egress import guarded_client
+from backflow.errors import NotFound
+from backflow.ratelimit import retry_after
+from backflow.templating import TemplateError, render
+from integrations_app.runtime import RouteFailure, SecretResolver, run_route
+from integrations_app.stores import DatabaseStore, routes_version_key
+
+logger = logging.getLogger("backflow.routes")
+PARAM_SEGMENT = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+FORWARDED_HEADERS_EXCLUDED = {"authorization", "cookie", "x-backflow-scope", "proxy-authorization"}
+_clients = weakref.WeakKeyDictionary()
+
+
+def shared_client():
+    """One pooled, guarded client per event loop (connections belong to their loop)."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = _clients[loop] = guarded_client()
+    return client
+
+
+class RouteTable:
+    """Routes grouped by path template, most specific template first (static segments win)."""
+
+    def __init__(self, routes, integrations):
+        self.integrations = {doc["name"]: doc for doc in integrations}
+        templates = {}
+        for route in routes:
+            templates.setdefault(route["path"], {})[route["method"]] = route
+        self.templates = sorted(
+            ((self._compile(path), methods) for path, methods in templates.items()),
+            key=lambda item: (-item[0][1], item[0][0].pattern),
+        )
+
+    @staticmethod
+    def _compile(path):
+        parts, static = [], 0
+        for segment in path.strip("/").split("/") if path != "/" else []:
+            match = PARAM_SEGMENT.match(segment)
+            if match:
+                parts.append(f"(?P<{match.group(1)}>[^/]+)")
+            else:
+                parts.append(re.escape(segment))
+                static += 1
+        return re.compile("^/" + "/".join(parts) + "$"), static
+
+    def match(self, method, path):
+        allowed = set()
+        for (pattern, _), methods in self.templates:
+            found = pattern.match(path)
+            if not found:
+                continue
+            if method in methods:
+                return methods[method], found.groupdict()
+            allowed |= set(methods)
+        if allowed:
+            allow = ", ".join(sorted(m.upper() for m in allowed))
+            raise HttpError(405, f"{method.upper()} is not allowed on {path}; use {allow}.", [(b"allow", allow.encode())])
+        raise HttpError(404, f"No route matches {method.upper()} {path}.")
+
+
+class TenantSite:
+    """A tenant's routes as stored in the database."""
+
+    def __init__(self, tenant, table):
+        self.tenant, self.table = tenant, table
+        self.secrets = SecretResolver(self._secret, cache_namespace=f"tenant-{tenant.pk}")
+        self.rate_key = f"routes:{tenant.pk}"
+
+    async def _secret(self, reference, label):
+        from integrations_app.services import secret_value
+
+        try:
+            return await sync_to_async(secret_value)(tenant=self.tenant, name=reference)
+        except NotFound as exc:
+            raise RouteFailure(502, f"{label}: {exc.message}") from exc
+
+    async def authenticate(self, headers, query):
+        from tenants.authentication import AuthenticationError, bearer_value, principal_for_token
+
+        raw = bearer_value(headers.get("authorization"))
+        if raw is None:
+            raise HttpError(401, "This route requires Authorization: Bearer <API key or JWT of the tenant>.",
+                            [(b"www-authenticate", b'Bearer realm="backflow"')])
+        try:
+            await sync_to_async(principal_for_token)(raw, self.tenant.slug)
+        except AuthenticationError as exc:
+            raise HttpError(401, str(exc), [(b"www-authenticate", b'Bearer realm="backflow"')]) from exc
+
+    def record(self, route, method, path, status, duration_ms, error):
+        from integrations_app.models import RouteInvocation
+
+        RouteInvocation.objects.create(
+            tenant=self.tenant, route_id=route["id"] if route else None, method=method, path=path[:2000],
+            status=status, duration_ms=duration_ms, error=error[:500],
+        )
+
+
+class DatabaseSites:
+    def __init__(self):
+        self._tables = {}  # tenant id -> (version, RouteTable)
+
+    async def site(self, slug):
+        from tenants.models import Tenant
+
+        tenant = await Tenant.objects.filter(slug=slug).afirst()
+        if tenant is None:
+            raise HttpError(404, f"No tenant {slug!r}.")
+        if not tenant.is_active:
+            raise HttpError(403, f"Tenant {slug!r} is inactive.")
+        version = await cache.aget(routes_version_key(tenant.pk), "initial")
+        cached = self._tables.get(tenant.pk)
+        if cached is None or cached[0] != version:
+            table = await sync_to_async(self._load)(tenant)
+            cached = self._tables[tenant.pk] = (version, table)
+        return TenantSite(tenant, cached[1])
+
+    @staticmethod
+    def _load(tenant):
+        store = DatabaseStore(tenant=tenant, actor=None)
+        return RouteTable(store.list_routes(), store.list_integrations())
+
+
+class LocalSite:
+    """The seed's files (`serve_local`): tenant slug `local`, secrets from {{env.NAME}}."""
+
+    rate_key = "routes:local"
+
+    def __init__(self, store, token=None):
+        self.store, self.token = store, token
+        self.secrets = SecretResolver(self._secret, cache_namespace="local")
+        self._snapshot, self._table = None, None
+
+    @property
+    def table(self):
+        snapshot = self.store.snapshot()
+        if snapshot is not self._snapshot:
+            self._snapshot, self._table = snapshot, RouteTable(snapshot.routes, snapshot.integrations.values())
+        return self._table
+
+    async def _secret(self, reference, label):
+        if not isinstance(reference, str) or "{{" not in reference:
+            raise RouteFailure(502, f"{label}: local mode reads credentials from {{{{env.NAME}}}} placeholders, not stored secrets.")
+        try:
+            return render(reference, {})
+        except TemplateError as exc:
+            raise RouteFailure(502, f"{label}: {exc}") from exc
+
+    async def authenticate(self, headers, query):
+        from tenants.authentication import bearer_value
+
+        raw = bearer_value(headers.get("authorization")) or ""
+        if self.token and not tokens.compare_digest(raw.encode(), self.token.encode()):
+            raise HttpError(401, "This route requires Authorization: Bearer <BACKFLOW_LOCAL_TOKEN>.",
+                            [(b"www-authenticate", b'Bearer realm="backflow-local"')])
+
+    def record(self, route, method, path, status, duration_ms, error):
+        logger.info("%s %s -> %s in %.1f ms%s", method.upper(), path, status, duration_ms, f" ({error})" if error else "")
+
+
+class LocalSites:
+    def __init__(self, site):
+        self._site = site
+
+    async def site(self, slug):
+        if slug != "local":
+            raise HttpError(404, f"Local mode serves /t/local/…, not /t/{slug}/.")
+        return self._site
+
+
+class RouteDispatcher:
+    def __init__(self, sites):
+        self.sites = sites
+        self._background = set()
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await self._handle(scope, receive, send)
+        except HttpError as exc:
+            await respond(send, exc.status, exc.body(), exc.headers)
+
+    async def _handle(self, scope, receive, send):
+        started = time.monotonic()
+        headers = request_headers(scope)
+        check_host(headers)
+        _, _, rest = scope["path"].partition("/t/")
+        slug, _, tail = rest.partition("/")
+        path = "/" + tail.rstrip("/") if tail.strip("/") else "/"
+        method = scope["method"].lower()
+        site = await self.sites.site(slug)
+        route, path_params = site.table.match(method, path)
+        query = query_params(scope)
+        if route.get("requireAuth", True):
+            await site.authenticate(headers, query)
+        wait = await sync_to_async(retry_after)(site.rate_key, settings.BACKFLOW_ROUTE_RATE_LIMIT)
+        if wait:
+            raise HttpError(429, f"Too many requests for this tenant; retry in {wait} s.", [(b"retry-after", str(wait).encode())])
+        raw = await read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError as exc:
+            raise HttpError(400, f"The request body is not valid JSON: {exc}.") from exc
+        request_context = {"request": {
+            "query": query, "body": body, "params": path_params,
+            "headers": {k: v for k, v in headers.items() if k not in FORWARDED_HEADERS_EXCLUDED},
+        }}
+        try:
+            result = await run_route(route=route, integrations=site.table.integrations, request_context=request_context,
+                                     client=shared_client(), secrets=site.secrets)
+            status, answer, error = 200, result, ""
+        except RouteFailure as failure:
+            status, answer, error = failure.status, failure.body(), failure.message
+        await respond(send, status, answer)
+        self._record(site, route, method, path, status, round((time.monotonic() - started) * 1000, 2), error)
+
+    def _record(self, site, route, method, path, status, duration_ms, error):
+        """After the answer is sent, off the request's path."""
+        task = asyncio.get_running_loop().create_task(self._safe_record(site, route, method, path, status, duration_ms, error))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _safe_record(site, *args):
+        try:
+            await sync_to_async(site.record)(*args)
+        except Exception:
+            logger.exception("Could not record a route invocation")
+
+
+routes_asgi = RouteDispatcher(DatabaseSites())

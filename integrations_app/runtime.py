@@ -1,0 +1,268 @@
+"""Run a route: call each action's integration endpoint and shape the answer.
+
+Actions run in waves: an action waits only for the earlier actions its params name through
+{{steps.<id>…}}; actions of one wave run concurrently. A single-placeholder value keeps its JSON
+type. Endpoint templates see the action's params as {{params.x}}; `{x}` in an endpoint path is
+filled the same way; params no template uses go to the query string (GET, HEAD, OPTIONS,
+DELETE) or become the JSON body (other methods, when the endpoint defines no body).
+"""
+
+import asyncio
+import base64
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urljoin
+
+import anyio
+import httpx
+from django.conf import settings
+from django.core.cache import cache
+
+from backflow.egress import EgressRefused
+from backflow.templating import TemplateError, expressions, placeholder_names, render
+
+PATH_PARAM = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+IDEMPOTENT = {"get", "head", "options", "put", "delete"}
+RETRY_STATUSES = {502, 503, 504}
+QUERY_METHODS = {"get", "head", "options", "delete"}
+DEFAULT_TIMEOUT = 10.0
+MAX_REDIRECTS = 5
+
+
+class RouteFailure(Exception):
+    """The route could not answer; `status` is the HTTP status, the message names the action."""
+
+    def __init__(self, status, message, **details):
+        super().__init__(message)
+        self.status, self.message, self.details = status, message, details
+
+    def body(self):
+        return {"error": self.message, **self.details}
+
+
+@dataclass
+class CallSettings:
+    retries: int = 2
+    backoff: float = 0.1
+    max_bytes: int = field(default_factory=lambda: settings.BACKFLOW_UPSTREAM_MAX_BYTES)
+
+
+def waves(actions):
+    """Groups of actions; each group depends only on actions of earlier groups."""
+    done, remaining, groups = set(), list(actions), []
+    while remaining:
+        ready = [a for a in remaining if _depends_on(a) <= done]
+        if not ready:  # validation forbids forward references; run what is left in order
+            ready = remaining[:1]
+        groups.append(ready)
+        done |= {a["id"] for a in ready}
+        remaining = [a for a in remaining if a not in ready]
+    return groups
+
+
+def _depends_on(action):
+    return {expr.split(".")[1] for expr in expressions(action.get("params", {})) if expr.startswith("steps.")}
+
+
+class SecretResolver:
+    """Turns an auth `secret` reference into its value, at call time only."""
+
+    def __init__(self, lookup, cache_namespace):
+        self.lookup = lookup  # async (reference, label) -> value; raises RouteFailure when missing
+        self.cache_namespace = cache_namespace  # keeps cached OAuth tokens apart per tenant
+
+
+async def run_route(*, route, integrations, request_context, client, secrets, call_settings=None):
+    """The route's answer (JSON) or RouteFailure."""
+    call_settings = call_settings or CallSettings()
+    steps = {}
+    for group in waves(route["integrations"]["actions"]):
+        results = await asyncio.gather(*(
+            _run_action(action, integrations, request_context, steps, client, secrets, call_settings) for action in group
+        ), return_exceptions=True)
+        for action, result in zip(group, results):
+            if isinstance(result, BaseException):
+                raise result
+            steps[action["id"]] = {"result": result}
+    context = {**request_context, "steps": steps}
+    if route.get("response") is None:
+        return steps[route["integrations"]["actions"][-1]["id"]]["result"]
+    return _render(route["response"], context, where="the route's response template")
+
+
+def _render(value, context, *, where):
+    try:
+        return render(value, context)
+    except TemplateError as exc:
+        status = 400 if exc.root == "request" else 502
+        raise RouteFailure(status, f"Cannot fill {where}: {exc}") from exc
+
+
+async def _run_action(action, integrations, request_context, steps, client, secrets, call_settings):
+    label = f"action {action['id']!r} ({action['integration']}.{action['action']})"
+    integration = integrations.get(action["integration"])
+    endpoint = next((e for e in (integration or {}).get("endpoints", []) if e["name"] == action["action"]), None)
+    if endpoint is None:
+        raise RouteFailure(502, f"{label}: the integration or endpoint no longer exists.")
+    params = _render(action.get("params", {}), {**request_context, "steps": steps}, where=f"the params of {label}")
+    request = _build_request(integration, endpoint, params, label)
+    await _apply_auth(request, integration, secrets, client, label)
+    return await _send(client, request, endpoint, call_settings, label)
+
+
+@dataclass
+class UpstreamRequest:
+    method: str
+    url: str
+    params: dict
+    headers: dict
+    json: object = None
+    has_body: bool = False
+    auth: object = None
+
+
+def _build_request(integration, endpoint, params, label):
+    context = {"params": params}
+    used = placeholder_names([endpoint.get(k) for k in ("path", "query", "headers", "body")], "params")
+    path = endpoint["path"]
+    used |= set(PATH_PARAM.findall(path))
+
+    def fill(match):
+        name = match.group(1)
+        if name not in params:
+            raise RouteFailure(502, f"{label}: the endpoint path needs param {name!r}; add it to the action's params.")
+        return str(params[name])
+
+    path = PATH_PARAM.sub(fill, path)
+    path = _render(path, context, where=f"the path of {label}")
+    query = {k: v for k, v in _render(endpoint.get("query", {}), context, where=f"the query of {label}").items() if v is not None}
+    headers = {k: str(v) for k, v in _render(endpoint.get("headers", {}), context, where=f"the headers of {label}").items()}
+    leftovers = {k: v for k, v in params.items() if k not in used}
+    method = endpoint["method"]
+    request = UpstreamRequest(method=method, url=_join(integration["baseUrl"], str(path)), params=query, headers=headers)
+    if "body" in endpoint:
+        request.json, request.has_body = _render(endpoint["body"], context, where=f"the body of {label}"), True
+    elif leftovers and method not in QUERY_METHODS:
+        request.json, request.has_body = leftovers, True
+    if method in QUERY_METHODS:
+        request.params.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in leftovers.items()})
+    return request
+
+
+def _join(base, path):
+    base_url = render(base, {}) if "{{" in base else base  # {{env.X}} in local mode
+    return base_url.rstrip("/") + "/" + path.lstrip("/")
+
+
+async def _apply_auth(request, integration, secrets, client, label):
+    auth = integration.get("auth") or {"type": "none"}
+    kind = auth.get("type", "none")
+    if kind == "none":
+        return
+    secret = await secrets.lookup(auth.get("secret"), label)
+    if kind == "bearer":
+        request.headers["Authorization"] = f"Bearer {secret}"
+    elif kind == "basic":
+        token = base64.b64encode(f"{auth['username']}:{secret}".encode()).decode()
+        request.headers["Authorization"] = f"Basic {token}"
+    elif kind == "api_key":
+        if auth["in"] == "header":
+            request.headers[auth["name"]] = secret
+        else:
+            request.params[auth["name"]] = secret
+    elif kind == "oauth2_client_credentials":
+        token = await _oauth2_token(auth, secret, secrets.cache_namespace, integration["name"], client, label)
+        request.headers["Authorization"] = f"Bearer {token}"
+
+
+async def _oauth2_token(auth, client_secret, namespace, integration_name, client, label):
+    fingerprint = hashlib.sha256(f"{auth['tokenUrl']}|{auth['clientId']}|{client_secret}".encode()).hexdigest()[:32]
+    key = f"oauth2:{namespace}:{integration_name}:{fingerprint}"
+    token = await cache.aget(key)
+    if token:
+        return token
+    form = {"grant_type": "client_credentials", "client_id": auth["clientId"], "client_secret": client_secret}
+    if auth.get("scopes"):
+        form["scope"] = " ".join(auth["scopes"])
+    try:
+        with anyio.fail_after(DEFAULT_TIMEOUT):
+            response = await client.post(auth["tokenUrl"], data=form, headers={"Accept": "application/json"})
+        payload = response.json()
+    except TimeoutError as exc:
+        raise RouteFailure(504, f"{label}: the OAuth token endpoint did not answer in time.") from exc
+    except EgressRefused as exc:
+        raise RouteFailure(502, f"{label}: OAuth token endpoint: {exc}") from exc
+    except (httpx.HTTPError, ValueError) as exc:
+        raise RouteFailure(502, f"{label}: the OAuth token endpoint failed ({exc.__class__.__name__}).") from exc
+    if response.status_code >= 400 or not isinstance(payload, dict) or "access_token" not in payload:
+        raise RouteFailure(502, f"{label}: the OAuth token endpoint refused the client credentials ({response.status_code}).")
+    lifetime = int(payload.get("expires_in") or 300)
+    await cache.aset(key, payload["access_token"], timeout=max(1, lifetime - 30))
+    return payload["access_token"]
+
+
+async def _send(client, request, endpoint, call_settings, label):
+    timeout = float(endpoint.get("timeout") or DEFAULT_TIMEOUT)
+    attempts = 1 + (call_settings.retries if request.method in IDEMPOTENT else 0)
+    for attempt in range(attempts):
+        try:
+            with anyio.fail_after(timeout):
+                status, content_type, body = await _follow(client, request, call_settings.max_bytes, label)
+        except TimeoutError as exc:
+            raise RouteFailure(504, f"{label}: the upstream did not answer within {timeout:g} s.") from exc
+        except EgressRefused as exc:
+            raise RouteFailure(502, f"{label}: {exc}") from exc
+        except httpx.TransportError as exc:
+            if attempt + 1 < attempts:
+                await anyio.sleep(call_settings.backoff * 2**attempt)
+                continue
+            raise RouteFailure(502, f"{label}: cannot reach the upstream ({exc.__class__.__name__}).") from exc
+        if status in RETRY_STATUSES and attempt + 1 < attempts:
+            await anyio.sleep(call_settings.backoff * 2**attempt)
+            continue
+        return _result(status, content_type, body, label)
+
+
+async def _follow(client, request, max_bytes, label):
+    """Send, following redirects hop by hop (each hop passes the egress guard)."""
+    method, url, params = request.method.upper(), request.url, request.params
+    has_body, json_body = request.has_body, request.json
+    for _ in range(MAX_REDIRECTS + 1):
+        kwargs = {"params": params, "headers": request.headers}
+        if has_body:
+            kwargs["json"] = json_body
+        async with client.stream(method, url, **kwargs) as response:
+            if response.is_redirect and "location" in response.headers:
+                url = urljoin(str(response.url), response.headers["location"])
+                params = None
+                if response.status_code in (301, 302, 303) and method not in ("GET", "HEAD"):
+                    method, has_body, json_body = "GET", False, None
+                continue
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body.extend(chunk)
+                if len(body) > max_bytes:
+                    raise RouteFailure(502, f"{label}: the upstream answer is larger than {max_bytes} bytes.")
+            return response.status_code, response.headers.get("content-type", ""), bytes(body)
+    raise RouteFailure(502, f"{label}: more than {MAX_REDIRECTS} redirects.")
+
+
+def _result(status, content_type, body, label):
+    text = body.decode("utf-8", errors="replace")
+    if "json" in content_type:
+        try:
+            value = json.loads(text) if text.strip() else None
+        except ValueError as exc:
+            raise RouteFailure(502, f"{label}: the upstream said JSON but sent something else.", upstreamStatus=status) from exc
+    else:
+        value = text
+    if status >= 400:
+        raise RouteFailure(502, f"{label}: the upstream answered {status}.", upstreamStatus=status, upstreamBody=_truncate(value))
+    return value
+
+
+def _truncate(value, limit=2000):
+    text = value if isinstance(value, str) else json.dumps(value)
+    return value if len(text) <= limit else text[:limit] + "…"
