@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "channels",
     "tenants",
     "integrations_app",
+    "entities_app",
     "mcp_app",
 ]
 
@@ -169,6 +170,8 @@ BACKFLOW_SECRETS_KEY = _required(
 BACKFLOW_EGRESS_ALLOW = env.list("BACKFLOW_EGRESS_ALLOW", default=[])
 # Upstream answers above this size fail the route (502) instead of filling memory.
 BACKFLOW_UPSTREAM_MAX_BYTES = env.int("BACKFLOW_UPSTREAM_MAX_BYTES", default=5 * 1024 * 1024)
+# Largest entity `data` document, in bytes of JSON.
+BACKFLOW_ENTITY_MAX_BYTES = env.int("BACKFLOW_ENTITY_MAX_BYTES", default=256 * 1024)
 # Route invocations allowed per tenant: (calls, seconds); 429 beyond.
 BACKFLOW_ROUTE_RATE_LIMIT = tuple(env.list("BACKFLOW_ROUTE_RATE_LIMIT", cast=int, default=[6000, 60]))
 BACKFLOW_LLM_BASE_URL = env.str("BACKFLOW_LLM_BASE_URL", default="")

@@ -68,3 +68,35 @@ def public_schema(schema):
     if isinstance(schema, list):
         return [public_schema(v) for v in schema]
     return schema
+
+
+OPENAPI_30_UNSUPPORTED = {"propertyNames", "const", "prefixItems", "$defs", "if", "then", "else", "unevaluatedProperties"}
+
+
+def openapi_schema(schema):
+    """public_schema for OpenAPI 3.0: `"type": [X, "null"]` becomes `nullable: true`, and keywords
+    3.0 lacks are left out (the service still enforces them)."""
+    schema = public_schema(schema)
+    if isinstance(schema, dict):
+        schema = {k: openapi_schema(v) for k, v in schema.items() if k not in OPENAPI_30_UNSUPPORTED}
+        kinds = schema.get("type")
+        if isinstance(kinds, list) and "null" in kinds and len(kinds) == 2:
+            schema["type"] = next(kind for kind in kinds if kind != "null")
+            schema["nullable"] = True
+    elif isinstance(schema, list):
+        schema = [openapi_schema(v) for v in schema]
+    return schema
+
+
+class Problems:
+    """Collects field errors across checks so one answer names every problem."""
+
+    def __init__(self, errors=None):
+        self.errors = dict(errors or {})
+
+    def add(self, path, message):
+        self.errors.setdefault(field_path(path) if isinstance(path, (list, tuple)) else path, []).append(message)
+
+    def raise_if_any(self):
+        if self.errors:
+            raise InvalidInput("Invalid input.", self.errors)

@@ -9,7 +9,7 @@ import re
 
 from backflow.errors import InvalidInput
 from backflow.templating import TemplateError, check_references, expressions
-from backflow.validation import field_path, schema_errors
+from backflow.validation import Problems, schema_errors
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 NAME_HELP = "use 1-63 lower-case letters, digits, '_' or '-', starting with a letter or digit."
@@ -139,20 +139,6 @@ ROUTE_SCHEMA = {
     "required": ["path", "method", "integrations"],
     "additionalProperties": False,
 }
-
-
-class Problems:
-    """Collects field errors across checks so one answer names every problem."""
-
-    def __init__(self, errors=None):
-        self.errors = dict(errors or {})
-
-    def add(self, path, message):
-        self.errors.setdefault(field_path(path) if isinstance(path, (list, tuple)) else path, []).append(message)
-
-    def raise_if_any(self):
-        if self.errors:
-            raise InvalidInput("Invalid input.", self.errors)
 
 
 def _normalized(document):

@@ -2,12 +2,12 @@
 
 import copy
 
-from backflow.validation import public_schema
+from backflow.validation import openapi_schema
 from integrations_app.documents import INTEGRATION_SCHEMA, ROUTE_SCHEMA
 
 
 def _with_read_only(schema, **extra):
-    out = public_schema(copy.deepcopy(schema))
+    out = openapi_schema(copy.deepcopy(schema))
     out["properties"].update(extra)
     return out
 
@@ -21,9 +21,9 @@ TIMESTAMPS = {
     "createdAt": {"type": "string", "format": "date-time", "readOnly": True},
     "updatedAt": {"type": "string", "format": "date-time", "readOnly": True},
 }
-INTEGRATION_REQUEST = public_schema(INTEGRATION_SCHEMA)
+INTEGRATION_REQUEST = openapi_schema(INTEGRATION_SCHEMA)
 INTEGRATION_PATCH = _optional_fields(INTEGRATION_REQUEST)
 INTEGRATION_RESPONSE = _with_read_only(INTEGRATION_SCHEMA, **TIMESTAMPS)
-ROUTE_REQUEST = public_schema(ROUTE_SCHEMA)
+ROUTE_REQUEST = openapi_schema(ROUTE_SCHEMA)
 ROUTE_PATCH = _optional_fields(ROUTE_REQUEST)
 ROUTE_RESPONSE = _with_read_only(ROUTE_SCHEMA, id={"type": "string", "format": "uuid", "readOnly": True}, **TIMESTAMPS)

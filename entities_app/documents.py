@@ -1,0 +1,233 @@
+"""Collections, entities and apps as JSON documents: their schemas and the checks around them.
+
+The filter language is shared by REST, MCP and app page bindings:
+`{"status": "active", "price": {"gte": 10}, "tags": {"contains": "yoga"}}` — a bare value means
+`eq`; operators are eq ne gt gte lt lte in contains icontains exists. Fields are top-level keys
+of the entity data, or `createdAt` / `updatedAt`. Sort with "field" or "-field" (or a list).
+"""
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from backflow.errors import InvalidInput
+from backflow.validation import Problems, schema_errors
+from integrations_app.documents import NAME_HELP, NAME_PATTERN
+
+OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "icontains", "exists")
+TIMESTAMP_FIELDS = {"createdAt": "created_at", "updatedAt": "updated_at"}
+FIELD_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$"
+APP_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+PAGE_PATH_PATTERN = r"^(|[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*)$"
+COMPONENT_TYPES = ("table", "list", "detail", "form", "stat", "markdown")
+BOUND_COMPONENTS = {"table", "list", "detail", "form", "stat"}
+MAX_LIMIT = 500
+
+FILTERS_SCHEMA = {
+    "type": "object",
+    "description": (
+        "Field -> value (equals) or {operator: value}; operators eq ne gt gte lt lte in contains "
+        "icontains exists. Example: {\"status\": \"active\", \"price\": {\"gte\": 10}, \"tags\": {\"contains\": \"yoga\"}}."
+    ),
+    "propertyNames": {"pattern": FIELD_PATTERN},
+    "maxProperties": 20,
+}
+SORT_SCHEMA = {
+    "description": "\"field\" ascending, \"-field\" descending, or a list of those; fields of the data or createdAt/updatedAt.",
+    "anyOf": [
+        {"type": "string", "pattern": r"^-?[A-Za-z_][A-Za-z0-9_-]{0,62}$"},
+        {"type": "array", "items": {"type": "string", "pattern": r"^-?[A-Za-z_][A-Za-z0-9_-]{0,62}$"}, "maxItems": 3},
+    ],
+}
+
+COLLECTION_SCHEMA = {
+    "type": "object",
+    "title": "Collection",
+    "properties": {
+        "name": {"type": "string", "pattern": NAME_PATTERN, "x-pattern-help": NAME_HELP, "description": "Unique name, e.g. \"members\"."},
+        "description": {"type": "string", "maxLength": 2000},
+        "schema": {
+            "type": ["object", "null"],
+            "description": "Optional JSON Schema (draft 2020-12) every entity's data must satisfy, e.g. "
+            "{\"type\": \"object\", \"properties\": {\"name\": {\"type\": \"string\"}}, \"required\": [\"name\"]}.",
+        },
+    },
+    "required": ["name"],
+    "additionalProperties": False,
+}
+
+BINDING_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "collection": {"type": "string", "pattern": NAME_PATTERN, "x-pattern-help": NAME_HELP},
+        "filters": FILTERS_SCHEMA,
+        "sort": SORT_SCHEMA,
+        "fields": {"type": "array", "items": {"type": "string", "pattern": FIELD_PATTERN}, "maxItems": 50},
+    },
+    "required": ["collection"],
+    "additionalProperties": False,
+}
+COMPONENT_SCHEMA = {
+    "type": "object",
+    "description": (
+        "table/list: entities of binding.collection (filters, sort, fields); detail: one entity (?id=); "
+        "form: creates an entity from binding.fields; stat: props.op count|sum (props.field for sum) over the "
+        "binding; markdown: props.text."
+    ),
+    "properties": {
+        "type": {"type": "string", "enum": list(COMPONENT_TYPES)},
+        "props": {"type": "object"},
+        "binding": BINDING_SCHEMA,
+    },
+    "required": ["type"],
+    "additionalProperties": False,
+}
+PAGE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "path": {"type": "string", "pattern": PAGE_PATH_PATTERN, "x-pattern-help": "lower-case segments like \"members\" or \"members/new\"; \"\" is the home page.", "maxLength": 200},
+        "title": {"type": "string", "maxLength": 200},
+        "components": {"type": "array", "items": COMPONENT_SCHEMA, "maxItems": 50},
+    },
+    "required": ["path", "components"],
+    "additionalProperties": False,
+}
+APP_SCHEMA = {
+    "type": "object",
+    "title": "App",
+    "description": "Pages of components bound to collections, served at /apps/<tenant>/<id>/<page path>.",
+    "properties": {
+        "id": {"type": "string", "pattern": APP_ID_PATTERN, "x-pattern-help": NAME_HELP, "description": "URL id, e.g. \"studio\" (default: from the name)."},
+        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+        "description": {"type": "string", "maxLength": 2000},
+        "public": {"type": "boolean", "description": "Anyone may view the pages (read-only; forms need a signed-in member). Default false."},
+        "pages": {"type": "array", "items": PAGE_SCHEMA, "minItems": 1, "maxItems": 50},
+    },
+    "required": ["name", "pages"],
+    "additionalProperties": False,
+}
+
+
+def clean_collection(document):
+    if not isinstance(document, dict):
+        raise InvalidInput.single("body", "Send a JSON object.")
+    doc = {k: v for k, v in document.items() if k not in ("createdAt", "updatedAt", "entityCount")}
+    problems = Problems(schema_errors(COLLECTION_SCHEMA, doc))
+    problems.raise_if_any()
+    doc.setdefault("description", "")
+    doc.setdefault("schema", None)
+    if doc["schema"] is not None:
+        try:
+            Draft202012Validator.check_schema(doc["schema"])
+        except SchemaError as exc:
+            where = ".".join(str(p) for p in exc.absolute_path)
+            problems.add("schema" + (f".{where}" if where else ""), f"not a valid JSON Schema: {exc.message}")
+        if doc["schema"].get("type", "object") not in ("object", ["object"]):
+            problems.add("schema.type", "entity data is a JSON object: use \"type\": \"object\".")
+    problems.raise_if_any()
+    return doc
+
+
+def schema_fields(collection_schema):
+    """Top-level property names a collection's schema declares, or None when it does not constrain them."""
+    if not collection_schema or "properties" not in collection_schema:
+        return None
+    return set(collection_schema["properties"])
+
+
+def check_filters(filters, known_fields, where="filters"):
+    """InvalidInput naming each unknown operator, wrong value type or undeclared field."""
+    problems = Problems(schema_errors(FILTERS_SCHEMA, filters) if isinstance(filters, dict) else {where: ["Send filters as a JSON object."]})
+    problems.raise_if_any()
+    for field, condition in filters.items():
+        path = f"{where}.{field}"
+        if known_fields is not None and field not in known_fields and field not in TIMESTAMP_FIELDS:
+            problems.add(path, f"unknown field; the collection's fields are {', '.join(sorted(known_fields)) or 'none'}.")
+        if isinstance(condition, dict):
+            if not condition:
+                problems.add(path, f"give an operator: {', '.join(OPERATORS)}.")
+            for op, value in condition.items():
+                if op not in OPERATORS:
+                    problems.add(f"{path}.{op}", f"unknown operator; use one of {', '.join(OPERATORS)}.")
+                elif op == "in" and not isinstance(value, list):
+                    problems.add(f"{path}.in", "give a list of values.")
+                elif op == "exists" and not isinstance(value, bool):
+                    problems.add(f"{path}.exists", "give true or false.")
+                elif op in ("gt", "gte", "lt", "lte") and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
+                    problems.add(f"{path}.{op}", "compare with a number or a string.")
+                elif op == "icontains" and not isinstance(value, str):
+                    problems.add(f"{path}.icontains", "give a string.")
+    problems.raise_if_any()
+
+
+def parse_sort(sort, known_fields, where="sort"):
+    """[(field, descending)], defaulting to newest first."""
+    if sort in (None, "", []):
+        return [("createdAt", True)]
+    problems = Problems(schema_errors(SORT_SCHEMA, sort))
+    problems.raise_if_any()
+    keys = [sort] if isinstance(sort, str) else sort
+    parsed = []
+    for key in keys:
+        field = key.lstrip("-")
+        if known_fields is not None and field not in known_fields and field not in TIMESTAMP_FIELDS:
+            problems.add(where, f"cannot sort by unknown field {field!r}.")
+        parsed.append((field, key.startswith("-")))
+    problems.raise_if_any()
+    return parsed
+
+
+def clean_app(document, *, find_collection):
+    """A validated app document; `find_collection(name)` returns a Collection or None."""
+    if not isinstance(document, dict):
+        raise InvalidInput.single("body", "Send a JSON object.")
+    doc = {k: v for k, v in document.items() if k not in ("createdAt", "updatedAt", "url")}
+    problems = Problems(schema_errors(APP_SCHEMA, doc))
+    problems.raise_if_any()
+    doc.setdefault("description", "")
+    doc.setdefault("public", False)
+    seen = set()
+    for p_index, page in enumerate(doc["pages"]):
+        page.setdefault("title", page["path"] or doc["name"])
+        if page["path"] in seen:
+            problems.add(f"pages[{p_index}].path", f"two pages have the path {page['path']!r}.")
+        seen.add(page["path"])
+        for c_index, component in enumerate(page["components"]):
+            where = f"pages[{p_index}].components[{c_index}]"
+            component.setdefault("props", {})
+            _check_component(problems, where, component, find_collection)
+    problems.raise_if_any()
+    return doc
+
+
+def _check_component(problems, where, component, find_collection):
+    kind, binding = component["type"], component.get("binding")
+    if kind == "markdown":
+        if not isinstance(component["props"].get("text"), str):
+            problems.add(f"{where}.props.text", "a markdown component needs its text.")
+        return
+    if binding is None:
+        problems.add(f"{where}.binding", f"a {kind} component needs a binding to a collection.")
+        return
+    collection = find_collection(binding["collection"])
+    if collection is None:
+        problems.add(f"{where}.binding.collection", f"no collection named {binding['collection']!r}; create it first.")
+        return
+    known = schema_fields(collection.schema)
+    for index, field in enumerate(binding.get("fields", [])):
+        if known is not None and field not in known and field not in TIMESTAMP_FIELDS:
+            problems.add(f"{where}.binding.fields[{index}]", f"{collection.name!r} has no field {field!r} ({', '.join(sorted(known))}).")
+    try:
+        check_filters(binding.get("filters", {}), known, where=f"{where}.binding.filters")
+        parse_sort(binding.get("sort"), known, where=f"{where}.binding.sort")
+    except InvalidInput as exc:
+        for path, messages in exc.errors.items():
+            for message in messages:
+                problems.add(path, message)
+    if kind == "stat":
+        op = component["props"].get("op", "count")
+        if op not in ("count", "sum"):
+            problems.add(f"{where}.props.op", "use count or sum.")
+        elif op == "sum" and not isinstance(component["props"].get("field"), str):
+            problems.add(f"{where}.props.field", "sum needs the field to add up.")
+    if kind == "form" and not binding.get("fields") and known is None:
+        problems.add(f"{where}.binding.fields", "name the fields the form asks for (the collection has no schema to take them from).")
