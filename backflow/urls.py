@@ -13,4 +13,6 @@ api_patterns = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("entities_app.urls")),
 ]

@@ -1,69 +1,13 @@
 """Operator pages. Creates, changes and deletes go through the same services as REST and MCP."""
 
-import json
-
 from django import forms
 from django.contrib import admin
 
-from backflow.errors import ServiceError
 from integrations_app import selectors, services
-from integrations_app.models import Integration, Route, Secret
+from integrations_app.documents import HTTP_METHODS
+from integrations_app.models import Integration, Route, RouteInvocation, Secret
 from integrations_app.stores import DatabaseStore
-from tenants.admin import operator
-
-JSON_WIDGET = forms.Textarea(attrs={"rows": 14, "cols": 100, "style": "font-family: monospace"})
-
-
-class ReadableJSONField(forms.JSONField):
-    def prepare_value(self, value):
-        return json.dumps(value, indent=2) if not isinstance(value, str) else value
-
-
-class ServiceForm(forms.ModelForm):
-    """The service validates *and* writes, so it runs in clean(): its errors land on the form
-    (next to the field they name) and the admin's save_model has nothing left to do."""
-
-    admin_request = None
-
-    def to_document(self):
-        raise NotImplementedError
-
-    def save_through_service(self, store, document):
-        raise NotImplementedError
-
-    def _post_clean(self):
-        pass  # model validation would repeat the service's checks with worse messages
-
-    def clean(self):
-        cleaned = super().clean()
-        if self.errors:
-            return cleaned
-        tenant = cleaned.get("tenant") or self.instance.tenant
-        store = DatabaseStore(tenant=tenant, actor=operator(self.admin_request, tenant))
-        try:
-            self.document = self.save_through_service(store, self.to_document())
-        except ServiceError as exc:
-            if not exc.errors:
-                self.add_error(None, exc.message)
-            for field, messages in exc.errors.items():
-                self.add_error(None, f"{field}: {' '.join(messages)}")
-        return cleaned
-
-
-class ServiceAdmin(admin.ModelAdmin):
-    def get_form(self, request, obj=None, **kwargs):
-        form = super().get_form(request, obj, **kwargs)
-        form.admin_request = request
-        return form
-
-    def save_model(self, request, obj, form, change):
-        # The service already wrote the row in form.clean(); point the admin at it.
-        if not change:
-            obj.pk = self.created_pk(form.document, form.cleaned_data["tenant"])
-
-    def delete_queryset(self, request, queryset):
-        for obj in queryset:
-            self.delete_model(request, obj)
+from tenants.admin_base import JSON_WIDGET, ReadableJSONField, ServiceAdmin, ServiceForm, operator
 
 
 class IntegrationForm(ServiceForm):
@@ -80,10 +24,13 @@ class IntegrationForm(ServiceForm):
                 "description": data["description"], "baseUrl": data["base_url"], "auth": data["auth"],
                 "endpoints": data["endpoints"]}
 
-    def save_through_service(self, store, document):
+    def save_through_service(self, tenant, actor):
+        store = DatabaseStore(tenant=tenant, actor=actor)
         if not self.instance._state.adding:
-            return services.integration_update(store=store, name=self.instance.name, changes=document, partial=False)
-        return services.integration_create(store=store, document=document)
+            services.integration_update(store=store, name=self.instance.name, changes=self.to_document(), partial=False)
+            return self.instance.pk
+        saved = services.integration_create(store=store, document=self.to_document())
+        return Integration.objects.for_tenant(tenant).get(name=saved["name"]).pk
 
 
 @admin.register(Integration)
@@ -92,12 +39,7 @@ class IntegrationAdmin(ServiceAdmin):
     list_display = ["name", "display_name", "tenant", "base_url", "updated_at"]
     list_filter = ["tenant"]
     search_fields = ["name", "display_name", "description", "base_url"]
-
-    def created_pk(self, document, tenant):
-        return Integration.objects.for_tenant(tenant).get(name=document["name"]).pk
-
-    def get_readonly_fields(self, request, obj=None):
-        return ["tenant", "name"] if obj else []
+    identity_fields = ("name",)
 
     def get_deleted_objects(self, objs, request):
         deleted, counts, perms, protected = super().get_deleted_objects(objs, request)
@@ -111,7 +53,7 @@ class IntegrationAdmin(ServiceAdmin):
 
 
 class RouteForm(ServiceForm):
-    method = forms.ChoiceField(choices=[(m, m.upper()) for m in ("get", "post", "put", "patch", "delete", "head", "options")])
+    method = forms.ChoiceField(choices=[(m, m.upper()) for m in HTTP_METHODS])
     actions = ReadableJSONField(widget=JSON_WIDGET, help_text='[{"id": "list", "integration": "stripe", "action": "listCharges", "params": {}}]')
     response = ReadableJSONField(widget=JSON_WIDGET, required=False, help_text="Optional answer template; empty: the last action's result.")
 
@@ -125,10 +67,11 @@ class RouteForm(ServiceForm):
                 "requireAuth": data["require_auth"], "integrations": {"actions": data["actions"]},
                 "response": data.get("response")}
 
-    def save_through_service(self, store, document):
+    def save_through_service(self, tenant, actor):
+        store = DatabaseStore(tenant=tenant, actor=actor)
         if not self.instance._state.adding:
-            return services.route_update(store=store, route_id=self.instance.pk, changes=document, partial=False)
-        return services.route_create(store=store, document=document)
+            return services.route_update(store=store, route_id=self.instance.pk, changes=self.to_document(), partial=False)["id"]
+        return services.route_create(store=store, document=self.to_document())["id"]
 
 
 @admin.register(Route)
@@ -137,12 +80,6 @@ class RouteAdmin(ServiceAdmin):
     list_display = ["__str__", "tenant", "require_auth", "description", "updated_at"]
     list_filter = ["tenant", "method", "require_auth"]
     search_fields = ["path", "description"]
-
-    def created_pk(self, document, tenant):
-        return document["id"]
-
-    def get_readonly_fields(self, request, obj=None):
-        return ["tenant"] if obj else []
 
     def delete_model(self, request, obj):
         services.route_delete(store=DatabaseStore(tenant=obj.tenant, actor=operator(request, obj.tenant)), route_id=obj.pk)
@@ -190,3 +127,17 @@ class SecretAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         for obj in queryset:
             self.delete_model(request, obj)
+
+
+@admin.register(RouteInvocation)
+class RouteInvocationAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "tenant", "method", "path", "status", "duration_ms"]
+    list_filter = ["tenant", "status", "method"]
+    search_fields = ["path", "error"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -4,13 +4,8 @@ from django.utils import timezone
 
 from tenants import services
 from tenants.models import ApiKey, AuditEvent, Membership, Tenant
-from tenants.principals import Principal
+from tenants.admin_base import operator
 from tenants.scopes import ALL_SCOPES
-
-
-def operator(request, tenant):
-    """The admin acts as a system principal named after the signed-in operator."""
-    return Principal.system(tenant, f"admin:{request.user.get_username()}")
 
 
 class MembershipInline(admin.TabularInline):
