@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PEERS := tests/peers
 
-.PHONY: run test install migrate peers bench clean
+.PHONY: run test install migrate peers browser bench clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,11 @@ $(PEERS)/node_modules/.installed: $(PEERS)/package.json $(PEERS)/package-lock.js
 
 peers: $(PEERS)/node_modules/.installed
 
-test: install $(VENV)/.installed-test peers
+# Headless Chromium for the app page tests (Debian's package; Playwright drives it, downloads nothing).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: install $(VENV)/.installed-test peers browser
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) -m pytest $(PYTEST_ARGS)
 
