@@ -7,8 +7,10 @@ and other non-global addresses unless BACKFLOW_EGRESS_ALLOW lists the host or ne
 connects to the very address it checked (no second lookup a DNS rebinding could change).
 """
 
+import asyncio
 import ipaddress
 import socket
+import weakref
 
 import anyio
 import httpcore
@@ -66,41 +68,48 @@ class EgressPolicy:
         return addresses
 
 
-class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, policy, inner=None):
-        self.policy = policy
-        self.inner = inner or httpcore.AnyIOBackend()
+def _guarded_transport_class(client_module, core_module):
+    """GuardedTransport for one client library: httpx (integrations) or httpx2 (the MCP SDK)."""
 
-    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        if self.policy.host_allowed(host):
-            return await self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        last_error = None
-        for address in await self.policy.resolve(host, port):
-            try:
-                return await self.inner.connect_tcp(str(address), port, timeout, local_address, socket_options)
-            except httpcore.ConnectError as exc:
-                last_error = exc
-        raise last_error
+    class GuardedNetworkBackend(core_module.AsyncNetworkBackend):
+        def __init__(self, policy, inner=None):
+            self.policy = policy
+            self.inner = inner or core_module.AnyIOBackend()
 
-    async def connect_unix_socket(self, path, timeout=None, socket_options=None):
-        raise EgressRefused("Unix sockets are not reachable from integrations.")
+        async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+            if self.policy.host_allowed(host):
+                return await self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
+            last_error = None
+            for address in await self.policy.resolve(host, port):
+                try:
+                    return await self.inner.connect_tcp(str(address), port, timeout, local_address, socket_options)
+                except core_module.ConnectError as exc:
+                    last_error = exc
+            raise last_error
 
-    async def sleep(self, seconds):
-        await self.inner.sleep(seconds)
+        async def connect_unix_socket(self, path, timeout=None, socket_options=None):
+            raise EgressRefused("Unix sockets are not reachable from integrations.")
+
+        async def sleep(self, seconds):
+            await self.inner.sleep(seconds)
+
+    class GuardedTransport(client_module.AsyncHTTPTransport):
+        """The library's transport with the guard in its pool; no proxies from the environment."""
+
+        def __init__(self, *, policy, inner_backend=None, max_connections=200, max_keepalive=50):
+            super().__init__(trust_env=False)
+            self._pool = core_module.AsyncConnectionPool(
+                ssl_context=client_module.create_ssl_context(trust_env=False),
+                max_connections=max_connections,
+                max_keepalive_connections=max_keepalive,
+                keepalive_expiry=30.0,
+                network_backend=GuardedNetworkBackend(policy, inner_backend),
+            )
+
+    return GuardedTransport
 
 
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport with the guard in its pool; no proxies from the environment."""
-
-    def __init__(self, *, policy, inner_backend=None, max_connections=200, max_keepalive=50):
-        super().__init__(trust_env=False)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=max_connections,
-            max_keepalive_connections=max_keepalive,
-            keepalive_expiry=30.0,
-            network_backend=GuardedNetworkBackend(policy, inner_backend),
-        )
+GuardedTransport = _guarded_transport_class(httpx, httpcore)
 
 
 def guarded_client(*, policy=None, inner_backend=None, **kwargs):
@@ -108,3 +117,27 @@ def guarded_client(*, policy=None, inner_backend=None, **kwargs):
     callers follow them hop by hop, so each hop is checked and counted)."""
     transport = GuardedTransport(policy=policy or EgressPolicy.from_settings(), inner_backend=inner_backend)
     return httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False, **kwargs)
+
+
+_shared_clients = weakref.WeakKeyDictionary()
+
+
+def shared_client():
+    """One pooled, guarded client per event loop (connections belong to their loop)."""
+    loop = asyncio.get_running_loop()
+    client = _shared_clients.get(loop)
+    if client is None:
+        client = _shared_clients[loop] = guarded_client()
+    return client
+
+
+def guarded_mcp_http_client(headers=None, timeout=None, auth=None):
+    """The MCP SDK's client factory (httpx2), guarded the same way: for tenants' HTTP/SSE MCP servers."""
+    import httpcore2
+    import httpx2
+
+    transport = _guarded_transport_class(httpx2, httpcore2)(policy=EgressPolicy.from_settings())
+    return httpx2.AsyncClient(
+        transport=transport, headers=headers, auth=auth, follow_redirects=False, trust_env=False,
+        timeout=timeout or httpx2.Timeout(30.0, read=300.0),
+    )

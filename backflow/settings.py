@@ -49,8 +49,14 @@ INSTALLED_APPS = [
     "tenants",
     "integrations_app",
     "entities_app",
+    "workflows_app",
     "mcp_app",
+    "django_tasks",
+    "django_tasks_db",
 ]
+
+# Workflow runs are queued in the database and executed by `manage.py run_worker` processes.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -174,6 +180,11 @@ BACKFLOW_SECRETS_KEY = _required(
 BACKFLOW_EGRESS_ALLOW = env.list("BACKFLOW_EGRESS_ALLOW", default=[])
 # Upstream answers above this size fail the route (502) instead of filling memory.
 BACKFLOW_UPSTREAM_MAX_BYTES = env.int("BACKFLOW_UPSTREAM_MAX_BYTES", default=5 * 1024 * 1024)
+# A running workflow run whose worker has not signalled for this long is failed (worker died).
+BACKFLOW_RUN_STALE_SECONDS = env.int("BACKFLOW_RUN_STALE_SECONDS", default=120)
+# How often each worker looks for due schedules and stale runs.
+BACKFLOW_SCHEDULER_INTERVAL = env.float("BACKFLOW_SCHEDULER_INTERVAL", default=10.0)
+
 # Largest entity `data` document, in bytes of JSON.
 BACKFLOW_ENTITY_MAX_BYTES = env.int("BACKFLOW_ENTITY_MAX_BYTES", default=256 * 1024)
 # Route invocations allowed per tenant: (calls, seconds); 429 beyond.

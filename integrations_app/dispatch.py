@@ -12,35 +12,21 @@ import logging
 import re
 import secrets as tokens
 import time
-import weakref
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
 from backflow.asgi_utils import HttpError, check_host, query_params, read_body, request_headers, respond
-from backflow.egress import guarded_client
-from backflow.errors import NotFound
+from backflow.egress import shared_client
 from backflow.ratelimit import retry_after
 from backflow.templating import TemplateError, render
-from integrations_app.runtime import RouteFailure, SecretResolver, run_route
+from integrations_app.runtime import RouteFailure, SecretResolver, run_route, tenant_secrets
 from integrations_app.stores import DatabaseStore, routes_version_key
 
 logger = logging.getLogger("backflow.routes")
 PARAM_SEGMENT = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 FORWARDED_HEADERS_EXCLUDED = {"authorization", "cookie", "x-backflow-scope", "proxy-authorization"}
-_clients = weakref.WeakKeyDictionary()
-
-
-def shared_client():
-    """One pooled, guarded client per event loop (connections belong to their loop)."""
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
-        client = _clients[loop] = guarded_client()
-    return client
-
-
 class RouteTable:
     """Routes grouped by path template, most specific template first (static segments win)."""
 
@@ -86,16 +72,8 @@ class TenantSite:
 
     def __init__(self, tenant, table):
         self.tenant, self.table = tenant, table
-        self.secrets = SecretResolver(self._secret, cache_namespace=f"tenant-{tenant.pk}")
+        self.secrets = tenant_secrets(tenant)
         self.rate_key = f"routes:{tenant.pk}"
-
-    async def _secret(self, reference, label):
-        from integrations_app.services import secret_value
-
-        try:
-            return await sync_to_async(secret_value)(tenant=self.tenant, name=reference)
-        except NotFound as exc:
-            raise RouteFailure(502, f"{label}: {exc.message}") from exc
 
     async def authenticate(self, headers, query):
         from tenants.authentication import AuthenticationError, bearer_value, principal_for_token
@@ -150,7 +128,7 @@ class LocalSite:
 
     def __init__(self, store, token=None):
         self.store, self.token = store, token
-        self.secrets = SecretResolver(self._secret, cache_namespace="local")
+        self.secrets = SecretResolver(self._secret, cache_namespace="local", env_templates=True)
         self._snapshot, self._table = None, None
 
     @property

@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urljoin
+from urllib.parse import quote, quote_plus, urljoin
 
 import anyio
 import httpx
@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from backflow.egress import EgressRefused
+from backflow.errors import NotFound
 from backflow.templating import TemplateError, expressions, placeholder_names, render
 
 PATH_PARAM = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
@@ -69,9 +70,35 @@ def _depends_on(action):
 class SecretResolver:
     """Turns an auth `secret` reference into its value, at call time only."""
 
-    def __init__(self, lookup, cache_namespace):
+    def __init__(self, lookup, cache_namespace, env_templates=False):
         self.lookup = lookup  # async (reference, label) -> value; raises RouteFailure when missing
         self.cache_namespace = cache_namespace  # keeps cached OAuth tokens apart per tenant
+        self.env_templates = env_templates  # local mode: {{env.NAME}} in the other auth parts too
+
+    def auth_parts(self, auth, label):
+        """The auth settings as used for a call: in local mode, `username`, `clientId`, `tokenUrl`…
+        may be {{env.NAME}} like the secret (tenant routes use them as written)."""
+        if not self.env_templates:
+            return auth
+        try:
+            return {k: render(v, {}) if k != "secret" and isinstance(v, str) and "{{" in v else v for k, v in auth.items()}
+        except TemplateError as exc:
+            raise RouteFailure(502, f"{label}: {exc}") from exc
+
+
+def tenant_secrets(tenant):
+    """Secrets of a tenant's database records, decrypted at call time."""
+    from asgiref.sync import sync_to_async
+
+    from integrations_app.services import secret_value
+
+    async def lookup(reference, label):
+        try:
+            return await sync_to_async(secret_value)(tenant=tenant, name=reference)
+        except NotFound as exc:
+            raise RouteFailure(502, f"{label}: {exc.message}") from exc
+
+    return SecretResolver(lookup, cache_namespace=f"tenant-{tenant.pk}")
 
 
 async def run_route(*, route, integrations, request_context, client, secrets, call_settings=None):
@@ -102,14 +129,19 @@ def _render(value, context, *, where):
 
 async def _run_action(action, integrations, request_context, steps, client, secrets, call_settings):
     label = f"action {action['id']!r} ({action['integration']}.{action['action']})"
-    integration = integrations.get(action["integration"])
-    endpoint = next((e for e in (integration or {}).get("endpoints", []) if e["name"] == action["action"]), None)
+    params = _render(action.get("params", {}), {**request_context, "steps": steps}, where=f"the params of {label}")
+    return await call_endpoint(integrations.get(action["integration"]), action["action"], params,
+                               client=client, secrets=secrets, call_settings=call_settings, label=label)
+
+
+async def call_endpoint(integration, endpoint_name, params, *, client, secrets, call_settings=None, label):
+    """Call one endpoint of an integration document with already-rendered params (routes and workflows)."""
+    endpoint = next((e for e in (integration or {}).get("endpoints", []) if e["name"] == endpoint_name), None)
     if endpoint is None:
         raise RouteFailure(502, f"{label}: the integration or endpoint no longer exists.")
-    params = _render(action.get("params", {}), {**request_context, "steps": steps}, where=f"the params of {label}")
     request = _build_request(integration, endpoint, params, label)
     await _apply_auth(request, integration, secrets, client, label)
-    return await _send(client, request, endpoint, call_settings, label)
+    return await _send(client, request, endpoint, call_settings or CallSettings(), label)
 
 
 @dataclass
@@ -121,6 +153,8 @@ class UpstreamRequest:
     json: object = None
     has_body: bool = False
     auth: object = None
+    credentials: list = field(default_factory=list)  # values to keep out of error answers
+    auth_headers: set = field(default_factory=set)  # header names not sent to another origin
 
 
 def _build_request(integration, endpoint, params, label):
@@ -162,10 +196,13 @@ async def _apply_auth(request, integration, secrets, client, label):
     if kind == "none":
         return
     secret = await secrets.lookup(auth.get("secret"), label)
+    auth = secrets.auth_parts(auth, label)
+    request.credentials.append(secret)
     if kind == "bearer":
         request.headers["Authorization"] = f"Bearer {secret}"
     elif kind == "basic":
         token = base64.b64encode(f"{auth['username']}:{secret}".encode()).decode()
+        request.credentials.append(token)
         request.headers["Authorization"] = f"Basic {token}"
     elif kind == "api_key":
         if auth["in"] == "header":
@@ -174,7 +211,9 @@ async def _apply_auth(request, integration, secrets, client, label):
             request.params[auth["name"]] = secret
     elif kind == "oauth2_client_credentials":
         token = await _oauth2_token(auth, secret, secrets.cache_namespace, integration["name"], client, label)
+        request.credentials.append(token)
         request.headers["Authorization"] = f"Bearer {token}"
+    request.auth_headers = {"authorization"} | ({auth["name"].lower()} if kind == "api_key" and auth["in"] == "header" else set())
 
 
 async def _oauth2_token(auth, client_secret, namespace, integration_name, client, label):
@@ -222,21 +261,24 @@ async def _send(client, request, endpoint, call_settings, label):
         if status in RETRY_STATUSES and attempt + 1 < attempts:
             await anyio.sleep(call_settings.backoff * 2**attempt)
             continue
-        return _result(status, content_type, body, label)
+        return _result(status, content_type, body, label, request.credentials)
 
 
 async def _follow(client, request, max_bytes, label):
     """Send, following redirects hop by hop (each hop passes the egress guard)."""
     method, url, params = request.method.upper(), request.url, request.params
-    has_body, json_body = request.has_body, request.json
+    has_body, json_body, headers = request.has_body, request.json, request.headers
+    origin = _origin(url)
     for _ in range(MAX_REDIRECTS + 1):
-        kwargs = {"params": params, "headers": request.headers}
+        kwargs = {"params": params, "headers": headers}
         if has_body:
             kwargs["json"] = json_body
         async with client.stream(method, url, **kwargs) as response:
             if response.is_redirect and "location" in response.headers:
                 url = urljoin(str(response.url), response.headers["location"])
                 params = None
+                if _origin(url) != origin:  # credentials stay with the origin they were meant for
+                    headers = {k: v for k, v in headers.items() if k.lower() not in request.auth_headers}
                 if response.status_code in (301, 302, 303) and method not in ("GET", "HEAD"):
                     method, has_body, json_body = "GET", False, None
                 continue
@@ -249,7 +291,12 @@ async def _follow(client, request, max_bytes, label):
     raise RouteFailure(502, f"{label}: more than {MAX_REDIRECTS} redirects.")
 
 
-def _result(status, content_type, body, label):
+def _origin(url):
+    parsed = httpx.URL(url)
+    return parsed.scheme, parsed.host, parsed.port
+
+
+def _result(status, content_type, body, label, credentials=()):
     text = body.decode("utf-8", errors="replace")
     if "json" in content_type:
         try:
@@ -259,8 +306,29 @@ def _result(status, content_type, body, label):
     else:
         value = text
     if status >= 400:
-        raise RouteFailure(502, f"{label}: the upstream answered {status}.", upstreamStatus=status, upstreamBody=_truncate(value))
+        raise RouteFailure(502, f"{label}: the upstream answered {status}.", upstreamStatus=status,
+                           upstreamBody=_truncate(_redact(value, credentials)))
     return value
+
+
+def _redact(value, credentials):
+    """`value` with every credential the call sent (as sent or URL-encoded) replaced: an upstream
+    that echoes its request in an error must not hand the tenant's secret to the route's caller."""
+    forms = sorted({form for secret in credentials if secret for form in (secret, quote(secret, safe=""), quote_plus(secret, safe=""))},
+                   key=len, reverse=True)
+
+    def clean(item):
+        if isinstance(item, str):
+            for form in forms:
+                item = item.replace(form, "[redacted]")
+            return item
+        if isinstance(item, dict):
+            return {clean(k): clean(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [clean(v) for v in item]
+        return item
+
+    return clean(value) if forms else value
 
 
 def _truncate(value, limit=2000):

@@ -1,0 +1,79 @@
+"""Workflow tools (seed: "Workflow Tools", remote and tenant mode only)."""
+
+from entities_app.documents import APP_ID_PATTERN
+from integrations_app.documents import NAME_HELP
+from mcp_app.registry import tool
+from workflows_app import selectors, services
+from workflows_app.api.views import MAX_WAIT, wait_for
+from workflows_app.documents import WORKFLOW_SCHEMA
+from workflows_app.models import WorkflowRun
+
+WORKFLOW_ID = {"type": "string", "pattern": APP_ID_PATTERN, "x-pattern-help": NAME_HELP, "description": "The workflow's id, e.g. \"file-analysis\"."}
+ID_ONLY = {"type": "object", "properties": {"id": WORKFLOW_ID}, "required": ["id"], "additionalProperties": False}
+
+
+@tool(name="list_workflows", title="List workflows", scope="workflows:read", read_only=True,
+      schema={"type": "object", "properties": {}, "additionalProperties": False})
+def list_workflows(ctx, args):
+    """List all workflows for the tenant: id, name, description, step counts and triggers."""
+    return {"workflows": [
+        {"id": w.slug, "name": w.name, "description": w.description,
+         "workflows": [{"name": f["name"], "steps": len(f["steps"])} for f in w.definition["workflows"]],
+         "triggers": [t["type"] for t in w.definition["triggers"]]}
+        for w in selectors.workflow_list(tenant=ctx.tenant)
+    ]}
+
+
+@tool(name="get_workflow", title="Get workflow", scope="workflows:read", read_only=True, schema=ID_ONLY)
+def get_workflow(ctx, args):
+    """Get a workflow definition by ID: its workflows and steps, tools and triggers (and webhook URL)."""
+    return selectors.workflow_get(tenant=ctx.tenant, slug=args["id"]).to_document()
+
+
+@tool(name="create_workflow", title="Create workflow", scope="workflows:write", schema=WORKFLOW_SCHEMA)
+def create_workflow(ctx, args):
+    """Create a new workflow with steps and triggers.
+
+    Steps run in order; each `action` is a declared tool (mcp_tool {mcpServer, toolName}, llm_call,
+    integration {integration, action}) or a built-in: mcp.listTools {server}, mcp.execute {server,
+    tool, arguments}. Params may use {{input.x}} and {{steps.<earlier id>.result}}. Triggers: manual,
+    webhook, schedule {cron}. MCP servers must be registered first (REST /api/mcp-servers/)."""
+    return services.workflow_create(tenant=ctx.tenant, actor=ctx.actor, document=args).to_document()
+
+
+@tool(name="update_workflow", title="Update workflow", scope="workflows:write", idempotent=True,
+      schema={**WORKFLOW_SCHEMA, "required": ["id"], "description": "Name the workflow by id; give only the fields to change."})
+def update_workflow(ctx, args):
+    """Update an existing workflow's steps, triggers, or config: give `id` and the fields to change
+    (`workflows`, `tools` and `triggers` each replace the stored list)."""
+    changes = {k: v for k, v in args.items() if k != "id"}
+    return services.workflow_update(tenant=ctx.tenant, actor=ctx.actor, slug=args["id"], changes=changes, partial=True).to_document()
+
+
+@tool(name="delete_workflow", title="Delete workflow", scope="workflows:write", destructive=True, idempotent=True, schema=ID_ONLY)
+def delete_workflow(ctx, args):
+    """Delete a workflow by ID, with its run history."""
+    services.workflow_delete(tenant=ctx.tenant, actor=ctx.actor, slug=args["id"])
+    return {"deleted": args["id"]}
+
+
+@tool(name="run_workflow", title="Run workflow", scope="workflows:run", schema={
+    "type": "object",
+    "properties": {
+        "id": WORKFLOW_ID,
+        "input": {"type": "object", "description": "Available to steps as {{input.x}}."},
+        "workflow": {"type": "string", "description": "Which entry of the document's workflows to run (default: the first)."},
+        "wait": {"type": "number", "minimum": 0, "maximum": MAX_WAIT, "description": f"Seconds to wait for the result (default 30, max {MAX_WAIT})."},
+    },
+    "required": ["id"],
+    "additionalProperties": False,
+})
+def run_workflow(ctx, args):
+    """Queue a run of a workflow and wait (default up to 30 s) for its result: status, output, error
+    and each step's result. A run still going after the wait comes back `queued` or `running`;
+    read it later at /api/runs/<id>/."""
+    workflow = selectors.workflow_get(tenant=ctx.tenant, slug=args["id"])
+    run = services.run_create(tenant=ctx.tenant, actor=ctx.actor, workflow=workflow, input=args.get("input", {}),
+                              entry=args.get("workflow"))
+    run = wait_for(run, args.get("wait", 30))
+    return run.to_document(selectors.run_steps(run=run) if run.status in WorkflowRun.FINISHED else None)

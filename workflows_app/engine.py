@@ -1,0 +1,205 @@
+"""Execute one workflow run: steps in order, each recorded with its resolved params, result,
+error and timing. Step kinds: the document's tools (mcp_tool, llm_call, integration) and the
+built-ins mcp.listTools / mcp.execute. A worker signals a heartbeat while it runs, so a run whose
+worker died is failed by the scheduler instead of staying `running` forever.
+"""
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+from backflow.egress import shared_client
+from backflow.errors import ServiceError
+from backflow.redaction import redact
+from backflow.templating import TemplateError, render
+from integrations_app.runtime import RouteFailure, call_endpoint, tenant_secrets
+from integrations_app.stores import DatabaseStore
+from workflows_app import llm, mcp_client, selectors
+from workflows_app.models import StepRun, WorkflowRun
+
+logger = logging.getLogger("backflow.workflows")
+DEFAULT_STEP_TIMEOUT = 60.0
+
+
+class StepFailed(Exception):
+    """The step could not produce a result; the message says why."""
+
+
+def _mcp_result(result):
+    """structuredContent when the tool gave one, else its text; isError fails the step."""
+    text = "\n".join(block.text for block in result.content if getattr(block, "type", None) == "text")
+    if result.is_error:
+        raise StepFailed(f"the tool reported an error: {text or result.structured_content}")
+    return result.structured_content if result.structured_content is not None else text
+
+
+def _tool_summary(tool):
+    return {"name": tool.name, "description": tool.description, "inputSchema": tool.input_schema}
+
+
+class RunContext:
+    def __init__(self, run):
+        self.run = run
+        self.tenant = run.tenant
+        self.tools = {t["name"]: t for t in run.workflow.definition.get("tools", [])}
+
+    def server_spec(self, name):
+        try:
+            return selectors.mcp_server_spec(selectors.mcp_server_get(tenant=self.tenant, name=name))
+        except ServiceError as exc:
+            raise StepFailed(exc.message) from exc
+        except mcp_client.McpClientError as exc:
+            raise StepFailed(str(exc)) from exc
+
+    def call(self, action, params, timeout):
+        try:
+            if action == "mcp.listTools":
+                return [_tool_summary(t) for t in mcp_client.list_tools(self.server_spec(params["server"]), timeout)]
+            if action == "mcp.execute":
+                spec = self.server_spec(params["server"])
+                return _mcp_result(mcp_client.call_tool(spec, params["tool"], params.get("arguments") or {}, timeout))
+            tool = self.tools[action]
+            if tool["type"] == "mcp_tool":
+                spec = self.server_spec(tool["params"]["mcpServer"])
+                return _mcp_result(mcp_client.call_tool(spec, tool["params"]["toolName"], params, timeout))
+            if tool["type"] == "llm_call":
+                options = {**tool["params"], **params}
+                return mcp_client.CLIENT.run(llm.complete(
+                    prompt=options["prompt"], system=options.get("system"), model=options.get("model"),
+                    temperature=options.get("temperature"), timeout=timeout,
+                ), timeout + 5)
+            return mcp_client.CLIENT.run(self._integration(tool, params), timeout + 5)
+        except mcp_client.McpClientError as exc:
+            raise StepFailed(str(exc)) from exc
+        except llm.LlmError as exc:
+            raise StepFailed(str(exc)) from exc
+        except RouteFailure as exc:
+            raise StepFailed(exc.message) from exc
+        except TimeoutError as exc:
+            raise StepFailed(f"no result within {timeout:g} s") from exc
+
+    async def _integration(self, tool, params):
+        integration = await asyncio.to_thread(self._integration_document, tool["params"]["integration"])
+        return await call_endpoint(integration, tool["params"]["action"], params, client=shared_client(),
+                                   secrets=tenant_secrets(self.tenant), label=f"integration {tool['params']['integration']}")
+
+    def _integration_document(self, name):
+        close_old_connections()
+        return DatabaseStore(tenant=self.tenant, actor=None).get_integration(name)
+
+
+class Heartbeat:
+    """Marks the run alive every few seconds from a side thread while steps block."""
+
+    def __init__(self, run_id):
+        self.run_id = run_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self):
+        interval = max(1.0, settings.BACKFLOW_RUN_STALE_SECONDS / 4)
+        while not self._stop.wait(interval):
+            try:
+                WorkflowRun.all_tenants.filter(pk=self.run_id, status=WorkflowRun.Status.RUNNING).update(heartbeat_at=timezone.now())
+            except Exception:
+                logger.exception("heartbeat failed")
+            finally:
+                close_old_connections()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _claim(run_id):
+    """Move a queued run to running; None when another worker has it or it was cancelled."""
+    with transaction.atomic():
+        now = timezone.now()
+        claimed = WorkflowRun.all_tenants.filter(pk=run_id, status=WorkflowRun.Status.QUEUED).update(
+            status=WorkflowRun.Status.RUNNING, started_at=now, heartbeat_at=now)
+    return WorkflowRun.all_tenants.select_related("workflow", "tenant").get(pk=run_id) if claimed else None
+
+
+def _finish(run, status, *, output=None, error=""):
+    WorkflowRun.all_tenants.filter(pk=run.pk, status=WorkflowRun.Status.RUNNING).update(
+        status=status, output=output, error=error, finished_at=timezone.now(), heartbeat_at=timezone.now())
+
+
+def _cancelled(run):
+    return WorkflowRun.all_tenants.filter(pk=run.pk, status=WorkflowRun.Status.CANCELLED).exists()
+
+
+def execute(run_id):
+    """Run a queued run to its end. Returns the final status."""
+    run = _claim(run_id)
+    if run is None:
+        return None
+    with Heartbeat(run.pk):
+        return _execute_steps(run)
+
+
+def _execute_steps(run):
+    context = RunContext(run)
+    entry = next(w for w in run.workflow.definition["workflows"] if w["name"] == run.entry)
+    values = {"input": run.input, "steps": {}}
+    last = None
+    for position, step in enumerate(entry["steps"]):
+        if _cancelled(run):
+            return WorkflowRun.Status.CANCELLED
+        record = StepRun.objects.create(tenant=run.tenant, run=run, position=position, step_id=step["id"], action=step["action"])
+        started = time.monotonic()
+        result, error = _run_step(context, step, values, record)
+        record.duration_ms = round((time.monotonic() - started) * 1000, 2)
+        record.status = "failed" if error else "succeeded"
+        record.result, record.error = result, error or ""
+        record.save(update_fields=["duration_ms", "status", "result", "error", "params", "attempts"])
+        values["steps"][step["id"]] = {"result": result, "error": error}
+        if error and not step.get("continueOnError"):
+            _finish(run, WorkflowRun.Status.FAILED, error=f"Step {step['id']!r} ({step['action']}) failed: {error}")
+            return WorkflowRun.Status.FAILED
+        last = result
+    _finish(run, WorkflowRun.Status.SUCCEEDED, output=last)
+    return WorkflowRun.Status.SUCCEEDED
+
+
+def _run_step(context, step, values, record):
+    try:
+        params = render(step.get("params", {}), values)
+    except TemplateError as exc:
+        return None, f"cannot fill params: {exc}"
+    record.params = redact(params)
+    timeout = float(step.get("timeout", DEFAULT_STEP_TIMEOUT))
+    error = None
+    for attempt in range(1 + int(step.get("retries", 0))):
+        record.attempts = attempt + 1
+        try:
+            result = context.call(step["action"], params, timeout)
+            return _jsonable(result), None
+        except StepFailed as exc:
+            error = str(exc)
+            logger.info("run %s step %s attempt %d failed: %s", context.run.pk, step["id"], attempt + 1, error)
+    return None, error
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def fail_stale_runs():
+    """Fail runs whose worker stopped signalling (killed mid-run); returns how many."""
+    cutoff = timezone.now() - timedelta(seconds=settings.BACKFLOW_RUN_STALE_SECONDS)
+    return WorkflowRun.all_tenants.filter(status=WorkflowRun.Status.RUNNING, heartbeat_at__lt=cutoff).update(
+        status=WorkflowRun.Status.FAILED, finished_at=timezone.now(),
+        error="The worker stopped while the run was in progress (no heartbeat); start it again.",
+    )

@@ -1,0 +1,172 @@
+"""Writes for workflows, runs and MCP servers: validate, write, audit, queue."""
+
+from datetime import datetime, timezone as dt_timezone
+
+from croniter import croniter
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from backflow.errors import Conflict, InvalidInput
+from integrations_app.stores import DatabaseStore
+from tenants.services import audit_record
+from workflows_app import selectors
+from workflows_app.documents import clean_mcp_server, clean_workflow
+from workflows_app.models import McpServer, ScheduledTrigger, Workflow, WorkflowRun
+
+
+def _audit(tenant, actor, action, object_type, object_id, summary):
+    audit_record(tenant=tenant, actor=actor, action=action, object_type=object_type, object_id=object_id, summary=summary)
+
+
+def _clean(tenant, document):
+    store = DatabaseStore(tenant=tenant, actor=None)
+    return clean_workflow(
+        document,
+        mcp_server_exists=lambda name: selectors.mcp_server_list(tenant=tenant).filter(name=name).exists(),
+        find_integration=store.get_integration,
+    )
+
+
+def _apply(workflow, doc):
+    workflow.name, workflow.description = doc["name"], doc["description"]
+    workflow.definition = {"workflows": doc["workflows"], "tools": doc["tools"], "triggers": doc["triggers"]}
+
+
+def next_fire(cron, after=None):
+    base = after or timezone.now()
+    return croniter(cron, base.astimezone(dt_timezone.utc)).get_next(datetime)
+
+
+def _sync_schedules(workflow):
+    ScheduledTrigger.objects.for_tenant(workflow.tenant).filter(workflow=workflow).delete()
+    default_entry = workflow.definition["workflows"][0]["name"]
+    for trigger in workflow.definition["triggers"]:
+        if trigger["type"] == "schedule":
+            ScheduledTrigger.objects.create(
+                tenant=workflow.tenant, workflow=workflow, cron=trigger["cron"], entry=trigger.get("workflow", default_entry),
+                input=trigger.get("input", {}), next_run_at=next_fire(trigger["cron"]),
+            )
+
+
+def _summary(workflow):
+    return {"name": workflow.name, "steps": sum(len(w["steps"]) for w in workflow.definition["workflows"]),
+            "triggers": [t["type"] for t in workflow.definition["triggers"]]}
+
+
+def workflow_create(*, tenant, actor, document):
+    doc = _clean(tenant, document)
+    slug = doc.get("id") or slugify(doc["name"])[:63].strip("-_") or "workflow"
+    workflow = Workflow(tenant=tenant, slug=slug)
+    _apply(workflow, doc)
+    try:
+        with transaction.atomic():
+            workflow.save()
+            _sync_schedules(workflow)
+            _audit(tenant, actor, "workflow.create", "workflow", slug, _summary(workflow))
+    except IntegrityError as exc:
+        raise Conflict(f"A workflow with id {slug!r} already exists.", {"id": ["Taken; give another id."]}) from exc
+    return workflow
+
+
+def workflow_update(*, tenant, actor, slug, changes, partial=True):
+    if not isinstance(changes, dict):
+        raise InvalidInput.single("body", "Send a JSON object.")
+    if changes.get("id", slug) != slug:
+        raise InvalidInput.single("id", "A workflow's id cannot change; create a new workflow.")
+    with transaction.atomic():
+        workflow = selectors.workflow_get(tenant=tenant, slug=slug)
+        current = {k: v for k, v in workflow.to_document().items() if k not in ("createdAt", "updatedAt", "webhookUrl")}
+        doc = _clean(tenant, {**current, **changes} if partial else {**changes, "id": slug})
+        _apply(workflow, doc)
+        workflow.save()
+        _sync_schedules(workflow)
+        _audit(tenant, actor, "workflow.update", "workflow", slug, _summary(workflow))
+    return workflow
+
+
+def workflow_delete(*, tenant, actor, slug):
+    with transaction.atomic():
+        workflow = selectors.workflow_get(tenant=tenant, slug=slug)
+        Workflow.objects.for_tenant(tenant).filter(pk=workflow.pk).delete()
+        _audit(tenant, actor, "workflow.delete", "workflow", slug, {"name": workflow.name})
+
+
+def run_create(*, tenant, actor, workflow, input=None, trigger="manual", entry=None):
+    """Queue a run; a worker (`manage.py run_worker`) executes it."""
+    from workflows_app.tasks import execute_workflow_run
+
+    if input is None:
+        input = {}
+    if not isinstance(input, dict):
+        raise InvalidInput.single("input", "Give the run's input as a JSON object.")
+    entries = [w["name"] for w in workflow.definition["workflows"]]
+    entry = entry or entries[0]
+    if entry not in entries:
+        raise InvalidInput.single("workflow", f"No workflow named {entry!r} in this document ({', '.join(entries)}).")
+    with transaction.atomic():
+        run = WorkflowRun.objects.create(tenant=tenant, workflow=workflow, entry=entry, trigger=trigger, input=input, created_by=str(actor))
+        _audit(tenant, actor, "workflow.run", "workflow_run", run.id, {"workflow": workflow.slug, "trigger": trigger})
+        # Same database, same transaction: a worker cannot see the task before the run exists.
+        execute_workflow_run.enqueue(str(run.id))
+    return run
+
+
+def run_cancel(*, tenant, actor, run):
+    with transaction.atomic():
+        updated = WorkflowRun.objects.for_tenant(tenant).filter(pk=run.pk, status__in=[WorkflowRun.Status.QUEUED, WorkflowRun.Status.RUNNING]).update(
+            status=WorkflowRun.Status.CANCELLED, finished_at=timezone.now(), error="Cancelled.")
+        if not updated:
+            raise Conflict(f"Run {run.id} already finished ({run.status}).")
+        _audit(tenant, actor, "workflow.cancel", "workflow_run", run.id, {"workflow": run.workflow.slug})
+    run.refresh_from_db()
+    return run
+
+
+def mcp_server_create(*, tenant, actor, document, allow_stdio=False):
+    doc = clean_mcp_server(document, allow_stdio=allow_stdio)
+    server = McpServer(tenant=tenant, name=doc["name"])
+    server.apply_document(doc)
+    try:
+        with transaction.atomic():
+            server.save()
+            _audit(tenant, actor, "mcp_server.create", "mcp_server", server.name, {"transport": server.transport})
+    except IntegrityError as exc:
+        raise Conflict(f"An MCP server named {doc['name']!r} already exists.", {"name": ["Taken."]}) from exc
+    return server
+
+
+def mcp_server_update(*, tenant, actor, name, changes, partial=True, allow_stdio=False):
+    if not isinstance(changes, dict):
+        raise InvalidInput.single("body", "Send a JSON object.")
+    if changes.get("name", name) != name:
+        raise InvalidInput.single("name", "An MCP server cannot be renamed.")
+    with transaction.atomic():
+        server = selectors.mcp_server_get(tenant=tenant, name=name)
+        if server.transport == McpServer.Transport.STDIO and not allow_stdio:
+            raise InvalidInput.single("transport", "stdio servers are managed by operators.")
+        current = {k: v for k, v in server.to_document().items() if k not in ("createdAt", "updatedAt")}
+        doc = clean_mcp_server({**current, **changes} if partial else {**changes, "name": name}, allow_stdio=allow_stdio)
+        server.apply_document(doc)
+        server.save()
+        _audit(tenant, actor, "mcp_server.update", "mcp_server", name, {"transport": server.transport})
+    return server
+
+
+def mcp_server_delete(*, tenant, actor, name, allow_stdio=False):
+    with transaction.atomic():
+        server = selectors.mcp_server_get(tenant=tenant, name=name)
+        if server.transport == McpServer.Transport.STDIO and not allow_stdio:
+            raise InvalidInput.single("transport", "stdio servers are managed by operators.")
+        users = [w.slug for w in selectors.workflow_list(tenant=tenant) if _uses_server(w, name)]
+        if users:
+            raise Conflict(f"Workflows {', '.join(users)} use MCP server {name!r}; change them first.", {"name": ["Still used."]})
+        McpServer.objects.for_tenant(tenant).filter(pk=server.pk).delete()
+        _audit(tenant, actor, "mcp_server.delete", "mcp_server", name, {})
+
+
+def _uses_server(workflow, name):
+    tools = workflow.definition.get("tools", [])
+    steps = [s for w in workflow.definition.get("workflows", []) for s in w["steps"]]
+    return any(t["type"] == "mcp_tool" and t["params"].get("mcpServer") == name for t in tools) or any(
+        s["action"] in ("mcp.listTools", "mcp.execute") and s["params"].get("server") == name for s in steps)

@@ -1,0 +1,31 @@
+"""Webhook trigger: POST /hooks/<tenant>/<workflow id>/<token> queues a run with the JSON body as input."""
+
+import json
+import secrets
+
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from tenants.principals import Principal
+from tenants.selectors import tenant_get
+from workflows_app import services
+from workflows_app.models import Workflow
+
+
+@csrf_exempt
+@require_POST
+def webhook(request, tenant_slug, workflow_slug, token):
+    tenant = tenant_get(slug=tenant_slug)
+    workflow = Workflow.objects.for_tenant(tenant).filter(slug=workflow_slug).first() if tenant and tenant.is_active else None
+    valid = workflow is not None and any(t["type"] == "webhook" for t in workflow.definition.get("triggers", []))
+    if not valid or not secrets.compare_digest(token.encode(), workflow.webhook_token.encode()):
+        return JsonResponse({"detail": "No such webhook."}, status=404)
+    try:
+        payload = json.loads(request.body) if request.body.strip() else {}
+    except ValueError:
+        return JsonResponse({"detail": "The body is not valid JSON.", "errors": {"body": ["Send JSON."]}}, status=400)
+    if not isinstance(payload, dict):
+        payload = {"body": payload}
+    run = services.run_create(tenant=tenant, actor=Principal.system(tenant, "webhook"), workflow=workflow, input=payload, trigger="webhook")
+    return JsonResponse({"runId": str(run.id), "status": run.status}, status=202)
