@@ -33,8 +33,11 @@ var/local.env:
 migrate: install
 	$(PY) manage.py migrate --noinput
 
+# daphne serves HTTP, REST, admin, MCP and tenant routes; one task worker runs workflow runs and schedules.
 run: migrate
 	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py run_worker --no-startup-delay & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) backflow.asgi:application
 
 $(PEERS)/node_modules/.installed: $(PEERS)/package.json $(PEERS)/package-lock.json
