@@ -55,11 +55,6 @@ def schema_errors(schema, document):
     return errors
 
 
-def validate_against(schema, document):
-    errors = schema_errors(schema, document)
-    if errors:
-        raise InvalidInput("Invalid input.", errors)
-
 
 def public_schema(schema):
     """A schema without our `x-…` helper keywords, for publishing (OpenAPI, MCP inputSchema)."""

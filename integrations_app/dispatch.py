@@ -21,8 +21,11 @@ from backflow.asgi_utils import HttpError, check_host, query_params, read_body, 
 from backflow.egress import shared_client
 from backflow.ratelimit import retry_after
 from backflow.templating import TemplateError, render
+from integrations_app.models import RouteInvocation
 from integrations_app.runtime import RouteFailure, SecretResolver, run_route, tenant_secrets
 from integrations_app.stores import DatabaseStore, routes_version_key
+from tenants.authentication import AuthenticationError, bearer_value, principal_for_token
+from tenants.models import Tenant
 
 logger = logging.getLogger("backflow.routes")
 PARAM_SEGMENT = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -76,8 +79,6 @@ class TenantSite:
         self.rate_key = f"routes:{tenant.pk}"
 
     async def authenticate(self, headers, query):
-        from tenants.authentication import AuthenticationError, bearer_value, principal_for_token
-
         raw = bearer_value(headers.get("authorization"))
         if raw is None:
             raise HttpError(401, "This route requires Authorization: Bearer <API key or JWT of the tenant>.",
@@ -88,8 +89,6 @@ class TenantSite:
             raise HttpError(401, str(exc), [(b"www-authenticate", b'Bearer realm="backflow"')]) from exc
 
     def record(self, route, method, path, status, duration_ms, error):
-        from integrations_app.models import RouteInvocation
-
         RouteInvocation.objects.create(
             tenant=self.tenant, route_id=route["id"] if route else None, method=method, path=path[:2000],
             status=status, duration_ms=duration_ms, error=error[:500],
@@ -101,8 +100,6 @@ class DatabaseSites:
         self._tables = {}  # tenant id -> (version, RouteTable)
 
     async def site(self, slug):
-        from tenants.models import Tenant
-
         tenant = await Tenant.objects.filter(slug=slug).afirst()
         if tenant is None:
             raise HttpError(404, f"No tenant {slug!r}.")
@@ -147,8 +144,6 @@ class LocalSite:
             raise RouteFailure(502, f"{label}: {exc}") from exc
 
     async def authenticate(self, headers, query):
-        from tenants.authentication import bearer_value
-
         raw = bearer_value(headers.get("authorization")) or ""
         if self.token and not tokens.compare_digest(raw.encode(), self.token.encode()):
             raise HttpError(401, "This route requires Authorization: Bearer <BACKFLOW_LOCAL_TOKEN>.",

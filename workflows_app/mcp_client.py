@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import anyio
 import mcp_types as types
 from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.shared.exceptions import MCPError
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -30,6 +31,20 @@ BACKOFF_MAX = 30.0
 
 class McpClientError(Exception):
     """A call could not be made or did not finish; the message names the server and cause."""
+
+
+def _describe(exc):
+    """`Class: message` of the exception that caused it, looking inside (anyio) exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        if len(exc.exceptions) > 1:
+            return "; ".join(_describe(inner) for inner in exc.exceptions)
+        exc = exc.exceptions[0]
+    return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
+
+
+def _connection_lost(exc):
+    """The session's transport ended (the server exited or the stream closed), not a refusal."""
+    return isinstance(exc, MCPError) and exc.code == types.CONNECTION_CLOSED
 
 
 @dataclass(frozen=True)
@@ -95,7 +110,7 @@ class ServerConnection:
                 ready.set()
                 await self._closed.wait()
         except Exception as exc:  # a crash, a refused connection, a bad handshake
-            self.error = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
+            self.error = _describe(exc)
             logger.warning("MCP server %s disconnected: %s", self.spec.name, self.error)
         finally:
             self.session, self.tools = None, None
@@ -120,7 +135,7 @@ class ServerConnection:
             if self.session is None:
                 self._failures += 1
                 self._retry_at = time.monotonic() + min(BACKOFF_MAX, 0.5 * 2 ** (self._failures - 1))
-                raise McpClientError(f"Cannot connect to MCP server {self.spec.name!r}: {self.error}.")
+                raise McpClientError(f"Cannot connect to MCP server {self.spec.name!r}: {self.error.rstrip('.')}.")
             return self.session
 
     async def close(self):
@@ -147,6 +162,11 @@ class ServerConnection:
             except McpClientError:
                 raise
             except Exception as exc:
+                if _connection_lost(exc):  # e.g. the stdio server was killed: start it again, once
+                    await self.close()
+                    if attempt == 2:
+                        raise McpClientError(f"MCP server {self.spec.name!r} went away ({exc}).") from exc
+                    continue
                 if self.session is None:  # the transport failed under the call
                     if attempt == 2:
                         raise McpClientError(f"MCP server {self.spec.name!r} failed: {exc}") from exc
@@ -247,14 +267,6 @@ async def acall_tool(spec, name, arguments, timeout=None):
 
 async def alist_tools(spec, timeout=None):
     return await CLIENT.arun(_with_connection(spec, lambda c: c.list_tools(timeout)))
-
-
-def status(spec):
-    connection = CLIENT.manager.known(spec.key)
-    if connection is None or connection.spec.fingerprint != spec.fingerprint:
-        return {"connected": False, "tools": None, "error": None}
-    return {"connected": connection.connected, "tools": len(connection.tools) if connection.tools is not None else None,
-            "error": connection.error}
 
 
 def _outer(spec, timeout):

@@ -1,7 +1,6 @@
 from django.test import Client
 
 from entities_app import services
-from tenants import services as tenant_services
 
 
 def test_member_sees_table_and_submits_form(acme, globex):
