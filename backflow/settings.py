@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "mcp_app",
     "django_tasks",
     "django_tasks_db",
+    "oauth2_provider",
 ]
 
 # Workflow runs are queued in the database and executed by `manage.py run_worker` processes.
@@ -192,6 +193,34 @@ BACKFLOW_ROUTE_RATE_LIMIT = tuple(env.list("BACKFLOW_ROUTE_RATE_LIMIT", cast=int
 BACKFLOW_LLM_BASE_URL = env.str("BACKFLOW_LLM_BASE_URL", default="")
 BACKFLOW_LLM_API_KEY = env.str("BACKFLOW_LLM_API_KEY", default="")
 BACKFLOW_LLM_MODEL = env.str("BACKFLOW_LLM_MODEL", default="")
+
+# OAuth 2.1 for remote MCP (django-oauth-toolkit). Behind a proxy, set BACKFLOW_PUBLIC_URL to the
+# address clients use (e.g. https://backflow.example.com): it names the issuer and the MCP resource.
+BACKFLOW_PUBLIC_URL = env.str("BACKFLOW_PUBLIC_URL", default="")
+BACKFLOW_OAUTH_REGISTRATION_RATE_LIMIT = tuple(env.list("BACKFLOW_OAUTH_REGISTRATION_RATE_LIMIT", cast=int, default=[20, 3600]))
+OAUTH2_PROVIDER = {
+    "SCOPES_BACKEND_CLASS": "tenants.oauth.TenantScopes",
+    "PKCE_REQUIRED": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,  # S256 only
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("BACKFLOW_OAUTH_ACCESS_TOKEN_SECONDS", default=3600),
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
+    "ROTATE_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "DCR_ENABLED": True,
+    "DCR_REGISTRATION_PERMISSION_CLASSES": ("oauth2_provider.dcr.AllowAllDCRPermission",),
+    # Client ID metadata documents (the MCP specification's preferred registration); DOT's fetcher
+    # refuses private addresses.
+    "CIMD_ENABLED": env.bool("BACKFLOW_OAUTH_CIMD", default=True),
+    "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OAUTH2_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["none", "client_secret_post", "client_secret_basic"],
+    "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "refresh_token"],
+    "OAUTH2_PROTECTED_RESOURCE_NAME": "Backflow MCP",
+    **({"OIDC_ISS_ENDPOINT": BACKFLOW_PUBLIC_URL.rstrip("/")} if BACKFLOW_PUBLIC_URL else {}),
+}
 
 # MCP tool calls allowed per principal: (calls, seconds).
 BACKFLOW_MCP_RATE_LIMIT = tuple(env.list("BACKFLOW_MCP_RATE_LIMIT", cast=int, default=[600, 60]))

@@ -1,6 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from oauth2_provider.views import OAuthServerMetadataView
+
+from tenants.oauth import McpResourceMetadataView
 
 from workflows_app.api.urls import agent_urlpatterns
 from workflows_app.views import webhook
@@ -20,5 +23,9 @@ urlpatterns = [
     path("agent/mcp/", include(agent_urlpatterns)),
     path("hooks/<slug:tenant_slug>/<slug:workflow_slug>/<str:token>", webhook, name="workflow-webhook"),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("o/", include("tenants.oauth_urls")),
+    path(".well-known/oauth-authorization-server", OAuthServerMetadataView.as_view(), name="oauth-server-metadata"),
+    path(".well-known/oauth-protected-resource", McpResourceMetadataView.as_view(), name="oauth-resource-metadata"),
+    path(".well-known/oauth-protected-resource/mcp", McpResourceMetadataView.as_view(), name="oauth-resource-metadata-mcp"),
     path("", include("entities_app.urls")),
 ]

@@ -43,21 +43,29 @@ MCP_PATHS = (SSE_PATH, MESSAGES_PATH, STREAMABLE_PATH)
 SESSION_TTL = 120  # seconds; the stream refreshes it with every keep-alive
 
 
-def www_authenticate():
-    return [(b"www-authenticate", b'Bearer realm="backflow"')]
+def public_base(scope, headers):
+    if settings.BACKFLOW_PUBLIC_URL:
+        return settings.BACKFLOW_PUBLIC_URL.rstrip("/")
+    return f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"
 
 
-async def authenticate(headers, query, *, allow_query_token=False):
+def www_authenticate(base):
+    """Points OAuth-capable clients at the protected resource metadata (RFC 9728)."""
+    return [(b"www-authenticate", f'Bearer realm="backflow", resource_metadata="{base}/.well-known/oauth-protected-resource/mcp"'.encode())]
+
+
+async def authenticate(scope, headers, query, *, allow_query_token=False):
+    base = public_base(scope, headers)
     raw = bearer_value(headers.get("authorization"))
     if raw is None and allow_query_token:
         raw = query.get("token")
     if not raw:
-        raise HttpError(401, "Send Authorization: Bearer <API key or JWT>.", www_authenticate())
+        raise HttpError(401, "Send Authorization: Bearer <API key, JWT or OAuth access token>.", www_authenticate(base))
     requested = headers.get("x-backflow-scope") or query.get("scope") or None
     try:
-        principal = await sync_to_async(principal_for_token)(raw, requested)
+        principal = await sync_to_async(principal_for_token)(raw, requested, base + STREAMABLE_PATH)
     except AuthenticationError as exc:
-        raise HttpError(401, str(exc), www_authenticate()) from exc
+        raise HttpError(401, str(exc), www_authenticate(base)) from exc
     if not principal.tenant.is_active:
         raise HttpError(403, f"Tenant {principal.tenant.slug!r} is inactive.")
     return principal
@@ -229,14 +237,14 @@ async def _dispatch(path, scope, receive, send):
     if path == SSE_PATH:
         if method != "GET":
             raise HttpError(405, "Open the SSE stream with GET.", [(b"allow", b"GET")])
-        principal = await authenticate(headers, query, allow_query_token=True)
+        principal = await authenticate(scope, headers, query, allow_query_token=True)
         return await sse_stream(scope, receive, send, principal)
     if path == MESSAGES_PATH:
         if method != "POST":
             raise HttpError(405, "POST messages here.", [(b"allow", b"POST")])
-        principal = await authenticate(headers, query)
+        principal = await authenticate(scope, headers, query)
         return await post_message(scope, receive, send, principal, query)
-    principal = await authenticate(headers, query)
+    principal = await authenticate(scope, headers, query)
     length = int(headers.get("content-length") or 0)
     if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
         raise HttpError(413, f"Request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")

@@ -56,13 +56,23 @@ def principal_for_jwt(raw_token, requested_tenant=None):
     )
 
 
-def principal_for_token(raw, requested_tenant=None):
+def principal_for_token(raw, requested_tenant=None, audience=None):
+    """API key (bf_…), JWT (three dot-separated parts) or, for the MCP resource `audience`, an
+    OAuth access token."""
     if raw.startswith("bf_"):
         principal = principal_for_api_key(raw)
         if requested_tenant and requested_tenant != principal.tenant.slug:
             raise AuthenticationError(f"This API key belongs to another tenant than {requested_tenant!r}.")
         return principal
-    return principal_for_jwt(raw, requested_tenant)
+    if raw.count(".") == 2:
+        return principal_for_jwt(raw, requested_tenant)
+    # Imported here: oauth2_provider's views stay out of processes that never see OAuth (mcp_stdio start-up).
+    from tenants.oauth import OAuthError, principal_for_oauth_token
+
+    try:
+        return principal_for_oauth_token(raw, audience, requested_tenant)
+    except OAuthError as exc:
+        raise AuthenticationError(str(exc)) from exc
 
 
 def bearer_value(authorization_header):

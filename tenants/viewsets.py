@@ -2,6 +2,7 @@
 
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import status, viewsets
+from rest_framework.metadata import SimpleMetadata
 from rest_framework.response import Response
 
 from backflow.errors import InvalidInput
@@ -61,11 +62,21 @@ def json_object_body(request):
     return dict(request.data)
 
 
+class DocumentMetadata(SimpleMetadata):
+    """OPTIONS answers for document views. Their bodies are JSON Schemas (see /api/schema/), not DRF
+    serializers, so there are no serializer fields to describe (DRF's default would crash on it)."""
+
+    def determine_actions(self, request, view):
+        return {}
+
+
 class DocumentViewSet(TenantScopedViewSet):
     """List/retrieve/create/update/delete of JSON documents, each write one service call.
 
     Subclasses provide `present(obj)` (model -> document) and the `perform_*` service calls.
     """
+
+    metadata_class = DocumentMetadata
 
     def list(self, request, *args, **kwargs):
         queryset = self.filter_queryset(self.get_queryset())

@@ -7,6 +7,7 @@ from tenants.api import views
 router = SimpleRouter(trailing_slash=True)
 router.register("keys", views.ApiKeyViewSet, basename="apikey")
 router.register("audit", views.AuditEventViewSet, basename="audit")
+router.register("oauth-authorizations", views.OAuthAuthorizationViewSet, basename="oauth-authorization")
 
 urlpatterns = [
     path("auth/token", views.TokenObtainView.as_view(), name="auth-token"),

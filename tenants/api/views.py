@@ -95,3 +95,55 @@ class TokenObtainView(APIView):
         refresh = RefreshToken.for_user(user)
         refresh[TENANT_CLAIM] = slugs
         return Response({"access": str(refresh.access_token), "refresh": str(refresh)})
+
+
+def _tenant_tokens(tenant):
+    from oauth2_provider.models import get_access_token_model
+
+    marker = f"tenant:{tenant.slug}"
+    tokens = get_access_token_model().objects.select_related("application", "user").filter(scope__contains=marker)
+    return [token for token in tokens if marker in token.scope.split()]
+
+
+def _present_token(token):
+    return {
+        "id": token.pk, "application": token.application.name or token.application.client_id,
+        "clientId": token.application.client_id, "user": token.user.get_username() if token.user else None,
+        "scopes": [s for s in token.scope.split() if not s.startswith("tenant:")],
+        "expires": token.expires.isoformat(), "createdAt": token.created.isoformat(),
+    }
+
+
+OAUTH_GRANT_SCHEMA = {"type": "object", "properties": {
+    "id": {"type": "integer"}, "application": {"type": "string"}, "clientId": {"type": "string"}, "user": {"type": "string"},
+    "scopes": {"type": "array", "items": {"type": "string"}}, "expires": {"type": "string", "format": "date-time"},
+    "createdAt": {"type": "string", "format": "date-time"},
+}}
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Applications connected to the tenant through OAuth", responses={200: {"type": "array", "items": OAUTH_GRANT_SCHEMA}}),
+    destroy=extend_schema(summary="Revoke one connection (its access and refresh tokens)", responses={204: None, **ERROR_RESPONSES}),
+)
+class OAuthAuthorizationViewSet(TenantScopedViewSet):
+    """OAuth connections of the tenant (MCP clients a member approved); owners and admins revoke them."""
+
+    model = ApiKey  # schema generation only: the connections are django-oauth-toolkit tokens
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        services.require_key_manager(self.actor)
+
+    def list(self, request):
+        return Response([_present_token(token) for token in _tenant_tokens(self.tenant)])
+
+    def destroy(self, request, pk=None):
+        token = next((t for t in _tenant_tokens(self.tenant) if str(t.pk) == str(pk)), None)
+        if token is None:
+            return Response({"detail": "No such connection."}, status=status.HTTP_404_NOT_FOUND)
+        summary = {"user": _present_token(token)["user"], "application": token.application.name}
+        refresh = getattr(token, "refresh_token", None)
+        (refresh or token).revoke()  # a refresh token's revoke also removes its access token
+        services.audit_record(tenant=self.tenant, actor=self.actor, action="oauth.revoke", object_type="oauth_token",
+                              object_id=token.application.client_id, summary=summary)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,161 @@
+"""OAuth 2.1 for remote MCP, on django-oauth-toolkit: authorization code + PKCE (S256), refresh
+rotation, revocation, dynamic client registration, RFC 8414 / 9728 metadata, RFC 8707 audience.
+
+A grant belongs to one tenant: the consent page adds the scope `tenant:<slug>` for the tenant
+the member picks, so the tenant travels with the grant, its access tokens and their refreshes,
+and the MCP door reads it back (re-checking the membership on every request).
+"""
+
+import hashlib
+import json
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.http import JsonResponse
+from oauth2_provider.models import get_access_token_model
+from oauth2_provider.scopes import BaseScopes
+from oauth2_provider.views import AuthorizationView, DynamicClientRegistrationView, OAuthProtectedResourceMetadataView
+
+from backflow.ratelimit import retry_after
+from tenants.models import Membership
+from tenants.principals import Principal
+from tenants.scopes import ALL_SCOPES
+
+TENANT_SCOPE = "tenant:"
+MCP_RESOURCE_PATH = "/mcp"
+SCOPE_DESCRIPTIONS = {
+    "integrations:read": "See integrations and secrets' names",
+    "integrations:write": "Create, change and delete integrations and secrets",
+    "routes:read": "See API routes",
+    "routes:write": "Create, change and delete API routes",
+    "workflows:read": "See workflows, runs and MCP servers",
+    "workflows:write": "Create, change and delete workflows and MCP servers",
+    "workflows:run": "Run workflows",
+    "apps:read": "See apps",
+    "apps:write": "Create, change and delete apps",
+    "entities:read": "Read collections and entities",
+    "entities:write": "Create, change and delete entities",
+    "mcp:use": "Use the tenant's external MCP servers",
+}
+
+
+class OAuthError(Exception):
+    """The OAuth token cannot be used here; the message says why (HTTP 401)."""
+
+
+class TenantScopes(BaseScopes):
+    """Our key scopes, plus `tenant:<slug>` for each tenant the signed-in member belongs to."""
+
+    def get_all_scopes(self):
+        return dict(SCOPE_DESCRIPTIONS)
+
+    def get_available_scopes(self, application=None, request=None, *args, **kwargs):
+        user = getattr(request, "user", None)
+        tenants = []
+        if user is not None and getattr(user, "is_authenticated", False):
+            tenants = [f"{TENANT_SCOPE}{slug}" for slug in Membership.all_tenants.filter(user=user, tenant__is_active=True).values_list("tenant__slug", flat=True)]
+        return list(ALL_SCOPES) + tenants
+
+    def get_default_scopes(self, application=None, request=None, *args, **kwargs):
+        return list(ALL_SCOPES)
+
+
+def public_base(request):
+    """https://host of this deployment: BACKFLOW_PUBLIC_URL behind a proxy, else the request's."""
+    if settings.BACKFLOW_PUBLIC_URL:
+        return settings.BACKFLOW_PUBLIC_URL.rstrip("/")
+    return f"{request.scheme}://{request.get_host()}"
+
+
+def mcp_resource(base):
+    return base + MCP_RESOURCE_PATH
+
+
+class ConsentView(AuthorizationView):
+    """Sign-in and consent: the member picks the tenant and may narrow the requested scopes."""
+
+    template_name = "oauth2_provider/authorize.html"
+
+    def _memberships(self):
+        return list(Membership.all_tenants.filter(user=self.request.user, tenant__is_active=True).select_related("tenant"))
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        requested = [s for s in (self.oauth2_data.get("scope") or self.oauth2_data.get("scopes") or []) if s in SCOPE_DESCRIPTIONS] \
+            if hasattr(self, "oauth2_data") else []
+        context.update(
+            memberships=self._memberships(),
+            requested_scopes=[(s, SCOPE_DESCRIPTIONS[s]) for s in requested],
+        )
+        return context
+
+    def form_valid(self, form):
+        if form.cleaned_data.get("allow"):
+            slug = self.request.POST.get("tenant", "")
+            if slug not in {m.tenant.slug for m in self._memberships()}:
+                form.add_error(None, "Pick one of your tenants.")
+                return self.form_invalid(form)
+            requested = set((form.cleaned_data.get("scope") or "").split()) & set(ALL_SCOPES)
+            chosen = [s for s in self.request.POST.getlist("scopes") if s in requested]
+            form.cleaned_data["scope"] = " ".join([*chosen, f"{TENANT_SCOPE}{slug}"])
+        return super().form_valid(form)
+
+
+def _is_loopback(host):
+    return host in ("localhost", "127.0.0.1", "::1") or (host or "").startswith("127.")
+
+
+class RegistrationView(DynamicClientRegistrationView):
+    """RFC 7591 registration, open to anyone but rate-limited per address; redirect URIs must be
+    https, or http on a loopback address (native apps)."""
+
+    def post(self, request, *args, **kwargs):
+        wait = retry_after(f"oauth-register:{request.META.get('REMOTE_ADDR', '')}", settings.BACKFLOW_OAUTH_REGISTRATION_RATE_LIMIT)
+        if wait:
+            response = JsonResponse({"error": "slow_down", "error_description": f"Too many registrations; retry in {wait} s."}, status=429)
+            response["Retry-After"] = str(wait)
+            return response
+        try:
+            data = json.loads(request.body or b"{}")
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("redirect_uris"), list):
+            for uri in data["redirect_uris"]:
+                parts = urlsplit(uri) if isinstance(uri, str) else None
+                if parts is None or not (parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname))) or parts.fragment:
+                    return JsonResponse({"error": "invalid_redirect_uri",
+                                         "error_description": f"{uri!r}: use https, or http on a loopback address, without a fragment."}, status=400)
+        return super().post(request, *args, **kwargs)
+
+
+class McpResourceMetadataView(OAuthProtectedResourceMetadataView):
+    """RFC 9728 metadata of the MCP endpoint (at /.well-known/oauth-protected-resource[/mcp])."""
+
+    def get_resource(self, request):
+        return mcp_resource(public_base(request))
+
+    def get_authorization_servers(self, request):
+        return [public_base(request)]
+
+
+def principal_for_oauth_token(raw, audience, requested_tenant=None):
+    """The principal of a live access token issued for `audience` (the MCP resource)."""
+    if audience is None:
+        raise OAuthError("OAuth access tokens are issued for the MCP endpoint only; use an API key or a JWT here.")
+    token = (get_access_token_model().objects.select_related("user", "application")
+             .filter(token_checksum=hashlib.sha256(raw.encode()).hexdigest()).first())
+    if token is None or token.is_expired():
+        raise OAuthError("Invalid, expired or revoked access token.")
+    if not token.resource or not token.allows_audience(audience):
+        raise OAuthError(f"This access token was not issued for {audience}; request it with resource={audience}.")
+    scopes = token.scope.split()
+    tenants = [s[len(TENANT_SCOPE):] for s in scopes if s.startswith(TENANT_SCOPE)]
+    if len(tenants) != 1 or (requested_tenant and requested_tenant != tenants[0]):
+        raise OAuthError("This access token is not valid for that tenant.")
+    membership = Membership.all_tenants.filter(user=token.user, tenant__slug=tenants[0], user__is_active=True).select_related("tenant").first()
+    if membership is None:
+        raise OAuthError("The person who approved this access is no longer a member of the tenant.")
+    return Principal(
+        tenant=membership.tenant, label=f"oauth:{token.application.client_id[:12]}:{token.user.get_username()}",
+        scopes=frozenset(s for s in scopes if s in ALL_SCOPES), user=token.user, role=membership.role,
+    )
