@@ -1,0 +1,168 @@
+"""/t/<tenant>/<path>: matching, requireAuth, tenants kept apart, route changes picked up, and the
+invocation log. Calls go through backflow.asgi.application in-process."""
+
+import pytest
+
+from integrations_app import services as integration_services
+from integrations_app.models import RouteInvocation
+from integrations_app.tests.test_runtime_helpers import *  # noqa: F403 (fixtures and helpers)
+from integrations_app.tests.test_runtime_helpers import Reply, make_integration, make_route
+
+ENDPOINTS = [
+    {"name": "list", "method": "get", "path": "/bookings"},
+    {"name": "get", "method": "get", "path": "/bookings/{id}"},
+    {"name": "new", "method": "get", "path": "/bookings/new-form"},
+    {"name": "create", "method": "post", "path": "/bookings"},
+]
+
+
+def action(name, params=None, step=None):
+    return {"id": step or name, "integration": "bookings", "action": name, "params": params or {}}
+
+
+@pytest.fixture
+def acme_bookings(acme, upstream):
+    make_integration(acme, "bookings", upstream.url, ENDPOINTS)
+    return upstream
+
+
+# -- requireAuth ------------------------------------------------------------------------------------
+
+
+def test_require_auth(acme, globex, acme_bookings, inprocess):
+    make_route(acme, "/bookings", [action("list")])  # requireAuth defaults to true
+    make_route(acme, "/open", [action("list")], requireAuth=False)
+    jwt = acme.jwt()
+
+    async def calls(http):
+        return {
+            "none": await http.get("/t/acme/bookings"),
+            "garbage": await http.get("/t/acme/bookings", headers={"Authorization": "Bearer bf_nothere_xxxxxxxx"}),
+            "basic": await http.get("/t/acme/bookings", headers={"Authorization": "Basic YTpi"}),
+            "other tenant": await http.get("/t/acme/bookings", headers={"Authorization": f"Bearer {globex.key}"}),
+            "own key": await http.get("/t/acme/bookings", headers={"Authorization": f"Bearer {acme.key}"}),
+            "own jwt": await http.get("/t/acme/bookings", headers={"Authorization": f"Bearer {jwt}"}),
+            "open": await http.get("/t/acme/open"),
+        }
+
+    got = inprocess.run(calls)
+    for name in ("none", "garbage", "basic", "other tenant"):
+        assert got[name].status_code == 401, (name, got[name].text)
+        assert got[name].headers["www-authenticate"].startswith("Bearer")
+        assert isinstance(got[name].json()["error"], str)
+    assert globex.key not in got["other tenant"].text
+    for name in ("own key", "own jwt", "open"):
+        assert got[name].status_code == 200, (name, got[name].text)
+    assert len(acme_bookings.calls("/bookings")) == 3  # refused calls never reach the upstream
+    # the caller's credentials are not forwarded upstream
+    assert all("authorization" not in seen.headers for seen in acme_bookings.calls())
+
+
+# -- matching ----------------------------------------------------------------------------------
+
+
+def test_unknown_path_tenant_and_method(acme, acme_bookings, inprocess):
+    make_route(acme, "/bookings", [action("list")], requireAuth=False)
+    make_route(acme, "/bookings", [action("create")], method="post", requireAuth=False)
+
+    async def calls(http):
+        return (await http.get("/t/acme/nothing/here"), await http.get("/t/nobody/bookings"),
+                await http.delete("/t/acme/bookings"), await http.get("/t/acme/bookings/"))
+
+    unknown, no_tenant, wrong_method, trailing = inprocess.run(calls)
+    assert unknown.status_code == 404 and unknown.headers["content-type"] == "application/json"
+    assert "No route matches GET /nothing/here" in unknown.json()["error"]
+    assert no_tenant.status_code == 404 and "nobody" in no_tenant.json()["error"]
+    assert wrong_method.status_code == 405
+    assert wrong_method.headers["allow"] == "GET, POST"
+    assert "DELETE" in wrong_method.json()["error"]
+    assert trailing.status_code == 200
+    assert not [s for s in acme_bookings.calls() if s.method != "GET"]
+
+
+def test_static_segment_wins_over_a_param(acme, acme_bookings, inprocess):
+    make_route(acme, "/bookings/{id}", [action("get", {"id": "{{request.params.id}}"})], requireAuth=False)
+    make_route(acme, "/bookings/new", [action("new")], requireAuth=False)
+    make_route(acme, "/{kind}/{id}", [action("get", {"id": "{{request.params.kind}}-{{request.params.id}}"})], requireAuth=False)
+
+    async def calls(http):
+        return [(await http.get(path)).json()["path"] for path in
+                ("/t/acme/bookings/new", "/t/acme/bookings/42", "/t/acme/rooms/7")]
+
+    assert inprocess.run(calls) == ["/bookings/new-form", "/bookings/42", "/bookings/rooms-7"]
+
+
+def test_host_header_must_be_allowed(acme, acme_bookings, inprocess):
+    make_route(acme, "/bookings", [action("list")], requireAuth=False)
+    response = inprocess.call("GET", "/t/acme/bookings", headers={"Host": "evil.example"})
+    assert response.status_code == 421 and not acme_bookings.calls()
+
+
+# -- tenants ------------------------------------------------------------------------------------------
+
+
+def test_two_tenants_with_the_same_route_path_stay_apart(acme, globex, upstreams, inprocess):
+    for ctx in (acme, globex):
+        up = upstreams()
+        up.on("GET", "/me", Reply(body={"tenant": ctx.tenant.slug}))
+        ctx.up = up
+        integration_services.secret_create(tenant=ctx.tenant, actor=ctx.actor, name="token", value=f"secret-of-{ctx.tenant.slug}")
+        make_integration(ctx, "crm", up.url, [{"name": "me", "method": "get", "path": "/me"}],
+                         auth={"type": "bearer", "secret": "token"})
+        make_route(ctx, "/whoami", [{"id": "me", "integration": "crm", "action": "me"}])
+
+    async def calls(http):
+        return {ctx.tenant.slug: await http.get(f"/t/{ctx.tenant.slug}/whoami", headers={"Authorization": f"Bearer {ctx.key}"})
+                for ctx in (acme, globex)}
+
+    got = inprocess.run(calls)
+    assert got["acme"].json() == {"tenant": "acme"} and got["globex"].json() == {"tenant": "globex"}
+    assert [s.headers["authorization"] for s in acme.up.calls()] == ["Bearer secret-of-acme"]
+    assert [s.headers["authorization"] for s in globex.up.calls()] == ["Bearer secret-of-globex"]
+
+
+def test_a_route_changed_via_rest_is_served_by_the_next_call(acme, acme_bookings, inprocess, django_capture_on_commit_callbacks):
+    route = make_route(acme, "/bookings", [action("list")], requireAuth=False)
+    first = inprocess.call("GET", "/t/acme/bookings")
+    assert first.json()["path"] == "/bookings"
+
+    with django_capture_on_commit_callbacks(execute=True):  # the version bump runs after commit
+        response = acme.client().patch(f"/api/routes/{route['id']}/", {
+            "integrations": {"actions": [action("get", {"id": "changed"})]}, "response": {"was": "{{steps.get.result.path}}"},
+        }, format="json")
+    assert response.status_code == 200, response.content
+    assert inprocess.call("GET", "/t/acme/bookings").json() == {"was": "/bookings/changed"}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert acme.client().delete(f"/api/routes/{route['id']}/").status_code == 204
+    assert inprocess.call("GET", "/t/acme/bookings").status_code == 404
+
+
+# -- invocation log ---------------------------------------------------------------------------------
+
+
+def test_invocations_record_status_and_timing_not_bodies(acme, upstream, inprocess):
+    upstream.on("POST", "/bookings", Reply(201, {"booking": "CONFIDENTIAL-ANSWER"}, delay=0.2))
+    upstream.on("GET", "/bookings", Reply(503, {"error": "maintenance"}))
+    make_integration(acme, "bookings", upstream.url, ENDPOINTS)
+    ok = make_route(acme, "/book", [action("create", {"note": "{{request.body.note}}"})], method="post", requireAuth=False)
+    failing = make_route(acme, "/bookings", [action("list", {"q": "{{request.query.q}}"})], requireAuth=False)
+
+    async def calls(http):
+        return (await http.post("/t/acme/book?q=PRIVATE-QUERY", json={"note": "PRIVATE-BODY"}),
+                await http.get("/t/acme/bookings?q=PRIVATE-QUERY"),
+                await http.get("/t/acme/missing"))
+
+    created, failed, missing = inprocess.run(calls)
+    assert created.status_code == 200 and failed.status_code == 502 and missing.status_code == 404
+    rows = {str(row.route_id): row for row in RouteInvocation.objects.for_tenant(acme.tenant)}
+    assert set(rows) == {ok["id"], failing["id"]}  # an unmatched path is not a route invocation
+    good, bad = rows[ok["id"]], rows[failing["id"]]
+    assert (good.method, good.path, good.status, good.error) == ("post", "/book", 200, "")
+    assert good.duration_ms >= 200
+    assert (bad.method, bad.path, bad.status) == ("get", "/bookings", 502)
+    assert "answered 503" in bad.error and 0 < bad.duration_ms < 5000
+    for row in rows.values():
+        values = " ".join(str(getattr(row, f.attname)) for f in RouteInvocation._meta.concrete_fields)
+        for private in ("PRIVATE-BODY", "PRIVATE-QUERY", "CONFIDENTIAL-ANSWER", "maintenance"):
+            assert private not in values
