@@ -78,13 +78,13 @@ class TenantSite:
         self.secrets = tenant_secrets(tenant)
         self.rate_key = f"routes:{tenant.pk}"
 
-    async def authenticate(self, headers, query):
+    def authenticate(self, headers):
         raw = bearer_value(headers.get("authorization"))
         if raw is None:
             raise HttpError(401, "This route requires Authorization: Bearer <API key or JWT of the tenant>.",
                             [(b"www-authenticate", b'Bearer realm="backflow"')])
         try:
-            await sync_to_async(principal_for_token)(raw, self.tenant.slug)
+            principal_for_token(raw, self.tenant.slug)
         except AuthenticationError as exc:
             raise HttpError(401, str(exc), [(b"www-authenticate", b'Bearer realm="backflow"')]) from exc
 
@@ -96,26 +96,35 @@ class TenantSite:
 
 
 class DatabaseSites:
+    TENANT_CACHE_SECONDS = 5.0  # how long a tenant's deactivation may take to reach a running process
+
     def __init__(self):
         self._tables = {}  # tenant id -> (version, RouteTable)
+        self._tenants = {}  # slug -> (fetched at, Tenant); only tenants that exist
+
+    def _lookup(self, slug):
+        """The tenant and its current route table, in one trip to the database/cache thread."""
+        fetched = self._tenants.get(slug)
+        if fetched is None or time.monotonic() - fetched[0] > self.TENANT_CACHE_SECONDS:
+            tenant = Tenant.objects.filter(slug=slug).first()
+            if tenant is None:
+                return None, None
+            fetched = self._tenants[slug] = (time.monotonic(), tenant)
+        tenant = fetched[1]
+        version = cache.get(routes_version_key(tenant.pk), "initial")
+        cached = self._tables.get(tenant.pk)
+        if cached is None or cached[0] != version:
+            store = DatabaseStore(tenant=tenant, actor=None)
+            cached = self._tables[tenant.pk] = (version, RouteTable(store.list_routes(), store.list_integrations()))
+        return tenant, cached[1]
 
     async def site(self, slug):
-        tenant = await Tenant.objects.filter(slug=slug).afirst()
+        tenant, table = await sync_to_async(self._lookup)(slug)
         if tenant is None:
             raise HttpError(404, f"No tenant {slug!r}.")
         if not tenant.is_active:
             raise HttpError(403, f"Tenant {slug!r} is inactive.")
-        version = await cache.aget(routes_version_key(tenant.pk), "initial")
-        cached = self._tables.get(tenant.pk)
-        if cached is None or cached[0] != version:
-            table = await sync_to_async(self._load)(tenant)
-            cached = self._tables[tenant.pk] = (version, table)
-        return TenantSite(tenant, cached[1])
-
-    @staticmethod
-    def _load(tenant):
-        store = DatabaseStore(tenant=tenant, actor=None)
-        return RouteTable(store.list_routes(), store.list_integrations())
+        return TenantSite(tenant, table)
 
 
 class LocalSite:
@@ -143,7 +152,7 @@ class LocalSite:
         except TemplateError as exc:
             raise RouteFailure(502, f"{label}: {exc}") from exc
 
-    async def authenticate(self, headers, query):
+    def authenticate(self, headers):
         raw = bearer_value(headers.get("authorization")) or ""
         if self.token and not tokens.compare_digest(raw.encode(), self.token.encode()):
             raise HttpError(401, "This route requires Authorization: Bearer <BACKFLOW_LOCAL_TOKEN>.",
@@ -185,9 +194,7 @@ class RouteDispatcher:
         site = await self.sites.site(slug)
         route, path_params = site.table.match(method, path)
         query = query_params(scope)
-        if route.get("requireAuth", True):
-            await site.authenticate(headers, query)
-        wait = await sync_to_async(retry_after)(site.rate_key, settings.BACKFLOW_ROUTE_RATE_LIMIT)
+        wait = await sync_to_async(self._admit)(site, route, headers)
         if wait:
             raise HttpError(429, f"Too many requests for this tenant; retry in {wait} s.", [(b"retry-after", str(wait).encode())])
         raw = await read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
@@ -207,6 +214,13 @@ class RouteDispatcher:
             status, answer, error = failure.status, failure.body(), failure.message
         await respond(send, status, answer)
         self._record(site, route, method, path, status, round((time.monotonic() - started) * 1000, 2), error)
+
+    @staticmethod
+    def _admit(site, route, headers):
+        """Authenticate (when the route requires it), then count the call: seconds to wait, or None."""
+        if route.get("requireAuth", True):
+            site.authenticate(headers)
+        return retry_after(site.rate_key, settings.BACKFLOW_ROUTE_RATE_LIMIT)
 
     def _record(self, site, route, method, path, status, duration_ms, error):
         """After the answer is sent, off the request's path."""
