@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import anyio
 import mcp_types as types
 from mcp import ClientSession, StdioServerParameters, stdio_client
-from mcp.shared.exceptions import MCPError
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from backflow.egress import guarded_mcp_http_client
 
