@@ -53,7 +53,9 @@ def write_json_atomic(path: Path, data):
 
 
 def route_key(doc):
-    return (doc.get("method", "").lower(), doc.get("path"))
+    # Raw entries of config.json may be malformed (e.g. "method": 7); they must not break writes.
+    method = doc.get("method")
+    return (method.lower() if isinstance(method, str) else method, doc.get("path"))
 
 
 def stable_route_id(doc):
@@ -155,7 +157,11 @@ class FileStore(IntegrationStore):
         return self.snapshot().integrations.get(name)
 
     def list_routes(self):
-        return sorted(self.snapshot().routes, key=lambda r: (r["path"], r["method"]))
+        routes = self.snapshot().routes
+        if self._depth:
+            # A write that checks which routes use an integration must not trust an unreadable config.json.
+            self._raw_routes()
+        return sorted(routes, key=lambda r: (r["path"], r["method"]))
 
     def get_route(self, *, route_id=None, path=None, method=None):
         for route in self.snapshot().routes:
@@ -194,7 +200,7 @@ class FileStore(IntegrationStore):
         try:
             config = self.read_config()
         except ValueError as exc:
-            raise InvalidInput.single("config.json", f"{exc} Fix the file by hand before writing routes.") from exc
+            raise InvalidInput.single("config.json", f"{exc} Fix the file by hand first.") from exc
         return config, config.setdefault("routes", [])
 
     def _raw_index(self, raw_routes, route_id):
@@ -222,6 +228,14 @@ class FileStore(IntegrationStore):
         with self.transaction():
             config, raw_routes = self._raw_routes()
             del raw_routes[self._raw_index(raw_routes, route_id)]
+            write_json_atomic(self.config_path, config)
+            self._snapshot = None
+
+    def update_config(self, key, value):
+        """Set one top-level key of config.json (e.g. mcpServers), keeping everything else."""
+        with self.transaction():
+            config, _ = self._raw_routes()
+            config[key] = value
             write_json_atomic(self.config_path, config)
             self._snapshot = None
 

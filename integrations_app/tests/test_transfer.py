@@ -20,7 +20,7 @@ def local_folder(tmp_path):
     })
     write_json_atomic(tmp_path / "config.json", {
         "routes": [{"path": "/charges", "method": "get", "integrations": {"actions": [{"integration": "stripe", "action": "listCharges"}]}}],
-        "mcpServers": [{"name": "filesystem", "command": "npx", "args": []}],
+        "mcpServers": [{"name": "filesystem", "command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "/tmp"]}],
     })
     return tmp_path
 
@@ -36,7 +36,7 @@ def test_import_creates_records_and_secrets_from_environment(acme, local_folder,
     report = _run("import_config", str(local_folder / "config.json"), "--tenant", "acme")
     assert report["integrations"] == {"stripe": "created"}
     assert report["routes"] == {"GET /charges": "created"}
-    assert report["mcpServersNotImported"] == ["filesystem"]
+    assert report["mcpServers"] == {"filesystem": "created"}
     integration = selectors.integration_list(tenant=acme.tenant).get(name="stripe")
     assert integration.auth == {"type": "bearer", "secret": "stripe_key"}
     assert secret_value(tenant=acme.tenant, name="stripe_key") == "sk_live_from_env"
@@ -73,7 +73,9 @@ def test_export_round_trips_into_another_tenant(acme, globex, local_folder, tmp_
     exported = json.loads((out / "integrations" / "stripe.json").read_text())
     assert exported["auth"] == {"type": "bearer", "secret": "{{env.STRIPE_KEY}}"}
     assert json.loads((out / "mcp-config.json").read_text())["integrationsPath"] == "./integrations"
-    assert [r["path"] for r in json.loads((out / "config.json").read_text())["routes"]] == ["/charges"]
+    exported_config = json.loads((out / "config.json").read_text())
+    assert [r["path"] for r in exported_config["routes"]] == ["/charges"]
+    assert [(s["name"], s["command"]) for s in exported_config["mcpServers"]] == [("filesystem", "npx")]
     _run("import_config", str(out / "config.json"), "--tenant", "globex")
     assert selectors.route_list(tenant=globex.tenant).get().path == "/charges"
 
@@ -83,3 +85,12 @@ def test_unknown_tenant_and_missing_file_are_clear_errors(db, local_folder):
         _run("import_config", str(local_folder / "config.json"), "--tenant", "nobody")
     with pytest.raises(CommandError, match="does not exist"):
         _run("import_config", str(local_folder / "missing.json"), "--tenant", "nobody")
+
+
+def test_invalid_mcp_server_entry_aborts_the_import(acme, local_folder):
+    config = json.loads((local_folder / "config.json").read_text())
+    config["mcpServers"].append({"name": "broken", "transport": "http"})
+    write_json_atomic(local_folder / "config.json", config)
+    with pytest.raises(CommandError, match=r"mcpServers\[1\]\.url"):
+        _run("import_config", str(local_folder / "config.json"), "--tenant", "acme")
+    assert not selectors.integration_list(tenant=acme.tenant).exists()

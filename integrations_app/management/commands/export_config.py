@@ -9,6 +9,7 @@ from integrations_app.management.commands.import_config import tenant_or_error
 from integrations_app.stores import DatabaseStore
 from integrations_app.transfer import export_from_tenant
 from tenants.principals import Principal
+from workflows_app.transfer import export_mcp_servers
 
 MCP_CONFIG = {
     "enabled": True,
@@ -22,8 +23,9 @@ MCP_CONFIG = {
 
 class Command(BaseCommand):
     help = (
-        "Export a tenant's integrations and routes as local-mode files in DIR: integrations/<name>.json, "
-        "config.json (routes; other keys of an existing file are kept) and mcp-config.json. Stored "
+        "Export a tenant's integrations, routes and MCP servers as local-mode files in DIR: "
+        "integrations/<name>.json, config.json (routes, mcpServers; other keys of an existing file are "
+        "kept) and mcp-config.json. Stored "
         "secret names become {{env.NAME}} placeholders; secret values are never exported."
     )
 
@@ -43,4 +45,7 @@ class Command(BaseCommand):
             report = export_from_tenant(source=source, target=target)
         except ServiceError as exc:
             raise CommandError(f"Export stopped: {exc}") from exc
+        servers = export_mcp_servers(tenant=tenant)
+        target.update_config("mcpServers", servers)
+        report["mcpServers"] = [server["name"] for server in servers]
         self.stdout.write(json.dumps(report, indent=2))

@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from backflow.errors import ServiceError
 from integrations_app.file_store import FileStore
@@ -9,6 +10,7 @@ from integrations_app.stores import DatabaseStore
 from integrations_app.transfer import import_into_tenant
 from tenants import selectors
 from tenants.principals import Principal
+from workflows_app.transfer import import_mcp_servers
 
 
 def tenant_or_error(slug):
@@ -20,9 +22,9 @@ def tenant_or_error(slug):
 
 class Command(BaseCommand):
     help = (
-        "Import local-mode files into a tenant: integrations/*.json and the routes of CONFIG_JSON "
-        "(config.json). {{env.NAME}} credentials become stored secrets, filled from the environment "
-        "when NAME is set. All or nothing: any invalid document aborts the whole import."
+        "Import local-mode files into a tenant: integrations/*.json, and the routes and mcpServers of "
+        "CONFIG_JSON (config.json). {{env.NAME}} credentials become stored secrets, filled from the "
+        "environment when NAME is set. All or nothing: any invalid document aborts the whole import."
     )
 
     def add_arguments(self, parser):
@@ -41,10 +43,12 @@ class Command(BaseCommand):
         source = FileStore(integrations_path=integrations_path, config_path=config_path)
         target = DatabaseStore(tenant=tenant, actor=Principal.system(tenant, "import_config"))
         try:
-            report = import_into_tenant(source=source, target=target)
+            with transaction.atomic():
+                report = import_into_tenant(source=source, target=target)
+                report["mcpServers"] = import_mcp_servers(
+                    tenant=tenant, actor=target.actor, servers=source.read_config().get("mcpServers") or [])
+        except ValueError as exc:  # config.json itself is unreadable
+            raise CommandError(f"Nothing was imported: {exc}") from exc
         except ServiceError as exc:
             raise CommandError(f"Nothing was imported: {exc}") from exc
-        servers = source.read_config().get("mcpServers") or []
-        if servers:
-            report["mcpServersNotImported"] = [s.get("name") for s in servers if isinstance(s, dict)]
         self.stdout.write(json.dumps(report, indent=2))
