@@ -49,8 +49,14 @@ class RunContext:
         self.run = run
         self.tenant = run.tenant
         self.tools = {t["name"]: t for t in run.workflow.definition.get("tools", [])}
+        self._specs = {}  # looked up once per run: the database and secrets are not read per step
 
     def server_spec(self, name):
+        if name not in self._specs:
+            self._specs[name] = self._load_spec(name)
+        return self._specs[name]
+
+    def _load_spec(self, name):
         try:
             return selectors.mcp_server_spec(selectors.mcp_server_get(tenant=self.tenant, name=name))
         except ServiceError as exc:
