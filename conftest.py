@@ -1,11 +1,34 @@
-"""Shared fixtures: tenants, principals and API clients that act as them (`as_tenant`)."""
+"""Shared fixtures: tenants, principals and API clients that act as them (`as_tenant`), and real
+server processes (`live_daphne`)."""
+
+import os
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from tenants import services as tenant_services
 from tenants.principals import Principal
+from tests.live import Daphne
+
+# Child processes (daphne, mcp_stdio) cannot see an in-memory SQLite test database: keep it in a
+# file of this pytest process (Django deletes it at the end; WAL side files go in sessionfinish).
+_default_db = settings.DATABASES["default"]
+if _default_db["ENGINE"] == "django.db.backends.sqlite3":
+    _test_db = _default_db.setdefault("TEST", {})
+    if not _test_db.get("NAME") or "memory" in str(_test_db["NAME"]):
+        _test_db["NAME"] = os.path.join(tempfile.gettempdir(), f"backflow-test-{os.getpid()}.sqlite3")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    name = _default_db.get("TEST", {}).get("NAME")
+    if name and _default_db["ENGINE"] == "django.db.backends.sqlite3":
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(str(name) + suffix).unlink(missing_ok=True)
 
 
 class TenantContext:
@@ -58,3 +81,45 @@ def acme(as_tenant):
 @pytest.fixture
 def globex(as_tenant):
     return as_tenant("globex")
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Tests create many users; the production hasher's work factor would dominate their run time."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _plain_static_storage(settings):
+    """Pages render without `collectstatic` having run (the manifest storage needs its manifest)."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture(autouse=True)
+def _forget_cached_route_tenants():
+    """The tenant-route dispatcher keeps tenants (by slug, for 5 s) and route tables per process.
+    Every test makes a new `acme`; on Postgres its id differs from the last test's (sequences do
+    not roll back), so a cached `acme` from an earlier test would hide the new one's routes."""
+    yield
+    dispatch = sys.modules.get("integrations_app.dispatch")
+    if dispatch is not None:
+        dispatch.routes_asgi.sites._tenants.clear()
+        dispatch.routes_asgi.sites._tables.clear()
+
+
+@pytest.fixture
+def live_daphne(transactional_db):
+    """Start daphne servers (`live_daphne(**env)`) on the test database; stopped after the test."""
+    started = []
+
+    def start(**env):
+        server = Daphne(**env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
