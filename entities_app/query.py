@@ -1,17 +1,16 @@
 """The entity filter language on the ORM, with stable keyset cursors (SQLite and Postgres).
 
-Order is the requested sort plus the id as a tie-breaker; missing values sort last. A cursor is
-the signed position after the last item of a page, so inserts between pages neither repeat nor
-skip items, and a forged or foreign cursor is refused.
+Order is the requested sort plus the id as a tie-breaker; missing values (and JSON null) sort
+last. A cursor is the signed position after the last item of a page, so inserts between pages
+neither repeat nor skip items, and a forged or foreign cursor is refused.
 """
 
 import json
 
 from django.core import signing
 from django.db import connection
-from django.db.models import BooleanField, F, Q
+from django.db.models import BooleanField, F, JSONField, Q
 from django.db.models.expressions import RawSQL
-from django.db.models.fields.json import KeyTransform
 from django.utils.dateparse import parse_datetime
 
 from backflow.errors import InvalidInput
@@ -22,7 +21,10 @@ TABLE = "entities_app_entity"
 
 
 def _timestamp(field, value):
-    moment = parse_datetime(value) if isinstance(value, str) else None
+    try:
+        moment = parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:  # well formed but impossible, e.g. month 13
+        moment = None
     if moment is None:
         raise InvalidInput.single(f"filters.{field}", "give an ISO 8601 date-time such as 2026-01-31T12:00:00Z.")
     return moment
@@ -46,9 +48,31 @@ def _contains(field, value):
 def _equals(field, value):
     if field in TIMESTAMP_FIELDS:
         return Q(**{TIMESTAMP_FIELDS[field]: _timestamp(field, value)})
-    if connection.vendor == "postgresql" and value is not None:
-        return Q(data__contains={field: value})  # served by the GIN index
+    if connection.vendor == "postgresql" and isinstance(value, (str, int, float, bool)):
+        # Served by the GIN index. Only for scalars: for an object or a list `@>` means "contains",
+        # not "equals" (the lookup below is exact on both databases).
+        return Q(data__contains={field: value})
     return Q(**{f"data__{field}": value})
+
+
+COMPARISONS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def _compare_same_type(field, op, value):
+    """gt/gte/lt/lte on a data field, matching only values of the operand's JSON type (numbers with
+    numbers, strings with strings), so null, true or "cheap" never count as less than 10."""
+    if connection.vendor == "postgresql":
+        # One CASE clause rather than `jsonb_typeof(...) = 'number' AND ...`: Postgres guesses 0.5%
+        # for an equality on an expression without statistics, and that underestimate made it sort
+        # every match instead of walking the (collection, created_at, id) index for a page.
+        kind = "string" if isinstance(value, str) else "number"
+        sql = (f'(CASE WHEN jsonb_typeof("{TABLE}"."data" -> %s) = %s '
+               f'THEN "{TABLE}"."data" -> %s {COMPARISONS[op]} %s::jsonb END)')
+        return RawSQL(sql, [field, kind, field, json.dumps(value)], output_field=BooleanField())
+    kinds = ("text",) if isinstance(value, str) else ("integer", "real")
+    same_type = RawSQL(f'json_type("{TABLE}"."data", %s) IN ({", ".join("%s" for _ in kinds)})',
+                       [f'$."{field}"', *kinds], output_field=BooleanField())
+    return Q(same_type) & Q(**{f"data__{field}__{op}": value})
 
 
 def apply_filters(queryset, filters):
@@ -66,12 +90,20 @@ def _apply(queryset, field, op, value):
     if op == "eq":
         return queryset.filter(_equals(field, value))
     if op == "ne":
+        if field in TIMESTAMP_FIELDS:  # always set: no "missing" case to include
+            return queryset.exclude(_equals(field, value))
         return queryset.filter(~_equals(field, value) | ~Q(data__has_key=field))
     if op in ("gt", "gte", "lt", "lte"):
-        return queryset.filter(**{f"{column}__{op}": value})
+        if field in TIMESTAMP_FIELDS:
+            return queryset.filter(**{f"{column}__{op}": value})
+        return queryset.filter(_compare_same_type(field, op, value))
     if op == "in":
+        if field in TIMESTAMP_FIELDS:
+            value = [_timestamp(field, v) for v in value]
         return queryset.filter(**{f"{column}__in": value})
     if op == "exists":
+        if field in TIMESTAMP_FIELDS:  # every entity has both timestamps
+            return queryset if value else queryset.none()
         return queryset.filter(data__has_key=field) if value else queryset.exclude(data__has_key=field)
     if op == "icontains":
         return queryset.filter(**{f"{column}__icontains": value})
@@ -80,16 +112,41 @@ def _apply(queryset, field, op, value):
     raise InvalidInput.single(f"filters.{field}.{op}", "unknown operator.")
 
 
+def _value_sql(field):
+    """A data field's value as sorted and compared by cursors: SQL NULL when missing or JSON null."""
+    if connection.vendor == "postgresql":
+        return f'NULLIF("{TABLE}"."data" -> %s, \'null\'::jsonb)', [field]
+    return f'json_extract("{TABLE}"."data", %s)', [f'$."{field}"']
+
+
 def _expression(field):
-    return F(TIMESTAMP_FIELDS[field]) if field in TIMESTAMP_FIELDS else KeyTransform(field, "data")
+    if field in TIMESTAMP_FIELDS:
+        return F(TIMESTAMP_FIELDS[field])
+    sql, params = _value_sql(field)
+    return RawSQL(sql, params, output_field=JSONField())
 
 
-def _lookup(field):
-    return TIMESTAMP_FIELDS.get(field) or f"data__{field}"
+def _compare(field, operator, value):
+    """Q for `<data field> <operator> value`, or `IS NULL` for value None, on the sort expression."""
+    sql, params = _value_sql(field)
+    if value is None:
+        return Q(RawSQL(f"{sql} IS NULL", params, output_field=BooleanField()))
+    if connection.vendor == "postgresql":
+        sql, params = f"{sql} {operator} %s::jsonb", [*params, json.dumps(value)]
+    else:
+        param = json.dumps(value, separators=(",", ":")) if isinstance(value, (dict, list)) else value
+        sql, params = f"{sql} {operator} %s", [*params, param]
+    return Q(RawSQL(sql, params, output_field=BooleanField()))
 
 
 def order(queryset, sort):
-    keys = [(_expression(f).desc(nulls_last=True) if desc else _expression(f).asc(nulls_last=True)) for f, desc in sort]
+    keys = []
+    for field, desc in sort:
+        expression = _expression(field)
+        if field in TIMESTAMP_FIELDS:  # never null: a plain ORDER BY lets the (collection, timestamp, id) indexes serve it
+            keys.append(expression.desc() if desc else expression.asc())
+        else:
+            keys.append(expression.desc(nulls_last=True) if desc else expression.asc(nulls_last=True))
     return queryset.order_by(*keys, "id")
 
 
@@ -126,20 +183,26 @@ def after(queryset, sort, values, last_id):
     """Rows strictly after the position (values, last_id) in `order(sort)`."""
     branches, equal_so_far = [], Q()
     for (field, desc), value in zip(sort, values):
-        lookup = _lookup(field)
         if field in TIMESTAMP_FIELDS:
-            value = parse_datetime(value)
-        if value is None:  # a missing value: only other missing values follow it
-            equal_so_far &= ~Q(data__has_key=field)
+            column, value = TIMESTAMP_FIELDS[field], parse_datetime(value)
+            later, same = Q(**{f"{column}__{'lt' if desc else 'gt'}": value}), Q(**{column: value})
+        elif value is None:  # a missing (or null) value: only other missing values follow it
+            equal_so_far &= _compare(field, "IS", None)
             continue
-        later = Q(**{f"{lookup}__{'lt' if desc else 'gt'}": value})
-        if field not in TIMESTAMP_FIELDS:
-            later |= ~Q(data__has_key=field)  # missing values sort last
+        else:  # missing values sort last
+            later = _compare(field, "<" if desc else ">", value) | _compare(field, "IS", None)
+            same = _compare(field, "=", value)
         branches.append(equal_so_far & later)
-        equal_so_far &= Q(**{lookup: value})
+        equal_so_far &= same
     condition = equal_so_far & Q(id__gt=last_id)
     for branch in branches:
         condition |= branch
+    field, desc = sort[0]
+    if field in TIMESTAMP_FIELDS:
+        # Implied by the condition, but a plain range the database can start an index scan at
+        # (the OR above is only a filter): a deep page then reads no more rows than the first.
+        column = TIMESTAMP_FIELDS[field]
+        condition &= Q(**{f"{column}__{'lte' if desc else 'gte'}": parse_datetime(values[0])})
     return queryset.filter(condition)
 
 
