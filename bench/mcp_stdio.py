@@ -1,0 +1,217 @@
+"""`manage.py mcp_stdio` over stdio, side by side with the reference server-everything `echo`.
+
+    .venv/bin/python bench/mcp_stdio.py [--integrations 200] [--calls 300] [--spawns 5]
+
+Both servers are driven by the same MCP SDK client code, in the same run:
+- tools/call latency (p50/p95 of sequential calls after a warm-up): our get_integration and
+  list_integrations on a local-mode folder of N integrations, and server-everything's echo
+  (Node 22 from tests/peers);
+- start-up: time from spawning the process to the `initialize` answer, median of several spawns.
+A bare low-level server on the same Python SDK (`python_sdk_floor`, one no-op tool) shows how much
+of the gap to echo is the SDK's own per-message cost rather than Backflow's.
+Targets: get_integration p50 within 2x of echo p50; our start-up under 1.5 s.
+`main()` returns the numbers as a dict (for a `python -m bench` runner).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+from mcp import ClientSession, StdioServerParameters, stdio_client
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+MANAGE = ROOT / "manage.py"
+PEERS = ROOT / "tests" / "peers" / "node_modules"
+NODE = PEERS / "node" / "bin" / "node"
+EVERYTHING = PEERS / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+
+# The floor of any Python server on this SDK: a bare low-level Server whose one tool does nothing.
+SDK_FLOOR_SERVER = """
+import anyio, json
+import mcp_types as types
+from mcp.server import Server
+from mcp.server.stdio import stdio_server
+
+async def on_list_tools(ctx, params):
+    return types.ListToolsResult(tools=[types.Tool(name="noop", input_schema={"type": "object"})])
+
+async def on_call_tool(ctx, params):
+    value = {"arguments": params.arguments}
+    return types.CallToolResult(content=[types.TextContent(text=json.dumps(value))], structured_content=value)
+
+async def main():
+    server = Server("sdk-floor", on_list_tools=on_list_tools, on_call_tool=on_call_tool)
+    async with stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())
+
+anyio.run(main)
+"""
+
+GET_RATIO_TARGET = 2.0
+STARTUP_TARGET_S = 1.5
+
+
+def make_site(root, count):
+    """A local-mode folder with `count` integrations (3 endpoints each) and a route per 10 of them."""
+    integrations = root / "integrations"
+    integrations.mkdir(parents=True)
+    routes = []
+    for i in range(count):
+        name = f"service-{i:03d}"
+        doc = {
+            "name": name, "displayName": f"Service {i}", "description": f"Benchmark integration {i}",
+            "baseUrl": f"https://api{i}.example.com/v1",
+            "auth": {"type": "bearer", "secret": f"{{{{env.SERVICE_{i}_TOKEN}}}}"},
+            "endpoints": [
+                {"name": "listItems", "method": "get", "path": "/items", "query": {"page": "{{params.page}}"}},
+                {"name": "getItem", "method": "get", "path": "/items/{id}"},
+                {"name": "createItem", "method": "post", "path": "/items", "body": {"title": "{{params.title}}"}},
+            ],
+        }
+        (integrations / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        if i % 10 == 0:
+            routes.append({"id": f"route-{i}", "path": f"/s{i}/items", "method": "get", "description": "", "requireAuth": True,
+                           "integrations": {"actions": [{"id": "list", "integration": name, "action": "listItems", "params": {}}]},
+                           "response": None})
+    (root / "config.json").write_text(json.dumps({"mcpServers": [], "routes": routes}, indent=2) + "\n", encoding="utf-8")
+    mcp_config = root / "mcp-config.json"
+    mcp_config.write_text(json.dumps({"enabled": True, "integrationsPath": "./integrations", "configPath": "./config.json",
+                                      "autoReload": False}), encoding="utf-8")
+    return mcp_config
+
+
+def ours(mcp_config):
+    return StdioServerParameters(command=PYTHON, args=[str(MANAGE), "mcp_stdio", str(mcp_config)], cwd=str(ROOT))
+
+
+def echo_server():
+    return StdioServerParameters(command=str(NODE), args=[str(EVERYTHING)], cwd=str(ROOT))
+
+
+def sdk_floor_server():
+    return StdioServerParameters(command=PYTHON, args=["-c", SDK_FLOOR_SERVER], cwd=str(ROOT))
+
+
+def percentile(samples, fraction):
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary_ms(samples):
+    return {"p50_ms": round(statistics.median(samples) * 1000, 3), "p95_ms": round(percentile(samples, 0.95) * 1000, 3),
+            "n": len(samples)}
+
+
+async def time_calls(params, calls, warmup, errlog):
+    """{label: [seconds]} for each (label, tool, arguments-for-i) in `calls`, on one session."""
+    results = {}
+    async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        for label, tool, arguments, count in calls:
+            for i in range(warmup):
+                await session.call_tool(tool, arguments(i))
+            samples = []
+            for i in range(count):
+                started = time.perf_counter()
+                result = await session.call_tool(tool, arguments(i))
+                samples.append(time.perf_counter() - started)
+                if result.is_error:
+                    raise RuntimeError(f"{label}: {tool} failed: {result.content[0].text}")
+            results[label] = samples
+    return results
+
+
+async def time_startup(params, errlog):
+    started = time.perf_counter()
+    async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        return time.perf_counter() - started
+
+
+async def measure(*, mcp_config, integrations, calls, spawns, warmup, errlog):
+    names = [f"service-{i:03d}" for i in range(integrations)]
+    ours_calls = await time_calls(ours(mcp_config), [
+        ("get_integration", "get_integration", lambda i: {"name": names[i % len(names)]}, calls),
+        ("list_integrations", "list_integrations", lambda i: {}, calls),
+    ], warmup, errlog)
+    echo_calls = await time_calls(echo_server(), [("echo", "echo", lambda i: {"message": f"hello {i}"}, calls)], warmup, errlog)
+    floor_calls = await time_calls(sdk_floor_server(), [("noop", "noop", lambda i: {"name": names[i % len(names)]}, calls)],
+                                   warmup, errlog)
+    ours_start, echo_start = [], []
+    for _ in range(spawns):  # alternate, so both see the same machine load
+        ours_start.append(await time_startup(ours(mcp_config), errlog))
+        echo_start.append(await time_startup(echo_server(), errlog))
+
+    results = {
+        "load_average_1m": round(os.getloadavg()[0], 2),  # other work on the machine skews every number
+        "integrations": integrations,
+        "calls": calls,
+        "get_integration": summary_ms(ours_calls["get_integration"]),
+        "list_integrations": summary_ms(ours_calls["list_integrations"]),
+        "echo": summary_ms(echo_calls["echo"]),
+        "python_sdk_floor": summary_ms(floor_calls["noop"]),
+        "startup": {"ours_median_s": round(statistics.median(ours_start), 3), "echo_median_s": round(statistics.median(echo_start), 3),
+                    "ours_s": [round(s, 3) for s in ours_start], "echo_s": [round(s, 3) for s in echo_start]},
+    }
+    echo_p50 = results["echo"]["p50_ms"]
+    results["ratios"] = {
+        "get_integration_p50_vs_echo": round(results["get_integration"]["p50_ms"] / echo_p50, 2),
+        "list_integrations_p50_vs_echo": round(results["list_integrations"]["p50_ms"] / echo_p50, 2),
+        "get_integration_p50_vs_python_sdk_floor": round(results["get_integration"]["p50_ms"] / results["python_sdk_floor"]["p50_ms"], 2),
+        "python_sdk_floor_p50_vs_echo": round(results["python_sdk_floor"]["p50_ms"] / echo_p50, 2),
+        "startup_vs_echo": round(results["startup"]["ours_median_s"] / results["startup"]["echo_median_s"], 2),
+    }
+    results["targets"] = {
+        "get_integration_within_2x_echo": results["ratios"]["get_integration_p50_vs_echo"] <= GET_RATIO_TARGET,
+        "startup_under_1_5_s": results["startup"]["ours_median_s"] < STARTUP_TARGET_S,
+    }
+    return results
+
+
+def report(results):
+    lines = [(f"mcp_stdio benchmark: {results['integrations']} integrations, {results['calls']} calls per tool "
+             f"(load average {results['load_average_1m']} on {os.cpu_count()} CPUs)")]
+    for label in ("get_integration", "list_integrations", "echo", "python_sdk_floor"):
+        r = results[label]
+        lines.append(f"  {label:<18} p50 {r['p50_ms']:8.3f} ms   p95 {r['p95_ms']:8.3f} ms")
+    s = results["startup"]
+    lines.append(f"  start-up (to initialize answer, median of {len(s['ours_s'])}): ours {s['ours_median_s']:.3f} s, echo {s['echo_median_s']:.3f} s")
+    ratios, targets = results["ratios"], results["targets"]
+    lines.append(f"  ratio get_integration / echo p50: {ratios['get_integration_p50_vs_echo']:.2f}x "
+                 f"(target <= {GET_RATIO_TARGET}x: {'met' if targets['get_integration_within_2x_echo'] else 'MISSED'})")
+    lines.append(f"  ratio list_integrations / echo p50: {ratios['list_integrations_p50_vs_echo']:.2f}x")
+    lines.append(f"  ratio python_sdk_floor / echo p50: {ratios['python_sdk_floor_p50_vs_echo']:.2f}x "
+                 f"(what any server on the Python SDK pays); get_integration / floor: {ratios['get_integration_p50_vs_python_sdk_floor']:.2f}x")
+    lines.append(f"  ratio start-up ours / echo: {ratios['startup_vs_echo']:.2f}x "
+                 f"(ours < {STARTUP_TARGET_S} s: {'met' if targets['startup_under_1_5_s'] else 'MISSED'})")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--integrations", type=int, default=200)
+    parser.add_argument("--calls", type=int, default=300, help="timed calls per tool")
+    parser.add_argument("--warmup", type=int, default=30, help="untimed calls per tool first")
+    parser.add_argument("--spawns", type=int, default=5, help="start-ups timed per server")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    if not (NODE.exists() and EVERYTHING.exists()):
+        raise SystemExit("tests/peers/node_modules is missing: run `make peers` first.")
+    with tempfile.TemporaryDirectory(prefix="backflow-bench-") as tmp, open(Path(tmp) / "stderr.log", "w") as errlog:
+        mcp_config = make_site(Path(tmp) / "site", args.integrations)
+        results = anyio.run(lambda: measure(mcp_config=mcp_config, integrations=args.integrations, calls=args.calls,
+                                            spawns=args.spawns, warmup=args.warmup, errlog=errlog))
+    print(json.dumps(results, indent=2) if args.json else report(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
