@@ -18,8 +18,11 @@ def field_path(parts):
 
 def _message(error):
     if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        return f"Unknown field(s) {', '.join(map(repr, extra))}; allowed: {', '.join(sorted(error.schema.get('properties', {})))}."
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = ", ".join(map(repr, sorted(set(error.instance) - set(allowed))))
+        if not allowed:
+            return f"Unknown field(s) {extra}: this takes no fields."
+        return f"Unknown field(s) {extra}; allowed: {', '.join(allowed)}."
     if error.validator == "required":
         return error.message.replace("is a required property", "is required")
     if error.validator == "pattern" and "x-pattern-help" in error.schema:

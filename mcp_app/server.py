@@ -18,10 +18,11 @@ from django.db import close_old_connections
 from mcp.server import Server
 
 from backflow.errors import InvalidInput, ServiceError
+from backflow.ratelimit import retry_after
 from backflow.redaction import redact
 from backflow.validation import schema_errors
-from backflow.ratelimit import retry_after
 from mcp_app.registry import REGISTRY, visible_tools
+from tenants.services import audit_record
 
 logger = logging.getLogger("backflow.mcp")
 CONNECTION = contextvars.ContextVar("backflow_mcp_connection")
@@ -48,10 +49,31 @@ def error_result(message, errors=None, **extra):
     return json_result(body, is_error=True)
 
 
-def _run_tool(ctx, definition, args):
+def _call_sync(ctx, definition, args):
+    """Rate limit, validation, the tool and its audit event in one trip to the sync thread."""
     close_old_connections()  # long-lived processes: drop connections the database closed
+    started = time.monotonic()
     try:
-        return definition.handler(ctx, args)
+        if ctx.rate_key:
+            wait = retry_after(f"mcp:{ctx.rate_key}", settings.BACKFLOW_MCP_RATE_LIMIT)
+            if wait:
+                return error_result(f"Too many tool calls; retry in {wait} s.", retryAfterSeconds=wait)
+        try:
+            errors = schema_errors(definition.input_schema, args)
+            if errors:
+                raise InvalidInput(f"Invalid arguments for {definition.name}.", errors)
+            result, outcome = json_result(definition.handler(ctx, args)), "ok"
+        except ServiceError as exc:
+            result, outcome = error_result(str(exc), exc.errors), f"error: {exc.message}"
+        except Exception:
+            logger.exception("MCP tool %s failed", definition.name)
+            result, outcome = error_result(f"{definition.name} failed unexpectedly; the server logged the details."), "crash"
+        try:
+            _audit(ctx, definition.name, args, outcome, started)
+        except Exception:
+            logger.exception("Could not record the audit event for %s", definition.name)
+        logger.debug("tools/call %s -> %s (%.1f ms)", definition.name, outcome, (time.monotonic() - started) * 1000)
+        return result
     finally:
         close_old_connections()
 
@@ -59,8 +81,6 @@ def _run_tool(ctx, definition, args):
 def _audit(ctx, name, args, outcome, started):
     if ctx.tenant is None:
         return
-    from tenants.services import audit_record
-
     audit_record(
         tenant=ctx.tenant, actor=ctx.actor, action="mcp.tool_call", object_type="tool", object_id=name,
         summary={"outcome": outcome, "durationMs": round((time.monotonic() - started) * 1000, 1), "arguments": redact(args)},
@@ -68,34 +88,11 @@ def _audit(ctx, name, args, outcome, started):
 
 
 async def call_tool(ctx, name, args):
-    """Validate, run and record one tool call; always a CallToolResult."""
+    """Validate, run and record one tool call; always a CallToolResult, never an exception."""
     definition = REGISTRY.get(name)
     if definition is None or name not in ctx.allowed:
         return error_result(f"Unknown tool {name!r}. Available tools: {', '.join(sorted(ctx.allowed))}.")
-    started = time.monotonic()
-    if ctx.rate_key:
-        wait = await sync_to_async(retry_after, thread_sensitive=True)(f"mcp:{ctx.rate_key}", settings.BACKFLOW_MCP_RATE_LIMIT)
-        if wait:
-            return error_result(f"Too many tool calls; retry in {wait} s.", retryAfterSeconds=wait)
-    if not isinstance(args, dict):
-        args = {}
-    errors = schema_errors(definition.input_schema, args)
-    try:
-        if errors:
-            raise InvalidInput(f"Invalid arguments for {name}.", errors)
-        value = await sync_to_async(_run_tool, thread_sensitive=True)(ctx, definition, args)
-        result, outcome = json_result(value), "ok"
-    except ServiceError as exc:
-        result, outcome = error_result(str(exc), exc.errors), f"error: {exc.message}"
-    except Exception:
-        logger.exception("MCP tool %s failed", name)
-        result, outcome = error_result(f"{name} failed unexpectedly; the server logged the details."), "crash"
-    try:
-        await sync_to_async(_audit, thread_sensitive=True)(ctx, name, args, outcome, started)
-    except Exception:
-        logger.exception("Could not record the audit event for %s", name)
-    logger.debug("tools/call %s -> %s (%.1f ms)", name, outcome, (time.monotonic() - started) * 1000)
-    return result
+    return await sync_to_async(_call_sync, thread_sensitive=True)(ctx, definition, args if isinstance(args, dict) else {})
 
 
 async def _on_list_tools(request_ctx, params):
