@@ -7,6 +7,7 @@ API key allows and forwards every call. Integration and route tools are offered 
 """
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -125,7 +126,8 @@ def build_bridge(remote, hidden):
 
 
 def _error(message):
-    return types.CallToolResult(content=[types.TextContent(text=message)], structured_content={"error": message}, is_error=True)
+    body = {"error": message}  # like Backflow's own results: structuredContent and the same JSON as text
+    return types.CallToolResult(content=[types.TextContent(text=json.dumps(body))], structured_content=body, is_error=True)
 
 
 async def serve(args):

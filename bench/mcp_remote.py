@@ -1,0 +1,373 @@
+"""Benchmark: Backflow's remote MCP transports against a bare MCP SDK server (the peer).
+
+    .venv/bin/python bench/mcp_remote.py        # or `python -m bench mcp_remote`; not part of `make test`
+
+Loopback only. About 1 min on an idle 2-CPU machine; the load phase is cut off at TIME_LIMIT.
+
+- ours: daphne serving `backflow.asgi:application` on a temporary SQLite file database (a dev
+  tenant and key made with `manage.py migrate`, `create_tenant`, `create_api_key`); the tool is
+  `list_integrations` over a few integrations (a database read plus an audit row per call).
+- peer: the SDK's low-level `Server` with one trivial tool (`echo`), served by the SDK's
+  `SseServerTransport` (/sse, /messages/) and `StreamableHTTPSessionManager` (/mcp, stateless like
+  ours) as an ASGI app under the same daphne.
+
+Measured: tools/call p50/p95 over SSE and Streamable HTTP for both (sequential calls on one
+session); 200 concurrent SSE sessions x 20 calls each against ours (errors must be zero); the RSS
+growth of each daphne process per idle (initialized) SSE session, over 200 sessions. Ratios are
+ours/peer. `main()` prints a table and returns the numbers as a dict.
+
+Our per-principal call budget (BACKFLOW_MCP_RATE_LIMIT, 600/min by default) is lifted for ours:
+the load test is 4000 calls by one key in well under a minute.
+"""
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import httpx2
+import mcp_types as types
+from mcp import ClientSession
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server import Server
+from mcp.server.sse import SseServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+HOST = "127.0.0.1"
+
+SEQUENTIAL_CALLS = 300
+WARMUP_CALLS = 30
+CONCURRENT_SESSIONS = 200
+CALLS_PER_SESSION = 20
+IDLE_SESSIONS = 200
+INTEGRATIONS = 5
+TIME_LIMIT = 150  # seconds: the load phase stops here (the run then ends within about half a minute)
+
+
+# -- the peer: a bare SDK server, served as an ASGI app by daphne ------------------------------
+
+def _peer_server():
+    tool = types.Tool(name="echo", title="Echo", description="Return the text.",
+                      input_schema={"type": "object", "properties": {"text": {"type": "string"}}})
+
+    async def on_list_tools(ctx, params):
+        return types.ListToolsResult(tools=[tool])
+
+    async def on_call_tool(ctx, params):
+        value = {"text": (params.arguments or {}).get("text", "")}
+        return types.CallToolResult(content=[types.TextContent(text=json.dumps(value))], structured_content=value)
+
+    return Server("peer", version="1.0.0", on_list_tools=on_list_tools, on_call_tool=on_call_tool)
+
+
+class PeerApp:
+    """/sse + /messages/ (SseServerTransport) and /mcp (StreamableHTTPSessionManager, stateless)."""
+
+    def __init__(self):
+        self.server = _peer_server()
+        self.sse = SseServerTransport("/messages/")
+        self.manager = StreamableHTTPSessionManager(app=self.server, stateless=True)
+        self._ready = None
+
+    async def _run_manager(self):
+        async with self.manager.run():
+            self._ready.set()
+            await asyncio.Event().wait()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":  # daphne sends no lifespan events
+            return
+        path = scope["path"]
+        if path == "/sse":
+            async with self.sse.connect_sse(scope, receive, send) as (read, write):
+                await self.server.run(read, write, self.server.create_initialization_options())
+        elif path.startswith("/messages"):
+            await self.sse.handle_post_message(scope, receive, send)
+        elif path.rstrip("/") == "/mcp":
+            if self._ready is None:
+                self._ready = asyncio.Event()
+                self._runner = asyncio.get_running_loop().create_task(self._run_manager())
+            await self._ready.wait()
+            await self.manager.handle_request(scope, receive, send)
+        else:
+            await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"not found"})
+
+
+peer_app = PeerApp()  # daphne loads `bench.mcp_remote:peer_app`
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+class Daphne:
+    def __init__(self, app, env, log_path):
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [PYTHON, "-m", "daphne", "-b", HOST, "-p", str(self.port), app],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{app} exited with {self.process.returncode}; see {log_path}")
+            with socket.socket() as sock:
+                if sock.connect_ex((HOST, self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"{app} did not listen on {self.url}")
+
+    def rss_kib(self):
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def our_env(workdir):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DEBUG", "LOG_LEVEL")}
+    env.update(DATABASE_URL=f"sqlite:///{workdir / 'bench.sqlite3'}", LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1",
+               BACKFLOW_MCP_RATE_LIMIT="100000000,60")
+    if not (ROOT / "var" / "local.env").exists():  # no `make` yet: throwaway keys for this run
+        env.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+        env.setdefault("BACKFLOW_SECRETS_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())
+    return env
+
+
+def manage(env, *args):
+    proc = subprocess.run([PYTHON, str(ROOT / "manage.py"), *args], cwd=ROOT, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed: {proc.stderr[-2000:]}")
+    return proc.stdout.strip()
+
+
+# -- clients -----------------------------------------------------------------------------------
+
+@asynccontextmanager
+async def session(url, transport, headers):
+    if transport == "sse":
+        async with sse_client(url, headers=headers, timeout=60, sse_read_timeout=300) as (read, write):
+            async with ClientSession(read, write) as s:
+                await s.initialize()
+                yield s
+    else:
+        async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60, read=300)) as http:
+            async with streamable_http_client(url, http_client=http) as (read, write):
+                async with ClientSession(read, write) as s:
+                    await s.initialize()
+                    yield s
+
+
+def percentile(samples, p):
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+def summary_ms(samples):
+    return {"p50": round(percentile(samples, 50) * 1000, 2), "p95": round(percentile(samples, 95) * 1000, 2),
+            "max": round(max(samples) * 1000, 2), "n": len(samples)}
+
+
+async def sequential_latency(url, transport, headers, tool, arguments):
+    samples, errors = [], 0
+    async with session(url, transport, headers) as s:
+        for i in range(WARMUP_CALLS + SEQUENTIAL_CALLS):
+            started = time.perf_counter()
+            result = await s.call_tool(tool, arguments)
+            elapsed = time.perf_counter() - started
+            errors += bool(result.is_error)
+            if i >= WARMUP_CALLS:
+                samples.append(elapsed)
+    return {**summary_ms(samples), "errors": errors}
+
+
+async def concurrent_load(url, headers, tool, arguments, budget):
+    samples, failures = [], []
+    errors = 0
+
+    async def one_session(n):
+        nonlocal errors
+        made = 0
+        try:
+            async with session(url, "sse", headers) as s:
+                for _ in range(CALLS_PER_SESSION):
+                    started = time.perf_counter()
+                    result = await s.call_tool(tool, arguments)
+                    samples.append(time.perf_counter() - started)
+                    made += 1
+                    if result.is_error:
+                        errors += 1
+                        failures.append(result.content[0].text[:200])
+        except Exception as exc:  # a failed session: every call it did not make counts as an error
+            errors += CALLS_PER_SESSION - made
+            failures.append(f"session {n}: {exc.__class__.__name__}: {exc}"[:300])
+
+    started = time.perf_counter()
+    with anyio.move_on_after(budget) as limit:  # a machine too busy to finish in time: say so, don't hang
+        async with anyio.create_task_group() as tasks:
+            for n in range(CONCURRENT_SESSIONS):
+                tasks.start_soon(one_session, n)
+    wall = time.perf_counter() - started
+    result = {"sessions": CONCURRENT_SESSIONS, "callsPerSession": CALLS_PER_SESSION,
+              "calls": CONCURRENT_SESSIONS * CALLS_PER_SESSION, "completed": len(samples), "errors": errors,
+              "timedOut": limit.cancelled_caught,
+              "wallSeconds": round(wall, 2), "callsPerSecond": round(len(samples) / wall, 1),
+              "latencyMs": summary_ms(samples) if samples else None}
+    if failures:
+        result["firstFailures"] = failures[:5]
+    return result
+
+
+async def idle_session_memory(server, url, headers):
+    """RSS growth of the server process per idle (initialized) SSE session."""
+    opened, release = anyio.Event(), anyio.Event()
+    count = [0]
+
+    async def hold():
+        async with session(url, "sse", headers):
+            count[0] += 1
+            if count[0] == IDLE_SESSIONS:
+                opened.set()
+            await release.wait()
+
+    await anyio.sleep(0.5)
+    before = server.rss_kib()
+    async with anyio.create_task_group() as tasks:
+        for _ in range(IDLE_SESSIONS):
+            tasks.start_soon(hold)
+        with anyio.fail_after(60):
+            await opened.wait()
+        await anyio.sleep(1.5)  # let the server settle
+        after = server.rss_kib()
+        release.set()
+    return {"sessions": IDLE_SESSIONS, "rssBeforeKiB": before, "rssAfterKiB": after,
+            "kibPerSession": round((after - before) / IDLE_SESSIONS, 1)}
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+async def measure(ours, peer, key, deadline):
+    headers = {"Authorization": f"Bearer {key}"}
+    our_urls = {"sse": f"{ours.url}/mcp/sse", "http": f"{ours.url}/mcp"}
+    peer_urls = {"sse": f"{peer.url}/sse", "http": f"{peer.url}/mcp"}
+
+    async with session(our_urls["http"], "http", headers) as s:
+        for n in range(INTEGRATIONS):
+            result = await s.call_tool("create_integration", {
+                "name": f"bench-{n}", "baseUrl": f"https://api{n}.example.com/v1",
+                "auth": {"type": "bearer", "secret": f"token_{n}"},
+                "endpoints": [{"name": "list", "method": "get", "path": "/items"}, {"name": "get", "method": "get", "path": "/items/{id}"}]})
+            assert not result.is_error, result.content[0].text
+
+    latency = {}
+    for transport in ("sse", "http"):
+        latency[f"ours/{transport}"] = await sequential_latency(our_urls[transport], transport, headers, "list_integrations", {})
+        latency[f"peer/{transport}"] = await sequential_latency(peer_urls[transport], transport, {}, "echo", {"text": "hi"})
+
+    memory = {"ours": await idle_session_memory(ours, our_urls["sse"], headers),
+              "peer": await idle_session_memory(peer, peer_urls["sse"], {})}
+    load = await concurrent_load(our_urls["sse"], headers, "list_integrations", {}, max(10.0, deadline - time.monotonic()))
+    return latency, memory, load
+
+
+def ratio(a, b):
+    return round(a / b, 2) if b else None
+
+
+def report(latency, memory, load):
+    """Print the table; return the ratios ours/peer (flat keys ending in Ratio, as `python -m bench` collects them)."""
+    ratios = {}
+    lines = ["", "tools/call latency, sequential on one session (ms)",
+             f"{'':14}{'p50':>9}{'p95':>9}{'max':>9}{'errors':>8}"]
+    for name, row in latency.items():
+        lines.append(f"{name:14}{row['p50']:9.2f}{row['p95']:9.2f}{row['max']:9.2f}{row['errors']:8d}")
+    for transport in ("sse", "http"):
+        ours, peer = latency[f"ours/{transport}"], latency[f"peer/{transport}"]
+        for p in ("p50", "p95"):
+            ratios[f"{transport}{p.upper()}Ratio"] = ratio(ours[p], peer[p])
+        lines.append(f"ours/peer {transport:4}  p50 x{ratios[f'{transport}P50Ratio']}  p95 x{ratios[f'{transport}P95Ratio']}")
+    ratios["memoryPerIdleSessionRatio"] = ratio(memory["ours"]["kibPerSession"], memory["peer"]["kibPerSession"])
+    ratios["loadZeroErrorsOk"] = load["errors"] == 0 and not load["timedOut"]
+    lines += ["", f"memory per idle SSE session ({IDLE_SESSIONS} sessions, server RSS growth)"]
+    for name, row in memory.items():
+        lines.append(f"{name:6} {row['kibPerSession']:8.1f} KiB/session  (RSS {row['rssBeforeKiB']} -> {row['rssAfterKiB']} KiB)")
+    lines.append(f"ours/peer x{ratios['memoryPerIdleSessionRatio']}")
+    lat = load["latencyMs"] or {}
+    lines += ["", f"load on ours: {load['sessions']} concurrent SSE sessions x {load['callsPerSession']} calls",
+              f"completed {load['completed']}/{load['calls']}  errors {load['errors']}  wall {load['wallSeconds']} s  "
+              f"{load['callsPerSecond']} calls/s  p50 {lat.get('p50')} ms  p95 {lat.get('p95')} ms  max {lat.get('max')} ms"]
+    if load["timedOut"]:
+        lines.append(f"  TIMED OUT: {load['calls'] - load['completed']} calls not made within the time budget (machine busy?)")
+    for failure in load.get("firstFailures", []):
+        lines.append(f"  failure: {failure}")
+    print("\n".join(lines))
+    return ratios
+
+
+def main():
+    started = time.monotonic()
+    deadline = started + TIME_LIMIT
+    workdir = Path(tempfile.mkdtemp(prefix="backflow-bench-"))
+    servers = []
+    try:
+        env = our_env(workdir)
+        manage(env, "migrate", "--noinput", "-v", "0")
+        manage(env, "create_tenant", "bench", "--name", "Bench")
+        key = manage(env, "create_api_key", "bench", "--name", "bench").splitlines()[-1].strip()
+        ours = Daphne("backflow.asgi:application", env, workdir / "ours.log")
+        servers.append(ours)
+        peer_env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        peer = Daphne("bench.mcp_remote:peer_app", {**peer_env, "PYTHONUNBUFFERED": "1"}, workdir / "peer.log")
+        servers.append(peer)
+
+        async def limited():
+            with anyio.fail_after(max(30.0, deadline - time.monotonic()) + 30):  # the load phase stops itself at the deadline
+                return await measure(ours, peer, key, deadline)
+
+        latency, memory, load = anyio.run(limited)
+        ratios = report(latency, memory, load)
+        result = {"latencyMs": latency, "memory": memory, "load": load, "oursOverPeer": ratios,
+                  "seconds": round(time.monotonic() - started, 1)}
+        print(f"\n(total {result['seconds']} s)")
+        return result
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    outcome = main()
+    sys.exit(0 if outcome["oursOverPeer"]["loadZeroErrorsOk"] else 1)

@@ -1,0 +1,95 @@
+"""Remote tool calls are audited (who, what, outcome, how long; credentials redacted) and rate-limited
+per principal across both transports."""
+
+import json
+import time
+
+
+from mcp_app.tests.test_remote_support import integration, key_prefix, run, sdk_session
+from tenants.models import AuditEvent
+
+SECRET_VALUES = ("sk-live-0123456789", "hunter2-password", "tok-abcdef", "xyz-api-key-value")
+
+
+def test_every_remote_tool_call_is_audited_with_credentials_redacted(acme, live_daphne):
+    server = live_daphne()
+    key = acme.key_with("integrations:read", "integrations:write", name="audited")
+    jwt = acme.jwt()
+    calls = []  # (principal, tool, ok?)
+
+    async def main():
+        for transport in ("sse", "http"):
+            async with sdk_session(server.url, transport, key) as s:
+                name = f"audited-{transport}"
+                doc = integration(name, auth={"type": "bearer", "secret": "stripe_key"})
+                doc["endpoints"][0]["headers"] = {"Authorization": f"Bearer {SECRET_VALUES[0]}", "X-Trace": "kept"}
+                result, _ = await s.call("create_integration", doc)
+                calls.append((f"key:{key_prefix(key)}", "create_integration", transport, not result.is_error))
+                await s.ok("list_integrations")
+                calls.append((f"key:{key_prefix(key)}", "list_integrations", transport, True))
+                # Refused by the schema, but still a call: audited, with the credential-like keys redacted.
+                await s.error("get_integration", {"name": name, "password": SECRET_VALUES[1], "token": SECRET_VALUES[2],
+                                                  "nested": {"apiKey": SECRET_VALUES[3]}})
+                calls.append((f"key:{key_prefix(key)}", "get_integration", transport, False))
+                await s.error("get_integration", {"name": "does-not-exist"})
+                calls.append((f"key:{key_prefix(key)}", "get_integration", transport, False))
+            async with sdk_session(server.url, transport, jwt) as s:
+                await s.ok("list_integrations")
+                calls.append(("user:acme-owner", "list_integrations", transport, True))
+
+    run(main, timeout=60)
+
+    events = list(AuditEvent.objects.for_tenant(acme.tenant).filter(action="mcp.tool_call").order_by("created_at", "id"))
+    assert [(e.principal, e.object_id) for e in events] == [(p, tool) for p, tool, _, _ in calls], events
+    for event, (_, tool, transport, ok) in zip(events, calls):
+        assert event.object_type == "tool"
+        summary = event.summary
+        assert isinstance(summary["durationMs"], (int, float)) and 0 <= summary["durationMs"] < 30_000, summary
+        if ok:
+            assert summary["outcome"] == "ok", (tool, transport, summary)
+        else:
+            assert summary["outcome"].startswith("error"), (tool, transport, summary)
+        assert "arguments" in summary, summary
+    dumped = json.dumps([e.summary for e in events])
+    for secret in SECRET_VALUES:
+        assert secret not in dumped, f"{secret} leaked into the audit log: {dumped}"
+    refused = [e.summary["arguments"] for e in events if e.summary["arguments"].get("password")]
+    assert len(refused) == 2, refused
+    for arguments in refused:
+        assert arguments["name"].startswith("audited-")  # ordinary values stay readable
+        assert arguments["password"] == arguments["token"] == arguments["nested"]["apiKey"] == "***redacted***"
+    created = [e.summary["arguments"] for e in events if e.object_id == "create_integration"]
+    assert created and all(a["auth"]["secret"] == "stripe_key" for a in created)  # a secret's name is not a credential
+    assert all(a["endpoints"][0]["headers"]["X-Trace"] == "kept" for a in created)
+
+
+def wait_for_a_fresh_window(window, margin=8.0):
+    """Fixed windows: start well inside one so that every call of the test lands in the same one."""
+    remaining = window - time.time() % window
+    if remaining < margin:
+        time.sleep(remaining + 0.2)
+
+
+def test_rate_limit_per_principal_across_transports(acme, live_daphne):
+    server = live_daphne(BACKFLOW_MCP_RATE_LIMIT="3,60")
+    limited, other = acme.key_with("integrations:read", name="limited"), acme.key_with("integrations:read", name="other")
+    wait_for_a_fresh_window(60)
+
+    async def main():
+        async with sdk_session(server.url, "sse", limited) as sse, sdk_session(server.url, "http", limited) as http:
+            await sse.ok("list_integrations")
+            await http.ok("list_integrations")
+            await sse.ok("list_integrations")
+            # The fourth call within the window, whatever the transport, is refused with a retry hint.
+            for session in (http, sse):
+                data = await session.error("list_integrations")
+                assert 1 <= data["retryAfterSeconds"] <= 61, data
+                assert "retry" in data["error"].lower(), data
+            # Listing is not a call; another principal has its own budget.
+            assert await http.tool_names() == {"get_integration", "list_integrations"}
+        async with sdk_session(server.url, "http", other) as s:
+            for _ in range(3):
+                await s.ok("list_integrations")
+            await s.error("list_integrations")
+
+    run(main, timeout=60)
