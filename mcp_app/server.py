@@ -49,30 +49,33 @@ def error_result(message, errors=None, **extra):
     return json_result(body, is_error=True)
 
 
-def _call_sync(ctx, definition, args):
-    """Rate limit, validation, the tool and its audit event in one trip to the sync thread."""
+def _call_sync(ctx, name, definition, args):
+    """Rate limit, validation, the tool and its audit event in one trip to the sync thread.
+    Refused calls (unknown or hidden tool, over the rate limit) are audited too."""
     close_old_connections()  # long-lived processes: drop connections the database closed
     started = time.monotonic()
     try:
-        if ctx.rate_key:
-            wait = retry_after(f"mcp:{ctx.rate_key}", settings.BACKFLOW_MCP_RATE_LIMIT)
-            if wait:
-                return error_result(f"Too many tool calls; retry in {wait} s.", retryAfterSeconds=wait)
+        wait = retry_after(f"mcp:{ctx.rate_key}", settings.BACKFLOW_MCP_RATE_LIMIT) if ctx.rate_key else None
         try:
+            if definition is None:
+                raise ServiceError(f"Unknown tool {name!r}. Available tools: {', '.join(sorted(ctx.allowed))}.")
+            if wait:
+                raise ServiceError(f"Too many tool calls; retry in {wait} s.")
             errors = schema_errors(definition.input_schema, args)
             if errors:
-                raise InvalidInput(f"Invalid arguments for {definition.name}.", errors)
+                raise InvalidInput(f"Invalid arguments for {name}.", errors)
             result, outcome = json_result(definition.handler(ctx, args)), "ok"
         except ServiceError as exc:
-            result, outcome = error_result(str(exc), exc.errors), f"error: {exc.message}"
+            extra = {"retryAfterSeconds": wait} if wait else {}
+            result, outcome = error_result(str(exc), exc.errors, **extra), f"error: {exc.message}"
         except Exception:
-            logger.exception("MCP tool %s failed", definition.name)
-            result, outcome = error_result(f"{definition.name} failed unexpectedly; the server logged the details."), "crash"
+            logger.exception("MCP tool %s failed", name)
+            result, outcome = error_result(f"{name} failed unexpectedly; the server logged the details."), "crash"
         try:
-            _audit(ctx, definition.name, args, outcome, started)
+            _audit(ctx, name, args, outcome, started)
         except Exception:
-            logger.exception("Could not record the audit event for %s", definition.name)
-        logger.debug("tools/call %s -> %s (%.1f ms)", definition.name, outcome, (time.monotonic() - started) * 1000)
+            logger.exception("Could not record the audit event for %s", name)
+        logger.debug("tools/call %s -> %s (%.1f ms)", name, outcome, (time.monotonic() - started) * 1000)
         return result
     finally:
         close_old_connections()
@@ -89,10 +92,8 @@ def _audit(ctx, name, args, outcome, started):
 
 async def call_tool(ctx, name, args):
     """Validate, run and record one tool call; always a CallToolResult, never an exception."""
-    definition = REGISTRY.get(name)
-    if definition is None or name not in ctx.allowed:
-        return error_result(f"Unknown tool {name!r}. Available tools: {', '.join(sorted(ctx.allowed))}.")
-    return await sync_to_async(_call_sync, thread_sensitive=True)(ctx, definition, args if isinstance(args, dict) else {})
+    definition = REGISTRY.get(name) if name in ctx.allowed else None
+    return await sync_to_async(_call_sync, thread_sensitive=True)(ctx, name, definition, args if isinstance(args, dict) else {})
 
 
 async def _on_list_tools(request_ctx, params):

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -41,11 +42,12 @@ def child_env(**overrides):
     return env
 
 
-def wait_for_port(port, process, timeout=30.0):
+def wait_for_port(port, process, timeout=30.0, log_path=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited early with {process.returncode}: {process.stderr.read().decode()[-2000:]}")
+            output = Path(log_path).read_text(errors="replace")[-2000:] if log_path else ""
+            raise RuntimeError(f"server exited early with {process.returncode}: {output}")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -57,11 +59,13 @@ class Daphne:
     def __init__(self, **env):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # stderr goes to a file: an unread pipe would block a chatty server once it fills.
+        self.log = tempfile.NamedTemporaryFile(prefix="daphne-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "backflow.asgi:application"],
-            cwd=ROOT, env=child_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=ROOT, env=child_env(**env), stdout=subprocess.DEVNULL, stderr=self.log,
         )
-        wait_for_port(self.port, self.process)
+        wait_for_port(self.port, self.process, log_path=self.log.name)
 
     def stop(self):
         if self.process.poll() is None:
@@ -71,4 +75,5 @@ class Daphne:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.process.stderr.close()
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)

@@ -93,3 +93,18 @@ def test_rate_limit_per_principal_across_transports(acme, live_daphne):
             await s.error("list_integrations")
 
     run(main, timeout=60)
+
+
+def test_refused_calls_are_audited_too(transactional_db, acme):
+    """Unknown or hidden tools are refused with isError and still leave an audit row."""
+    import anyio
+
+    from mcp_app.context import ToolContext
+    from mcp_app.server import call_tool
+    from tenants.models import AuditEvent
+
+    ctx = ToolContext(store=None, allowed=frozenset({"list_integrations"}), tenant=acme.tenant, actor=acme.actor)
+    result = anyio.run(call_tool, ctx, "create_integration", {"name": "x"})
+    assert result.is_error and "Unknown tool 'create_integration'" in result.content[0].text
+    event = AuditEvent.objects.for_tenant(acme.tenant).get(action="mcp.tool_call", object_id="create_integration")
+    assert event.summary["outcome"].startswith("error: Unknown tool")
