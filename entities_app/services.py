@@ -4,7 +4,7 @@ import json
 import uuid
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
@@ -12,6 +12,7 @@ from jsonschema import Draft202012Validator
 
 from backflow.errors import Conflict, InvalidInput
 from backflow.validation import field_path
+from backflow.writes import check_changes, unique
 from entities_app import selectors
 from entities_app.documents import clean_app, clean_collection
 from entities_app.models import App, Collection, Entity
@@ -27,21 +28,15 @@ def _audit(tenant, actor, action, object_type, object_id, summary):
 def collection_create(*, tenant, actor, document):
     doc = clean_collection(document)
     collection = Collection(tenant=tenant, name=doc["name"], description=doc["description"], schema=doc["schema"])
-    try:
-        with transaction.atomic():
-            collection.save()
-            _audit(tenant, actor, "collection.create", "collection", collection.name, {"name": collection.name, "hasSchema": collection.schema is not None})
-    except IntegrityError as exc:
-        raise Conflict(f"A collection named {doc['name']!r} already exists.", {"name": ["Taken; pick another name."]}) from exc
+    with unique("A collection named", "name", doc["name"]):
+        collection.save()
+        _audit(tenant, actor, "collection.create", "collection", collection.name, {"name": collection.name, "hasSchema": collection.schema is not None})
     return collection
 
 
 def collection_update(*, tenant, actor, name, changes, partial=True):
     """Change description or schema; a new schema must accept every stored entity."""
-    if not isinstance(changes, dict):
-        raise InvalidInput.single("body", "Send a JSON object.")
-    if changes.get("name", name) != name:
-        raise InvalidInput.single("name", "A collection cannot be renamed.")
+    check_changes(changes, field="name", identity=name, refusal="A collection cannot be renamed.")
     with transaction.atomic():
         collection = selectors.collection_get(tenant=tenant, name=name)
         current = {"name": name, "description": collection.description, "schema": collection.schema}
@@ -158,20 +153,14 @@ def app_create(*, tenant, actor, document):
     slug = doc.get("id") or slugify(doc["name"])[:63].strip("-_") or f"app-{uuid.uuid4().hex[:8]}"
     app = App(tenant=tenant, slug=slug)
     _apply(app, doc)
-    try:
-        with transaction.atomic():
-            app.save()
-            _audit(tenant, actor, "app.create", "app", slug, {"name": app.name, "pages": [p["path"] for p in app.pages]})
-    except IntegrityError as exc:
-        raise Conflict(f"An app with id {slug!r} already exists.", {"id": ["Taken; give another id."]}) from exc
+    with unique("An app with id", "id", slug):
+        app.save()
+        _audit(tenant, actor, "app.create", "app", slug, {"name": app.name, "pages": [p["path"] for p in app.pages]})
     return app
 
 
 def app_update(*, tenant, actor, slug, changes, partial=True):
-    if not isinstance(changes, dict):
-        raise InvalidInput.single("body", "Send a JSON object.")
-    if changes.get("id", slug) != slug:
-        raise InvalidInput.single("id", "An app's id cannot change; create a new app.")
+    check_changes(changes, field="id", identity=slug, refusal="An app's id cannot change; create a new app.")
     with transaction.atomic():
         app = selectors.app_get(tenant=tenant, slug=slug)
         current = {"id": slug, "name": app.name, "description": app.description, "public": app.public, "pages": app.pages}

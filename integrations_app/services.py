@@ -7,10 +7,11 @@ files); secrets exist only in the database.
 import re
 import uuid
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from backflow import crypto
 from backflow.errors import Conflict, InvalidInput, NotFound
+from backflow.writes import check_changes, unique
 from integrations_app.documents import NAME_HELP, NAME_PATTERN, READ_ONLY_FIELDS, clean_integration, clean_route
 from integrations_app.models import Secret
 from integrations_app.selectors import routes_using
@@ -57,10 +58,7 @@ def integration_create(*, store, document):
 
 def integration_update(*, store, name, changes, partial=True):
     """Replace (partial=False) or merge top-level fields into (partial=True) an integration."""
-    if not isinstance(changes, dict):
-        raise InvalidInput.single("body", "Send a JSON object.")
-    if changes.get("name", name) != name:
-        raise InvalidInput.single("name", "An integration cannot be renamed; create a new one and move its routes.")
+    check_changes(changes, field="name", identity=name, refusal="An integration cannot be renamed; create a new one and move its routes.")
     with store.transaction():
         current = _require_integration(store, name)
         merged = {**_without_read_only(current), **changes} if partial else {**changes, "name": name}
@@ -147,12 +145,9 @@ def secret_create(*, tenant, actor, name, value, description=""):
     if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
         raise InvalidInput.single("name", f"{name!r} is not valid: {NAME_HELP}")
     secret = Secret(tenant=tenant, name=name, description=description or "", ciphertext=crypto.encrypt(_clean_secret_value(value)))
-    try:
-        with transaction.atomic():
-            secret.save()
-            audit_record(tenant=tenant, actor=actor, action="secret.create", object_type="secret", object_id=name, summary={"name": name})
-    except IntegrityError as exc:
-        raise Conflict(f"A secret named {name!r} already exists.", {"name": [f"{name!r} is taken; update it instead."]}) from exc
+    with unique("A secret named", "name", name):
+        secret.save()
+        audit_record(tenant=tenant, actor=actor, action="secret.create", object_type="secret", object_id=name, summary={"name": name})
     return secret
 
 

@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from backflow.errors import Conflict, Forbidden, InvalidInput, NotFound
+from backflow.writes import unique
 from backflow.redaction import redact
 from tenants.models import ApiKey, AuditEvent, Membership, Tenant, hash_api_key
 from tenants.scopes import normalize_scopes
@@ -34,11 +35,8 @@ def tenant_create(*, slug, name=""):
         tenant.full_clean(validate_unique=False)
     except DjangoValidationError as exc:
         raise InvalidInput("Invalid tenant.", exc.message_dict) from exc
-    try:
-        with transaction.atomic():
-            tenant.save()
-    except IntegrityError as exc:
-        raise Conflict(f"Tenant {slug!r} already exists.", {"slug": ["A tenant with this slug exists."]}) from exc
+    with unique("Tenant", "slug", slug):
+        tenant.save()
     return tenant
 
 

@@ -3,11 +3,12 @@
 from datetime import datetime, timezone as dt_timezone
 
 from croniter import croniter
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
 from backflow.errors import Conflict, InvalidInput
+from backflow.writes import check_changes, unique
 from integrations_app.stores import DatabaseStore
 from tenants.services import audit_record
 from workflows_app import selectors
@@ -59,21 +60,15 @@ def workflow_create(*, tenant, actor, document):
     slug = doc.get("id") or slugify(doc["name"])[:63].strip("-_") or "workflow"
     workflow = Workflow(tenant=tenant, slug=slug)
     _apply(workflow, doc)
-    try:
-        with transaction.atomic():
-            workflow.save()
-            _sync_schedules(workflow)
-            _audit(tenant, actor, "workflow.create", "workflow", slug, _summary(workflow))
-    except IntegrityError as exc:
-        raise Conflict(f"A workflow with id {slug!r} already exists.", {"id": ["Taken; give another id."]}) from exc
+    with unique("A workflow with id", "id", slug):
+        workflow.save()
+        _sync_schedules(workflow)
+        _audit(tenant, actor, "workflow.create", "workflow", slug, _summary(workflow))
     return workflow
 
 
 def workflow_update(*, tenant, actor, slug, changes, partial=True):
-    if not isinstance(changes, dict):
-        raise InvalidInput.single("body", "Send a JSON object.")
-    if changes.get("id", slug) != slug:
-        raise InvalidInput.single("id", "A workflow's id cannot change; create a new workflow.")
+    check_changes(changes, field="id", identity=slug, refusal="A workflow's id cannot change; create a new workflow.")
     with transaction.atomic():
         workflow = selectors.workflow_get(tenant=tenant, slug=slug)
         current = {k: v for k, v in workflow.to_document().items() if k not in ("createdAt", "updatedAt", "webhookUrl")}
@@ -127,20 +122,14 @@ def mcp_server_create(*, tenant, actor, document, allow_stdio=False):
     doc = clean_mcp_server(document, allow_stdio=allow_stdio)
     server = McpServer(tenant=tenant, name=doc["name"])
     server.apply_document(doc)
-    try:
-        with transaction.atomic():
-            server.save()
-            _audit(tenant, actor, "mcp_server.create", "mcp_server", server.name, {"transport": server.transport})
-    except IntegrityError as exc:
-        raise Conflict(f"An MCP server named {doc['name']!r} already exists.", {"name": ["Taken."]}) from exc
+    with unique("An MCP server named", "name", doc["name"]):
+        server.save()
+        _audit(tenant, actor, "mcp_server.create", "mcp_server", server.name, {"transport": server.transport})
     return server
 
 
 def mcp_server_update(*, tenant, actor, name, changes, partial=True, allow_stdio=False):
-    if not isinstance(changes, dict):
-        raise InvalidInput.single("body", "Send a JSON object.")
-    if changes.get("name", name) != name:
-        raise InvalidInput.single("name", "An MCP server cannot be renamed.")
+    check_changes(changes, field="name", identity=name, refusal="An MCP server cannot be renamed.")
     with transaction.atomic():
         server = selectors.mcp_server_get(tenant=tenant, name=name)
         if server.transport == McpServer.Transport.STDIO and not allow_stdio:
