@@ -7,14 +7,20 @@ and the MCP door reads it back (re-checking the membership on every request).
 """
 
 import hashlib
+import ipaddress
 import json
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.http import JsonResponse
-from oauth2_provider.models import get_access_token_model
+from django.http import HttpResponse, JsonResponse
+from oauth2_provider.models import get_access_token_model, get_application_model
 from oauth2_provider.scopes import BaseScopes
-from oauth2_provider.views import AuthorizationView, DynamicClientRegistrationView, OAuthProtectedResourceMetadataView
+from oauth2_provider.views import (
+    AuthorizationView,
+    DynamicClientRegistrationManagementView,
+    DynamicClientRegistrationView,
+    OAuthProtectedResourceMetadataView,
+)
 
 from backflow.ratelimit import retry_after
 from tenants.models import Membership
@@ -76,20 +82,36 @@ class ConsentView(AuthorizationView):
 
     template_name = "oauth2_provider/authorize.html"
 
+    def get(self, request, *args, **kwargs):
+        # The tenant is picked on this page, so it is always shown: no silent approval_prompt=auto
+        # (which would issue a grant bound to no tenant).
+        if "approval_prompt" in request.GET:
+            request.GET = request.GET.copy()
+            del request.GET["approval_prompt"]
+        return super().get(request, *args, **kwargs)
+
     def _memberships(self):
         return list(Membership.all_tenants.filter(user=self.request.user, tenant__is_active=True).select_related("tenant"))
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        requested = [s for s in (self.oauth2_data.get("scope") or self.oauth2_data.get("scopes") or []) if s in SCOPE_DESCRIPTIONS] \
-            if hasattr(self, "oauth2_data") else []
+        form = context.get("form")
+        if "application" not in context and form is not None and form.is_bound:
+            # Shown again after a refused POST: the request's details are in the form's hidden fields.
+            context["application"] = get_application_model().objects.filter(client_id=form.data.get("client_id", "")).first()
+            requested = (form.data.get("scope") or "").split()
+        else:
+            requested = self.oauth2_data.get("scope") or self.oauth2_data.get("scopes") or []
         context.update(
             memberships=self._memberships(),
-            requested_scopes=[(s, SCOPE_DESCRIPTIONS[s]) for s in requested],
+            requested_scopes=[(s, SCOPE_DESCRIPTIONS[s]) for s in requested if s in SCOPE_DESCRIPTIONS],
         )
         return context
 
     def form_valid(self, form):
+        if not get_application_model().objects.filter(client_id=form.cleaned_data.get("client_id") or "").exists():
+            error = {"error": "invalid_client", "description": "Unknown client."}  # a tampered form
+            return self.render_to_response(self.get_context_data(form=form, error=error), status=400)
         if form.cleaned_data.get("allow"):
             slug = self.request.POST.get("tenant", "")
             if slug not in {m.tenant.slug for m in self._memberships()}:
@@ -102,7 +124,35 @@ class ConsentView(AuthorizationView):
 
 
 def _is_loopback(host):
-    return host in ("localhost", "127.0.0.1", "::1") or (host or "").startswith("127.")
+    """localhost or a loopback IP address (not any name that merely starts with "127.")."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def _redirect_uri_error(body):
+    """The invalid_redirect_uri response for registration metadata whose redirect URIs are not
+    https, or http on a loopback address, without a fragment; None when they are (or when the
+    body is malformed in another way, which DOT reports as invalid_client_metadata)."""
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("redirect_uris"), list):
+        return None
+    for uri in data["redirect_uris"]:
+        try:
+            parts = urlsplit(uri) if isinstance(uri, str) else None
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            parts = None
+        if parts is None or not (parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname))) \
+                or not parts.hostname or parts.fragment:
+            return JsonResponse({"error": "invalid_redirect_uri",
+                                 "error_description": f"{uri!r}: use https, or http on a loopback address, without a fragment."}, status=400)
+    return None
 
 
 class RegistrationView(DynamicClientRegistrationView):
@@ -115,17 +165,17 @@ class RegistrationView(DynamicClientRegistrationView):
             response = JsonResponse({"error": "slow_down", "error_description": f"Too many registrations; retry in {wait} s."}, status=429)
             response["Retry-After"] = str(wait)
             return response
-        try:
-            data = json.loads(request.body or b"{}")
-        except ValueError:
-            data = None
-        if isinstance(data, dict) and isinstance(data.get("redirect_uris"), list):
-            for uri in data["redirect_uris"]:
-                parts = urlsplit(uri) if isinstance(uri, str) else None
-                if parts is None or not (parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname))) or parts.fragment:
-                    return JsonResponse({"error": "invalid_redirect_uri",
-                                         "error_description": f"{uri!r}: use https, or http on a loopback address, without a fragment."}, status=400)
-        return super().post(request, *args, **kwargs)
+        return _redirect_uri_error(request.body) or super().post(request, *args, **kwargs)
+
+
+class RegistrationManagementView(DynamicClientRegistrationManagementView):
+    """RFC 7592 client configuration: an update obeys the same redirect URI rules as registration."""
+
+    def put(self, request, client_id, *args, **kwargs):
+        auth = self._authenticate_registration_request(request, client_id)
+        if isinstance(auth, HttpResponse):
+            return auth
+        return _redirect_uri_error(request.body) or super().put(request, client_id, *args, **kwargs)
 
 
 class McpResourceMetadataView(OAuthProtectedResourceMetadataView):

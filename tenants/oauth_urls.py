@@ -3,7 +3,7 @@
 from django.urls import path
 from oauth2_provider import views
 
-from tenants.oauth import ConsentView, RegistrationView
+from tenants.oauth import ConsentView, RegistrationManagementView, RegistrationView
 
 app_name = "oauth2_provider"
 
@@ -13,7 +13,7 @@ urlpatterns = [
     path("revoke_token/", views.RevokeTokenView.as_view(), name="revoke-token"),
     path("introspect/", views.IntrospectTokenView.as_view(), name="introspect"),
     path("register/", RegistrationView.as_view(), name="dcr-register"),
-    path("register/<str:client_id>/", views.DynamicClientRegistrationManagementView.as_view(), name="dcr-register-management"),
+    path("register/<str:client_id>/", RegistrationManagementView.as_view(), name="dcr-register-management"),
     path("authorized_tokens/", views.AuthorizedTokensListView.as_view(), name="authorized-token-list"),
     path("authorized_tokens/<slug:pk>/delete/", views.AuthorizedTokenDeleteView.as_view(), name="authorized-token-delete"),
 ]
