@@ -1,11 +1,12 @@
 """The base viewsets every tenant API inherits: tenant and scope checks cannot be forgotten."""
 
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.metadata import SimpleMetadata
 from rest_framework.response import Response
 
 from backflow.errors import InvalidInput
+from backflow.validation import openapi_schema
 from tenants.permissions import HasScope, IsTenantPrincipal, required_scope_for
 
 ERROR_SCHEMA = {
@@ -26,6 +27,38 @@ ERROR_RESPONSES = {
     403: OpenApiResponse(ERROR_SCHEMA, description="Missing scope or inactive tenant."),
     404: OpenApiResponse(ERROR_SCHEMA, description="Not found (or another tenant's)."),
 }
+
+
+CONFLICT = {409: OpenApiResponse(ERROR_SCHEMA, description="Name (or path and method) already taken, or still in use.")}
+TIMESTAMPS = {
+    "createdAt": {"type": "string", "format": "date-time", "readOnly": True},
+    "updatedAt": {"type": "string", "format": "date-time", "readOnly": True},
+}
+
+
+def paged(item_schema):
+    return {"type": "object", "properties": {
+        "count": {"type": "integer"}, "next": {"type": "string", "nullable": True},
+        "previous": {"type": "string", "nullable": True}, "results": {"type": "array", "items": item_schema},
+    }}
+
+
+def document_schema_view(noun, schema, **read_only):
+    """OpenAPI for a DocumentViewSet, all derived from the document's one JSON Schema: the request
+    body, the PATCH body (same fields, none required) and the answer (plus timestamps and `read_only`)."""
+    request = openapi_schema(schema)
+    patch = {k: v for k, v in request.items() if k != "required"}  # OpenAPI forbids an empty `required`
+    response = {**request, "properties": {**request["properties"],
+                                          **{k: {**v, "readOnly": True} for k, v in read_only.items()}, **TIMESTAMPS}}
+    request, patch = {"application/json": request}, {"application/json": patch}
+    return extend_schema_view(
+        list=extend_schema(summary=f"List {noun}s", responses={200: paged(response)}),
+        retrieve=extend_schema(summary=f"Get one {noun}", responses={200: response, **ERROR_RESPONSES}),
+        create=extend_schema(summary=f"Create a {noun}", request=request, responses={201: response, **ERROR_RESPONSES, **CONFLICT}),
+        update=extend_schema(summary=f"Replace a {noun}", request=request, responses={200: response, **ERROR_RESPONSES, **CONFLICT}),
+        partial_update=extend_schema(summary=f"Change some fields of a {noun}", request=patch, responses={200: response, **ERROR_RESPONSES, **CONFLICT}),
+        destroy=extend_schema(summary=f"Delete a {noun}", responses={204: None, **ERROR_RESPONSES, **CONFLICT}),
+    )
 
 
 class TenantScopedViewSet(viewsets.GenericViewSet):

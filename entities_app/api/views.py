@@ -5,16 +5,13 @@ from rest_framework import status
 from rest_framework.response import Response
 
 from backflow.errors import InvalidInput
-from backflow.validation import openapi_schema
 from entities_app import selectors, services
 from entities_app.documents import APP_SCHEMA, COLLECTION_SCHEMA, MAX_LIMIT
 from entities_app.models import App, Collection, Entity
-from integrations_app.api.views import CONFLICT, document_schema_view
-from tenants.viewsets import ERROR_RESPONSES, DocumentViewSet, TenantScopedViewSet, json_object_body
+from tenants.viewsets import (
+    CONFLICT, ERROR_RESPONSES, TIMESTAMPS, DocumentViewSet, TenantScopedViewSet, document_schema_view, json_object_body,
+)
 
-TIMESTAMPS = {"createdAt": {"type": "string", "format": "date-time"}, "updatedAt": {"type": "string", "format": "date-time"}}
-COLLECTION_RESPONSE = {**openapi_schema(COLLECTION_SCHEMA), "properties": {**openapi_schema(COLLECTION_SCHEMA)["properties"], **TIMESTAMPS}}
-APP_RESPONSE = {**openapi_schema(APP_SCHEMA), "properties": {**openapi_schema(APP_SCHEMA)["properties"], "url": {"type": "string"}, **TIMESTAMPS}}
 ENTITY_RESPONSE = {
     "type": "object",
     "properties": {
@@ -39,11 +36,7 @@ LIST_PARAMETERS = [
 ]
 
 
-def _optional(schema):
-    return {k: v for k, v in openapi_schema(schema).items() if k != "required"}
-
-
-@document_schema_view("collection", openapi_schema(COLLECTION_SCHEMA), _optional(COLLECTION_SCHEMA), COLLECTION_RESPONSE)
+@document_schema_view("collection", COLLECTION_SCHEMA)
 class CollectionViewSet(DocumentViewSet):
     """Entity collections of the tenant, each with an optional JSON Schema for its entities."""
 
@@ -158,7 +151,7 @@ def _expected_version(request, body):
     return body.get("version")
 
 
-@document_schema_view("app", openapi_schema(APP_SCHEMA), _optional(APP_SCHEMA), APP_RESPONSE)
+@document_schema_view("app", APP_SCHEMA, url={"type": "string"})
 @extend_schema(parameters=[OpenApiParameter("slug", str, OpenApiParameter.PATH, description="The app's id.")])
 class AppViewSet(DocumentViewSet):
     """Apps: pages of components bound to collections, served at /apps/<tenant>/<id>/<page path>."""

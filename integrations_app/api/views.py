@@ -1,47 +1,20 @@
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from integrations_app import selectors, services
-from integrations_app.api import schemas
+from integrations_app.documents import INTEGRATION_SCHEMA, ROUTE_SCHEMA
 from integrations_app.models import Integration, Route, Secret
 from integrations_app.filtersets import IntegrationFilterSet, RouteFilterSet, SecretFilterSet
 from integrations_app.stores import DatabaseStore
-from tenants.viewsets import ERROR_RESPONSES, DocumentViewSet, json_object_body
-
-CONFLICT = {409: OpenApiResponse(ERROR_RESPONSES[400].response, description="Name (or path and method) already taken, or still in use.")}
-
-
-def _paged(item_schema):
-    return {
-        "type": "object",
-        "properties": {
-            "count": {"type": "integer"},
-            "next": {"type": "string", "nullable": True},
-            "previous": {"type": "string", "nullable": True},
-            "results": {"type": "array", "items": item_schema},
-        },
-    }
-
-
-def document_schema_view(noun, request, patch, response):
-    request, patch = {"application/json": request}, {"application/json": patch}
-    return extend_schema_view(
-        list=extend_schema(summary=f"List {noun}s", responses={200: _paged(response)}),
-        retrieve=extend_schema(summary=f"Get one {noun}", responses={200: response, **ERROR_RESPONSES}),
-        create=extend_schema(summary=f"Create a {noun}", request=request, responses={201: response, **ERROR_RESPONSES, **CONFLICT}),
-        update=extend_schema(summary=f"Replace a {noun}", request=request, responses={200: response, **ERROR_RESPONSES, **CONFLICT}),
-        partial_update=extend_schema(summary=f"Change some fields of a {noun}", request=patch, responses={200: response, **ERROR_RESPONSES, **CONFLICT}),
-        destroy=extend_schema(summary=f"Delete a {noun}", responses={204: None, **ERROR_RESPONSES, **CONFLICT}),
-    )
-
+from tenants.viewsets import CONFLICT, ERROR_RESPONSES, DocumentViewSet, document_schema_view, json_object_body
 
 class StoreBackedViewSet(DocumentViewSet):
     def store(self):
         return DatabaseStore(tenant=self.tenant, actor=self.actor)
 
 
-@document_schema_view("integration", schemas.INTEGRATION_REQUEST, schemas.INTEGRATION_PATCH, schemas.INTEGRATION_RESPONSE)
+@document_schema_view("integration", INTEGRATION_SCHEMA)
 class IntegrationViewSet(StoreBackedViewSet):
     """HTTP APIs of the tenant. Auth parts name stored secrets; values are never returned."""
 
@@ -67,7 +40,7 @@ class IntegrationViewSet(StoreBackedViewSet):
         services.integration_delete(store=self.store(), name=current.name)
 
 
-@document_schema_view("route", schemas.ROUTE_REQUEST, schemas.ROUTE_PATCH, schemas.ROUTE_RESPONSE)
+@document_schema_view("route", ROUTE_SCHEMA, id={"type": "string", "format": "uuid"})
 @extend_schema(parameters=[OpenApiParameter("id", str, OpenApiParameter.PATH, description="Route id (UUID).")])
 class RouteViewSet(StoreBackedViewSet):
     """Routes of the tenant, served at /t/<tenant><path>; filter with ?path=&method=."""

@@ -6,24 +6,12 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from backflow.errors import InvalidInput
-from backflow.validation import openapi_schema
-from integrations_app.api.views import CONFLICT, document_schema_view
-from tenants.viewsets import ERROR_RESPONSES, DocumentViewSet, TenantScopedViewSet, json_object_body
+from tenants.viewsets import CONFLICT, ERROR_RESPONSES, DocumentViewSet, TenantScopedViewSet, document_schema_view, json_object_body
 from workflows_app import mcp_client, selectors, services
 from workflows_app.documents import MCP_SERVER_SCHEMA, WORKFLOW_SCHEMA
 from workflows_app.models import McpServer, Workflow, WorkflowRun
 
-TIMESTAMPS = {"createdAt": {"type": "string", "format": "date-time"}, "updatedAt": {"type": "string", "format": "date-time"}}
 MAX_WAIT = 60
-
-
-def _response_schema(schema, **extra):
-    published = openapi_schema(schema)
-    return {**published, "properties": {**published["properties"], **extra, **TIMESTAMPS}}
-
-
-def _optional(schema):
-    return {k: v for k, v in openapi_schema(schema).items() if k != "required"}
 
 
 RUN_SCHEMA = {
@@ -62,8 +50,7 @@ def wait_seconds(raw):
     return seconds
 
 
-@document_schema_view("workflow", openapi_schema(WORKFLOW_SCHEMA), _optional(WORKFLOW_SCHEMA),
-                      _response_schema(WORKFLOW_SCHEMA, webhookUrl={"type": "string"}))
+@document_schema_view("workflow", WORKFLOW_SCHEMA, webhookUrl={"type": "string"})
 @extend_schema(parameters=[OpenApiParameter("slug", str, OpenApiParameter.PATH, description="The workflow's id.")])
 class WorkflowViewSet(DocumentViewSet):
     """Workflows of the tenant; runs are queued at /api/workflows/<id>/runs/ (workflows:run)."""
@@ -141,7 +128,7 @@ class RunViewSet(TenantScopedViewSet):
         return Response(run.to_document())
 
 
-@document_schema_view("MCP server", openapi_schema(MCP_SERVER_SCHEMA), _optional(MCP_SERVER_SCHEMA), _response_schema(MCP_SERVER_SCHEMA))
+@document_schema_view("MCP server", MCP_SERVER_SCHEMA)
 @extend_schema(parameters=[OpenApiParameter("name", str, OpenApiParameter.PATH, description="The server's name.")])
 class McpServerViewSet(DocumentViewSet):
     """External MCP servers workflows call. Tenants register http and sse servers; stdio servers are operators'."""
