@@ -55,17 +55,22 @@ def wait_for_port(port, process, timeout=30.0, log_path=None):
     raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout} s")
 
 
-class Daphne:
-    def __init__(self, **env):
+class ServerProcess:
+    """A child server of this project on a free loopback port, its output in a file (an unread
+    pipe would block a chatty server once it fills); `args(port)` gives its command line."""
+
+    def __init__(self, args, **env):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        # stderr goes to a file: an unread pipe would block a chatty server once it fills.
-        self.log = tempfile.NamedTemporaryFile(prefix="daphne-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "backflow.asgi:application"],
-            cwd=ROOT, env=child_env(**env), stdout=subprocess.DEVNULL, stderr=self.log,
+            [sys.executable, *args(self.port)], cwd=ROOT, env=child_env(**env),
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
         )
         wait_for_port(self.port, self.process, log_path=self.log.name)
+
+    def output(self):
+        return Path(self.log.name).read_text(errors="replace")[-4000:]
 
     def stop(self):
         if self.process.poll() is None:
@@ -77,3 +82,10 @@ class Daphne:
                 self.process.wait()
         self.log.close()
         Path(self.log.name).unlink(missing_ok=True)
+
+
+class Daphne(ServerProcess):
+    """The `make run` server."""
+
+    def __init__(self, **env):
+        super().__init__(lambda port: ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "backflow.asgi:application"], **env)

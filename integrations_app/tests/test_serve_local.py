@@ -6,10 +6,8 @@ a route added while the server runs is served at once."""
 import base64
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import anyio
@@ -18,7 +16,8 @@ from django.conf import settings
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from integrations_app.tests.test_runtime_helpers import *  # noqa: F403 (fixtures and helpers)
-from integrations_app.tests.test_runtime_helpers import Reply, free_port
+from integrations_app.tests.test_runtime_helpers import Reply
+from tests.live import ServerProcess
 
 ROOT = Path(settings.BASE_DIR)
 MANAGE = str(ROOT / "manage.py")
@@ -41,41 +40,9 @@ def local_folder(root, auto_reload=True):
     return mcp_config
 
 
-class ServeLocal:
+class ServeLocal(ServerProcess):
     def __init__(self, mcp_config, **env):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            [sys.executable, MANAGE, "serve_local", str(mcp_config), "--port", str(self.port)],
-            cwd=ROOT, env=child_env(**env), stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(f"serve_local exited with {self.process.returncode}: {self.output()}")
-            try:
-                with httpx.Client(timeout=1) as http:
-                    http.get(f"{self.url}/")
-                return
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def output(self):
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+        super().__init__(lambda port: [MANAGE, "serve_local", str(mcp_config), "--port", str(port)], **env)
 
 
 async def mcp_call(session, tool, arguments):
