@@ -1,7 +1,11 @@
 """`llm_call`: an OpenAI-compatible chat completions endpoint configured by the operator."""
 
+from urllib.parse import urlsplit
+
 import httpx
 from django.conf import settings
+
+from backflow.egress import EgressPolicy, guarded_client
 
 
 class LlmError(Exception):
@@ -22,7 +26,7 @@ async def complete(*, prompt, system=None, model=None, temperature=None, timeout
         body["temperature"] = temperature
     headers = {"Authorization": f"Bearer {settings.BACKFLOW_LLM_API_KEY}"} if settings.BACKFLOW_LLM_API_KEY else {}
     try:
-        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+        async with _client(base_url, timeout) as client:
             response = await client.post(base_url.rstrip("/") + "/chat/completions", json=body, headers=headers)
     except httpx.TimeoutException as exc:
         raise LlmError(f"The LLM did not answer within {timeout:g} s.") from exc
@@ -34,3 +38,10 @@ async def complete(*, prompt, system=None, model=None, temperature=None, timeout
         return response.json()["choices"][0]["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise LlmError("The LLM's answer is not a chat completion (no choices[0].message.content).") from exc
+
+
+def _client(base_url, timeout):
+    """A guarded client that trusts the operator's LLM host by name (it may well be a private
+    address, such as a model server next to the workers) and nothing else beyond the egress policy."""
+    policy = EgressPolicy([*settings.BACKFLOW_EGRESS_ALLOW, urlsplit(base_url).hostname or ""])
+    return guarded_client(policy=policy, timeout=timeout)
