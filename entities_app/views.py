@@ -26,10 +26,9 @@ def _member_principal(request, tenant):
 def app_page(request, tenant_slug, app_slug, page_path=""):
     tenant = tenant_get(slug=tenant_slug)
     app = App.objects.for_tenant(tenant).filter(slug=app_slug).first() if tenant and tenant.is_active else None
-    if app is None:
-        raise Http404("No such app.")
-    member = _member_principal(request, tenant)
-    if member is None and not app.public:
+    member = _member_principal(request, tenant) if app else None
+    if app is None or (member is None and not app.public):
+        # Visitors are asked to sign in whether or not the app exists, so the answer tells nothing.
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
         raise Http404("No such app.")
