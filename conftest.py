@@ -99,14 +99,13 @@ def _plain_static_storage(settings):
 
 
 @pytest.fixture(autouse=True)
-def _forget_cached_route_tenants():
-    """The tenant-route dispatcher keeps tenants (by slug, for 5 s) and route tables per process.
-    Every test makes a new `acme`; on Postgres its id differs from the last test's (sequences do
-    not roll back), so a cached `acme` from an earlier test would hide the new one's routes."""
+def _forget_cached_route_tables():
+    """The tenant-route dispatcher keeps route tables per process, by tenant id and table version.
+    A test's new `acme` may get an id an earlier test's tenant had (SQLite reuses them after a
+    flush) while the in-process cache's version is back at "initial": forget the tables."""
     yield
     dispatch = sys.modules.get("integrations_app.dispatch")
     if dispatch is not None:
-        dispatch.routes_asgi.sites._tenants.clear()
         dispatch.routes_asgi.sites._tables.clear()
 
 

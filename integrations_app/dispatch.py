@@ -96,21 +96,15 @@ class TenantSite:
 
 
 class DatabaseSites:
-    TENANT_CACHE_SECONDS = 5.0  # how long a tenant's deactivation may take to reach a running process
-
     def __init__(self):
         self._tables = {}  # tenant id -> (version, RouteTable)
-        self._tenants = {}  # slug -> (fetched at, Tenant); only tenants that exist
 
     def _lookup(self, slug):
-        """The tenant and its current route table, in one trip to the database/cache thread."""
-        fetched = self._tenants.get(slug)
-        if fetched is None or time.monotonic() - fetched[0] > self.TENANT_CACHE_SECONDS:
-            tenant = Tenant.objects.filter(slug=slug).first()
-            if tenant is None:
-                return None, None
-            fetched = self._tenants[slug] = (time.monotonic(), tenant)
-        tenant = fetched[1]
+        """The tenant and its current route table, in one trip to the database/cache thread. The
+        tenant is read on every request, so its deactivation stops its routes at once."""
+        tenant = Tenant.objects.filter(slug=slug).first()
+        if tenant is None:
+            return None, None
         version = cache.get(routes_version_key(tenant.pk), "initial")
         cached = self._tables.get(tenant.pk)
         if cached is None or cached[0] != version:
