@@ -1,9 +1,9 @@
 """ANY /t/<tenant>/<route path>: match a tenant route and run it (a lean ASGI app, no Django
 middleware on this hot path).
 
-Each process keeps a compiled route table per tenant and rebuilds it when the tenant's version in
-the shared cache changes (every route or integration write bumps it after commit), so all
-processes see a change at once. Local mode (`serve_local`) serves the seed's files the same way.
+Each process keeps a compiled route table per tenant and rebuilds it when the tenant row's
+`routes_version` changes (every route or integration write bumps it in its transaction), so all
+processes see a change, or the tenant's deactivation, at their next request, with or without Redis. Local mode (`serve_local`) serves the seed's files the same way.
 """
 
 import asyncio
@@ -15,7 +15,6 @@ import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.cache import cache
 
 from backflow.asgi_utils import HttpError, check_host, query_params, read_body, request_headers, respond
 from backflow.egress import shared_client
@@ -23,7 +22,7 @@ from backflow.ratelimit import retry_after
 from backflow.templating import TemplateError, render
 from integrations_app.models import RouteInvocation
 from integrations_app.runtime import RouteFailure, SecretResolver, run_route, tenant_secrets
-from integrations_app.stores import DatabaseStore, routes_version_key
+from integrations_app.stores import DatabaseStore
 from tenants.authentication import AuthenticationError, bearer_value, principal_for_token
 from tenants.models import Tenant
 
@@ -100,16 +99,15 @@ class DatabaseSites:
         self._tables = {}  # tenant id -> (version, RouteTable)
 
     def _lookup(self, slug):
-        """The tenant and its current route table, in one trip to the database/cache thread. The
-        tenant is read on every request, so its deactivation stops its routes at once."""
+        """The tenant and its current route table, in one trip to the database thread (the tenant
+        row, read on every request, carries its state and its routes' version)."""
         tenant = Tenant.objects.filter(slug=slug).first()
         if tenant is None:
             return None, None
-        version = cache.get(routes_version_key(tenant.pk), "initial")
         cached = self._tables.get(tenant.pk)
-        if cached is None or cached[0] != version:
+        if cached is None or cached[0] != tenant.routes_version:
             store = DatabaseStore(tenant=tenant, actor=None)
-            cached = self._tables[tenant.pk] = (version, RouteTable(store.list_routes(), store.list_integrations()))
+            cached = self._tables[tenant.pk] = (tenant.routes_version, RouteTable(store.list_routes(), store.list_integrations()))
         return tenant, cached[1]
 
     async def site(self, slug):

@@ -7,13 +7,12 @@ integrations/<name>.json and config.json.
 
 from abc import ABC, abstractmethod
 
-from uuid import uuid4
-
-from django.core.cache import cache
 from django.db import IntegrityError, transaction
+from django.db.models import F
 
 from backflow.errors import Conflict
 from integrations_app.models import Integration, Route
+from tenants.models import Tenant
 from tenants.services import audit_record
 
 
@@ -65,19 +64,15 @@ class IntegrationStore(ABC):
     def record(self, action, object_type, object_id, summary): ...
 
 
-def routes_version_key(tenant_id):
-    return f"routes:version:{tenant_id}"
-
-
 class DatabaseStore(IntegrationStore):
     def __init__(self, *, tenant, actor):
         self.tenant = tenant
         self.actor = actor
 
     def _changed(self):
-        """Every process serving this tenant's routes rebuilds its route table after the commit."""
-        key = routes_version_key(self.tenant.pk)
-        transaction.on_commit(lambda: cache.set(key, uuid4().hex, timeout=None))
+        """Every process serving this tenant's routes (whatever process made the change: daphne, a
+        worker, `mcp_stdio --tenant`, `import_config`) rebuilds its route table once this commits."""
+        Tenant.objects.filter(pk=self.tenant.pk).update(routes_version=F("routes_version") + 1)
 
     def transaction(self):
         return transaction.atomic()

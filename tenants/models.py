@@ -18,6 +18,11 @@ class Tenant(models.Model):
     )
     name = models.CharField(max_length=200)
     is_active = models.BooleanField(default=True, help_text="An inactive tenant is refused everything (403).")
+    routes_version = models.PositiveBigIntegerField(
+        default=0, editable=False,
+        help_text="Bumped in the transaction of every route or integration write; each process serving "
+                  "the tenant's routes rebuilds its route table when it changes.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
