@@ -1,6 +1,8 @@
 """REST error answers: one JSON shape, `{"detail", "errors": {field path: [messages]}}`."""
 
 from django.core.exceptions import RequestDataTooBig
+from django.http import JsonResponse
+from django.views import defaults
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.response import Response
@@ -43,3 +45,21 @@ def api_exception_handler(exc, context):
             status=status.HTTP_400_BAD_REQUEST,
         )
     return drf_exception_handler(exc, context)
+
+
+def _is_api(request):
+    return request.path.startswith(("/api/", "/agent/"))
+
+
+def not_found(request, exception=None):
+    """Django's 404 handler: JSON in the API's shape for API clients, the usual page for people."""
+    if _is_api(request):
+        return JsonResponse({"detail": f"No endpoint at {request.path}; the API's endpoints are listed at /api/docs/."}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    """Django's 500 handler: API clients get JSON they can parse (the traceback stays in the log)."""
+    if _is_api(request):
+        return JsonResponse({"detail": "Internal error; it has been logged. Retry later or contact the operator."}, status=500)
+    return defaults.server_error(request)

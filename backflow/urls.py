@@ -29,3 +29,6 @@ urlpatterns = [
     path(".well-known/oauth-protected-resource/mcp", McpResourceMetadataView.as_view(), name="oauth-resource-metadata-mcp"),
     path("", include("entities_app.urls")),
 ]
+
+handler404 = "backflow.api_errors.not_found"
+handler500 = "backflow.api_errors.server_error"
