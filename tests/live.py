@@ -69,8 +69,10 @@ class ServerProcess:
         )
         wait_for_port(self.port, self.process, log_path=self.log.name)
 
-    def output(self):
-        return Path(self.log.name).read_text(errors="replace")[-4000:]
+    def output(self, tail=4000):
+        """The end of what the server printed (all of it with tail=None)."""
+        text = Path(self.log.name).read_text(errors="replace")
+        return text[-tail:] if tail else text
 
     def stop(self):
         if self.process.poll() is None:
