@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from urllib.parse import quote, quote_plus, urljoin
@@ -19,10 +20,13 @@ import anyio
 import httpx
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
 
 from backflow.egress import EgressRefused
 from backflow.errors import NotFound
 from backflow.templating import TemplateError, expressions, placeholder_names, render
+
+logger = logging.getLogger("backflow.routes")
 
 PATH_PARAM = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 IDEMPOTENT = {"get", "head", "options", "put", "delete"}
@@ -97,6 +101,10 @@ def tenant_secrets(tenant):
             return await sync_to_async(secret_value)(tenant=tenant, name=reference)
         except NotFound as exc:
             raise RouteFailure(502, f"{label}: {exc.message}") from exc
+        except ImproperlyConfigured as exc:  # the operator changed BACKFLOW_SECRETS_KEY
+            logger.error("secret %r of tenant %s: %s", reference, tenant.slug, exc)
+            raise RouteFailure(502, f"{label}: the secret {reference!r} cannot be decrypted; ask the operator "
+                                    "to check BACKFLOW_SECRETS_KEY, or store the secret again.") from exc
 
     return SecretResolver(lookup, cache_namespace=f"tenant-{tenant.pk}")
 

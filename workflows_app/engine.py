@@ -195,6 +195,11 @@ def _run_step(context, step, values, record):
         except StepFailed as exc:
             error = str(exc)
             logger.info("run %s step %s attempt %d failed: %s", context.run.pk, step["id"], attempt + 1, error)
+        except Exception as exc:
+            # A fault of ours or of the set-up, not of the step: fail it now rather than leave the run
+            # "running" until the stale-run sweep blames a worker that is alive.
+            logger.exception("run %s step %s: unexpected error", context.run.pk, step["id"])
+            return None, f"internal error ({exc.__class__.__name__}); the operator's log has the details"
     return None, error
 
 

@@ -187,3 +187,20 @@ def test_rate_limit_is_a_429_with_retry_after(acme, upstream, inprocess, setting
     assert "Too many requests" in responses[2].json()["error"]
     assert 1 <= int(responses[2].headers["retry-after"]) <= 61
     assert len(upstream.calls("/fetch")) - before == 2  # the refused call never reached the upstream
+
+
+def test_a_secret_that_no_longer_decrypts_is_a_502_naming_it(acme, upstream, inprocess):
+    """The operator changed BACKFLOW_SECRETS_KEY without re-encrypting: a clear 502, not a crash."""
+    from cryptography.fernet import Fernet
+
+    from integrations_app import services as integration_services
+    from integrations_app.models import Secret
+
+    integration_services.secret_create(tenant=acme.tenant, actor=acme.actor, name="token", value="sk-old-key")
+    Secret.objects.for_tenant(acme.tenant).filter(name="token").update(
+        ciphertext=Fernet(Fernet.generate_key()).encrypt(b"sk-other-key").decode())
+    make_integration(acme, "up", upstream.url, ENDPOINTS, auth={"type": "bearer", "secret": "token"})
+    route(acme, "/locked", "fetch")
+    error = error_of(inprocess.call("GET", "/t/acme/locked"), 502)
+    assert "'token' cannot be decrypted" in error and "BACKFLOW_SECRETS_KEY" in error
+    assert upstream.calls() == []

@@ -203,3 +203,22 @@ def test_a_worker_killed_mid_run_leaves_the_run_failed(acme, worker, settings):
     assert engine.execute(run.id) is None
     run.refresh_from_db()
     assert run.status == "failed"
+
+
+def test_an_unexpected_error_in_a_step_fails_the_run_at_once(acme, monkeypatch):
+    """A fault that is no step's (here: a bug, raised from inside the engine) fails the step and the
+    run with a pointer to the log, instead of leaving it `running` for the stale-run sweep."""
+    add_stdio_server(acme, everything_stdio())
+    wf = services.workflow_create(tenant=acme.tenant, actor=acme.actor, document=workflow("boom", [
+        step("first", "mcp.listTools", {"server": "everything"}), step("second", "mcp.listTools", {"server": "everything"})]))
+
+    def broken(self, action, params, timeout):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(engine.RunContext, "call", broken)
+    run = services.run_create(tenant=acme.tenant, actor=acme.actor, workflow=wf, input={})
+    assert engine.execute(run.id) == "failed"
+    run.refresh_from_db()
+    assert run.status == "failed" and run.finished_at is not None
+    assert run.error == "Step 'first' (mcp.listTools) failed: internal error (KeyError); the operator's log has the details"
+    assert [(s.step_id, s.status) for s in StepRun.objects.for_tenant(acme.tenant).filter(run=run)] == [("first", "failed")]
