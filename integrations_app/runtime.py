@@ -313,15 +313,17 @@ def _result(status, content_type, body, label, credentials=()):
             raise RouteFailure(502, f"{label}: the upstream said JSON but sent something else.", upstreamStatus=status) from exc
     else:
         value = text
+    value = _redact(value, credentials)
     if status >= 400:
         raise RouteFailure(502, f"{label}: the upstream answered {status}.", upstreamStatus=status,
-                           upstreamBody=_truncate(_redact(value, credentials)))
+                           upstreamBody=_truncate(value))
     return value
 
 
 def _redact(value, credentials):
     """`value` with every credential the call sent (as sent or URL-encoded) replaced: an upstream
-    that echoes its request in an error must not hand the tenant's secret to the route's caller."""
+    that echoes its request, in an error or a success, must not hand the tenant's secret to the
+    route's caller (who may be anyone, on a public route) or into a stored step result."""
     forms = sorted({form for secret in credentials if secret for form in (secret, quote(secret, safe=""), quote_plus(secret, safe=""))},
                    key=len, reverse=True)
 

@@ -260,3 +260,14 @@ def test_independent_actions_run_concurrently_dependent_ones_in_order(acme, upst
     one, two = upstream.calls("/slow/1")[-2:]
     assert (one.query, two.query) == ({}, {"after": "1"})
     assert two.at - one.at >= 0.5
+
+
+def test_a_credential_echoed_in_a_successful_answer_is_redacted(acme, upstream, inprocess):
+    """A public route's caller must not read the tenant's credential off an upstream that echoes it."""
+    upstream.on("GET", "/echo", lambda seen: Reply(200, {"youSent": seen.headers.get("authorization"), "ok": True}))
+    store_secret(acme, "s", "tok-echoed-on-success")
+    make_integration(acme, "up", upstream.url, ECHO, auth={"type": "bearer", "secret": "s"})
+    open_route(acme)
+    response = inprocess.call("GET", "/t/acme/probe")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"youSent": "Bearer [redacted]", "ok": True}
