@@ -9,8 +9,10 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
 
+from backflow import access_log  # noqa: E402
 from backflow.asgi_utils import PathRouter  # noqa: E402
 from integrations_app.dispatch import routes_asgi  # noqa: E402
 from mcp_app.http import mcp_asgi  # noqa: E402
 
+access_log.install()
 application = ProtocolTypeRouter({"http": PathRouter(django_asgi_app, {"/mcp/": mcp_asgi, "/t/": routes_asgi})})

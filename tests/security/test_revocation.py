@@ -5,6 +5,7 @@ request after the write is refused. (OAuth token revocation: tenants/tests/test_
 """
 
 import json
+import time
 
 import pytest
 
@@ -69,3 +70,23 @@ def test_the_next_request_after_revocation_is_refused_everywhere(revoke, acme, l
             assert response.status_code == expected and json.loads(response.text)["error"], response.text
 
     run(main, timeout=90)
+
+
+def test_keys_in_the_query_string_stay_out_of_the_access_log(acme, live_daphne):
+    """`GET /mcp/sse?token=KEY` (the contract's SSE door) is logged by daphne as ?token=[redacted]."""
+    server = live_daphne()
+
+    async def main():
+        async with raw_client(server) as http:
+            async with raw_sse(http, f"/mcp/sse?token={acme.key}") as stream:
+                await handshake(http, stream, acme.key)
+            assert (await http.get("/mcp/sse?token=bf_wrong_key")).status_code == 401
+
+    run(main, timeout=30)
+    for _ in range(50):  # the stream's line is written when daphne finishes with it
+        log = server.output(tail=None)
+        if log.count("/mcp/sse?token=") >= 2:
+            break
+        time.sleep(0.1)
+    assert "GET /mcp/sse?token=[redacted]" in log, log
+    assert acme.key not in log and "bf_wrong_key" not in log
