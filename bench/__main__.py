@@ -1,7 +1,10 @@
 """`make bench`: run every benchmark, each in its own process, and write bench/results/latest.json
 plus bench/results/latest.md (each row a ratio against the peer measured in the same run).
 
-Run one with `python -m bench routes` (names: the modules of this folder)."""
+Run one with `python -m bench routes` (names: BENCHES). A benchmark's `main()` returns a dict; when
+it has `rows` ([{metric, value, peer?, ratio?, target?, met?}], see bench.support.row) the table
+shows those, otherwise every key naming a ratio or a target verdict (see `ratios`); `about` and
+`database` describe what it ran on."""
 
 import json
 import os
@@ -13,7 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHES = ["mcp_stdio", "mcp_remote", "routes", "entities", "workflows"]
+BENCHES = ["mcp_stdio", "mcp_remote", "routes", "entities", "workflows", "load_mcp", "load_routes", "load_workflows"]
 CHILD = (
     "import inspect, json, sys; from bench import {name} as m; "
     "r = m.main([]) if inspect.signature(m.main).parameters else m.main(); "
@@ -21,12 +24,49 @@ CHILD = (
 )
 
 
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib():
+    try:
+        with open("/proc/meminfo") as meminfo:
+            kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
+        return round(kib / 1024 / 1024, 1)
+    except (OSError, StopIteration):
+        return None
+
+
+def _without_password(url):
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+
+
+def _redis():
+    from bench.support import redis_available
+
+    ok, note = redis_available()
+    return f"{note} (load_mcp's [redis] rows)" if ok else note
+
+
 def machine():
-    memory = next((line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal")), "?") if os.path.exists("/proc/meminfo") else "?"
     return {
-        "platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-        "memoryKiB": memory, "loadAverage": os.getloadavg(), "processor": platform.processor() or platform.machine(),
-        "database": os.environ.get("DATABASE_URL", "sqlite (embedded)"), "redis": bool(os.environ.get("REDIS_URL")),
+        "cpu": _cpu_model(), "cpus": os.cpu_count(), "memoryGiB": _memory_gib(), "loadAverage": os.getloadavg(),
+        "platform": platform.platform(), "python": platform.python_version(),
+        "database": "each bench makes its own throw-away database (see the notes)"
+                    + (f"; DATABASE_URL={_without_password(os.environ['DATABASE_URL'])}" if os.environ.get("DATABASE_URL") else ""),
+        "redis": _redis(),
     }
 
 
@@ -54,8 +94,58 @@ def ratios(value, path=""):
         yield path, value
 
 
+def _fmt(value):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "met" if value else "MISSED"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def table_rows(result):
+    """(metric, value, peer, ratio) lines of one benchmark's result."""
+    if result.get("rows"):
+        for line in result["rows"]:
+            value = _fmt(line["value"])
+            if "target" in line:
+                value += f" (target {line['target']}: {_fmt(line['met'])})"
+            yield line["metric"], value, _fmt(line.get("peer")), _fmt(line.get("ratio"))
+        return
+    for metric, value in ratios(result):
+        if "ratio" in metric.lower().rsplit(".", 1)[-1] and not isinstance(value, bool):
+            yield metric, "", "", _fmt(value)
+        else:
+            yield metric, _fmt(value), "", ""
+
+
+def markdown(report):
+    m = report["machine"]
+    lines = ["# Benchmarks", "",
+             f"Machine: {m['cpu']}, {m['cpus']} CPUs, {m['memoryGiB']} GiB RAM; {m['platform']}, Python {m['python']}; "
+             f"load average {m['loadAverage'][0]:.1f} at start, {m['loadAverageAfter'][0]:.1f} at the end "
+             "(the CPUs are shared: read the ratios, measured in the same run, more than absolute numbers).",
+             f"Database: {m['database']}. Redis: {m['redis']}. Run {report['startedAt']}.", "",
+             "| bench | metric | ours | peer | ours/peer |", "|---|---|---|---|---|"]
+    notes = []
+    for name, outcome in report["benches"].items():
+        if "error" in outcome:
+            lines.append(f"| {name} | error | {outcome['error']} | | |")
+            continue
+        result = outcome["result"]
+        for metric, value, peer, ratio in table_rows(result):
+            lines.append(f"| {name} | {metric} | {value} | {peer} | {ratio} |")
+        about = result.get("about") or (f"database: {result['database']}" if isinstance(result.get("database"), str) else "")
+        notes.append(f"- {name} ({outcome['seconds']} s){': ' + about if about else ''}")
+    return "\n".join(lines + ["", "Notes:", *notes]) + "\n"
+
+
 def main(argv=None):
     names = (argv if argv is not None else sys.argv[1:]) or BENCHES
+    unknown = [name for name in names if name not in BENCHES]
+    if unknown:
+        raise SystemExit(f"unknown bench {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
     (HERE / "results").mkdir(exist_ok=True)
     report = {"machine": machine(), "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "benches": {}}
     for name in names:
@@ -63,17 +153,9 @@ def main(argv=None):
         report["benches"][name] = run(name)
     report["machine"]["loadAverageAfter"] = os.getloadavg()
     (HERE / "results" / "latest.json").write_text(json.dumps(report, indent=2, default=str))
-    lines = ["# Benchmarks", "", f"Machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs, "
-             f"Python {report['machine']['python']}, load {report['machine']['loadAverage'][0]:.1f} at start.", "",
-             "| bench | metric | value |", "|---|---|---|"]
-    for name, outcome in report["benches"].items():
-        if "error" in outcome:
-            lines.append(f"| {name} | error | {outcome['error']} |")
-            continue
-        for metric, value in ratios(outcome["result"]):
-            lines.append(f"| {name} | {metric} | {value:.3g} |" if isinstance(value, float) else f"| {name} | {metric} | {value} |")
-    (HERE / "results" / "latest.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = markdown(report)
+    (HERE / "results" / "latest.md").write_text(text)
+    print(text)
     return report
 
 

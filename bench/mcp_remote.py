@@ -9,7 +9,7 @@ Loopback only. About 1 min on an idle 2-CPU machine; the load phase is cut off a
   `list_integrations` over a few integrations (a database read plus an audit row per call).
 - peer: the SDK's low-level `Server` with one trivial tool (`echo`), served by the SDK's
   `SseServerTransport` (/sse, /messages/) and `StreamableHTTPSessionManager` (/mcp, stateless like
-  ours) as an ASGI app under the same daphne.
+  ours) as an ASGI app under the same daphne (bench.support.PeerApp).
 
 Measured: tools/call p50/p95 over SSE and Streamable HTTP for both (sequential calls on one
 session); 200 concurrent SSE sessions x 20 calls each against ours (errors must be zero); the RSS
@@ -20,14 +20,7 @@ Our per-principal call budget (BACKFLOW_MCP_RATE_LIMIT, 600/min by default) is l
 the load test is 4000 calls by one key in well under a minute.
 """
 
-import asyncio
-import base64
-import json
-import os
-import secrets
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,17 +29,14 @@ from pathlib import Path
 
 import anyio
 import httpx2
-import mcp_types as types
 from mcp import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.server import Server
-from mcp.server.sse import SseServerTransport
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-HOST = "127.0.0.1"
+if not __package__:  # run as a script (python bench/mcp_remote.py): the project root on the path for `bench.support`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.support import Child, create_platform, peer_env, percentile, platform_env, stop_all
 
 SEQUENTIAL_CALLS = 300
 WARMUP_CALLS = 30
@@ -55,122 +45,6 @@ CALLS_PER_SESSION = 20
 IDLE_SESSIONS = 200
 INTEGRATIONS = 5
 TIME_LIMIT = 150  # seconds: the load phase stops here (the run then ends within about half a minute)
-
-
-# -- the peer: a bare SDK server, served as an ASGI app by daphne ------------------------------
-
-def _peer_server():
-    tool = types.Tool(name="echo", title="Echo", description="Return the text.",
-                      input_schema={"type": "object", "properties": {"text": {"type": "string"}}})
-
-    async def on_list_tools(ctx, params):
-        return types.ListToolsResult(tools=[tool])
-
-    async def on_call_tool(ctx, params):
-        value = {"text": (params.arguments or {}).get("text", "")}
-        return types.CallToolResult(content=[types.TextContent(text=json.dumps(value))], structured_content=value)
-
-    return Server("peer", version="1.0.0", on_list_tools=on_list_tools, on_call_tool=on_call_tool)
-
-
-class PeerApp:
-    """/sse + /messages/ (SseServerTransport) and /mcp (StreamableHTTPSessionManager, stateless)."""
-
-    def __init__(self):
-        self.server = _peer_server()
-        self.sse = SseServerTransport("/messages/")
-        self.manager = StreamableHTTPSessionManager(app=self.server, stateless=True)
-        self._ready = None
-
-    async def _run_manager(self):
-        async with self.manager.run():
-            self._ready.set()
-            await asyncio.Event().wait()
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":  # daphne sends no lifespan events
-            return
-        path = scope["path"]
-        if path == "/sse":
-            async with self.sse.connect_sse(scope, receive, send) as (read, write):
-                await self.server.run(read, write, self.server.create_initialization_options())
-        elif path.startswith("/messages"):
-            await self.sse.handle_post_message(scope, receive, send)
-        elif path.rstrip("/") == "/mcp":
-            if self._ready is None:
-                self._ready = asyncio.Event()
-                self._runner = asyncio.get_running_loop().create_task(self._run_manager())
-            await self._ready.wait()
-            await self.manager.handle_request(scope, receive, send)
-        else:
-            await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]})
-            await send({"type": "http.response.body", "body": b"not found"})
-
-
-peer_app = PeerApp()  # daphne loads `bench.mcp_remote:peer_app`
-
-
-# -- processes ---------------------------------------------------------------------------------
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-class Daphne:
-    def __init__(self, app, env, log_path):
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        self.log = open(log_path, "wb")
-        self.process = subprocess.Popen(
-            [PYTHON, "-m", "daphne", "-b", HOST, "-p", str(self.port), app],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{app} exited with {self.process.returncode}; see {log_path}")
-            with socket.socket() as sock:
-                if sock.connect_ex((HOST, self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise TimeoutError(f"{app} did not listen on {self.url}")
-
-    def rss_kib(self):
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
-
-
-def our_env(workdir):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DEBUG", "LOG_LEVEL")}
-    env.update(DATABASE_URL=f"sqlite:///{workdir / 'bench.sqlite3'}", LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1",
-               BACKFLOW_MCP_RATE_LIMIT="100000000,60")
-    if not (ROOT / "var" / "local.env").exists():  # no `make` yet: throwaway keys for this run
-        env.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
-        env.setdefault("BACKFLOW_SECRETS_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())
-    return env
-
-
-def manage(env, *args):
-    proc = subprocess.run([PYTHON, str(ROOT / "manage.py"), *args], cwd=ROOT, env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed: {proc.stderr[-2000:]}")
-    return proc.stdout.strip()
 
 
 # -- clients -----------------------------------------------------------------------------------
@@ -190,13 +64,8 @@ async def session(url, transport, headers):
                     yield s
 
 
-def percentile(samples, p):
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
-
-
 def summary_ms(samples):
-    return {"p50": round(percentile(samples, 50) * 1000, 2), "p95": round(percentile(samples, 95) * 1000, 2),
+    return {"p50": round(percentile(samples, 0.50) * 1000, 2), "p95": round(percentile(samples, 0.95) * 1000, 2),
             "max": round(max(samples) * 1000, 2), "n": len(samples)}
 
 
@@ -342,14 +211,11 @@ def main():
     workdir = Path(tempfile.mkdtemp(prefix="backflow-bench-"))
     servers = []
     try:
-        env = our_env(workdir)
-        manage(env, "migrate", "--noinput", "-v", "0")
-        manage(env, "create_tenant", "bench", "--name", "Bench")
-        key = manage(env, "create_api_key", "bench", "--name", "bench").splitlines()[-1].strip()
-        ours = Daphne("backflow.asgi:application", env, workdir / "ours.log")
+        env = platform_env(f"sqlite:///{workdir / 'bench.sqlite3'}")
+        key = create_platform(env)
+        ours = Child.daphne("backflow.asgi:application", env, workdir / "ours.log")
         servers.append(ours)
-        peer_env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-        peer = Daphne("bench.mcp_remote:peer_app", {**peer_env, "PYTHONUNBUFFERED": "1"}, workdir / "peer.log")
+        peer = Child.daphne("bench.support:peer_app", peer_env(), workdir / "peer.log")
         servers.append(peer)
 
         async def limited():
@@ -363,8 +229,7 @@ def main():
         print(f"\n(total {result['seconds']} s)")
         return result
     finally:
-        for server in servers:
-            server.stop()
+        stop_all(servers)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -19,77 +19,20 @@ ratio (route / direct). Targets: added p50 <= 2 ms at 1 client; throughput >= 50
 
 import argparse
 import asyncio
-import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
+if not __package__:  # run as a script (python bench/routes.py): the project root on the path for `bench.support`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.support import ROOT, Child, create_platform, peer_env, percentile, platform_env, stop_all
+
 ADDED_P50_TARGET_MS = 2.0
 THROUGHPUT_RATIO_TARGET = 0.5
-UPSTREAM_BODY = json.dumps({"items": [{"id": i, "name": f"item {i}"} for i in range(5)]}).encode()
-
-
-async def upstream_app(scope, receive, send):
-    """The upstream: a fast fixed JSON answer (served by uvicorn in its own process)."""
-    if scope["type"] != "http":
-        return
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(UPSTREAM_BODY)).encode())]})
-    await send({"type": "http.response.body", "body": UPSTREAM_BODY})
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port, process, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[:4]} exited with {process.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listened on 127.0.0.1:{port}")
-
-
-def platform_env(database):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DEBUG")}
-    env.update(DATABASE_URL=f"sqlite:///{database}", BACKFLOW_EGRESS_ALLOW="127.0.0.1",
-               BACKFLOW_ROUTE_RATE_LIMIT="1000000000,60", PYTHONUNBUFFERED="1")
-    return env
-
-
-def manage(env, *args):
-    done = subprocess.run([PYTHON, str(ROOT / "manage.py"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    if done.returncode:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed: {done.stderr[-2000:]}")
-    return done.stdout.strip()
-
-
-def stop(process):
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def percentile(samples, fraction):
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
 
 
 async def measure(url, headers, concurrency, seconds, max_requests):
@@ -131,27 +74,15 @@ def better(a, b):
 
 
 def set_up(workdir):
-    """Start the upstream and daphne, create tenant, key, integration and routes. Returns (urls, key, processes)."""
+    """Start the upstream and daphne, create tenant, key, integration and routes. Returns (urls, children)."""
     import httpx
 
-    database = workdir / "bench.sqlite3"
-    env = platform_env(database)
-    upstream_port, daphne_port = free_port(), free_port()
-    processes = [subprocess.Popen(
-        [PYTHON, "-m", "uvicorn", "bench.routes:upstream_app", "--host", "127.0.0.1", "--port", str(upstream_port),
-         "--log-level", "warning", "--no-access-log", "--lifespan", "off"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    env = platform_env(f"sqlite:///{workdir / 'bench.sqlite3'}", BACKFLOW_EGRESS_ALLOW="127.0.0.1")
+    children = [Child.uvicorn("bench.support:upstream_app", peer_env(), workdir / "upstream.log")]
     try:
-        manage(env, "migrate", "--noinput", "--verbosity", "0")
-        manage(env, "create_tenant", "bench", "--name", "Bench")
-        key = manage(env, "create_api_key", "bench", "--name", "bench").splitlines()[-1].strip()
-        processes.append(subprocess.Popen(
-            [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(daphne_port), "backflow.asgi:application"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_for_port(upstream_port, processes[0])
-        wait_for_port(daphne_port, processes[1])
-        upstream = f"http://127.0.0.1:{upstream_port}"
-        platform = f"http://127.0.0.1:{daphne_port}"
+        key = create_platform(env)
+        children.append(Child.daphne("backflow.asgi:application", env, workdir / "daphne.log"))
+        upstream, platform = children[0].url, children[1].url
         auth = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=platform, headers=auth, timeout=30) as api:
             created = api.post("/api/integrations/", json={
@@ -165,10 +96,9 @@ def set_up(workdir):
                 }).raise_for_status()
         urls = {"direct": (f"{upstream}/items", {}), "route": (f"{platform}/t/bench/items", {}),
                 "route+auth": (f"{platform}/t/bench/items-auth", auth)}
-        return urls, processes
+        return urls, children
     except BaseException:
-        for process in processes:
-            stop(process)
+        stop_all(children)
         raise
 
 
@@ -198,8 +128,7 @@ def main(argv=None):
                         run = asyncio.run(measure(url, headers, concurrency, args.seconds, args.max_requests))
                         results[key] = better(run, results.get(key))
         finally:
-            for process in processes:
-                stop(process)
+            stop_all(processes)
         results = {f"{name}@{c}": results[f"{name}@{c}"] for c in (1, 50) for name in urls}
 
     summary = {}
