@@ -19,6 +19,7 @@ from backflow.egress import shared_client
 from backflow.errors import ServiceError
 from backflow.redaction import redact
 from backflow.templating import TemplateError, render
+from backflow.validation import without_nul
 from integrations_app.runtime import RouteFailure, call_endpoint, tenant_secrets
 from integrations_app.stores import DatabaseStore
 from workflows_app import llm, mcp_client, selectors
@@ -193,7 +194,7 @@ def _run_step(context, step, values, record):
             result = context.call(step["action"], params, timeout)
             return _jsonable(result), None
         except StepFailed as exc:
-            error = str(exc)
+            error = without_nul(str(exc))
             logger.info("run %s step %s attempt %d failed: %s", context.run.pk, step["id"], attempt + 1, error)
         except Exception as exc:
             # A fault of ours or of the set-up, not of the step: fail it now rather than leave the run
@@ -204,7 +205,9 @@ def _run_step(context, step, values, record):
 
 
 def _jsonable(value):
-    return json.loads(json.dumps(value, default=str))
+    """What a step returned, as storable JSON: text of any data PostgreSQL cannot store (U+0000,
+    which MCP servers, LLMs and upstreams may send) replaced, so the step's record can be saved."""
+    return without_nul(json.loads(json.dumps(value, default=str)))
 
 
 def fail_stale_runs():

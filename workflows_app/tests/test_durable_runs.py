@@ -222,3 +222,27 @@ def test_an_unexpected_error_in_a_step_fails_the_run_at_once(acme, monkeypatch):
     assert run.status == "failed" and run.finished_at is not None
     assert run.error == "Step 'first' (mcp.listTools) failed: internal error (KeyError); the operator's log has the details"
     assert [(s.step_id, s.status) for s in StepRun.objects.for_tenant(acme.tenant).filter(run=run)] == [("first", "failed")]
+
+
+def test_a_result_or_error_with_nul_characters_is_stored(acme, monkeypatch):
+    """MCP servers, LLMs and upstreams may answer with U+0000, which PostgreSQL cannot store: the
+    step's record keeps the text with it replaced, and the run finishes instead of hanging."""
+    add_stdio_server(acme, everything_stdio())
+    wf = services.workflow_create(tenant=acme.tenant, actor=acme.actor, document=workflow("nul", [
+        step("first", "mcp.listTools", {"server": "everything"}, continueOnError=True),
+        step("second", "mcp.listTools", {"server": "everything"})]))
+    answers = iter([engine.StepFailed("upstream said \x00 no"), {"text": "a\x00b"}])
+
+    def answer(self, action, params, timeout):
+        value = next(answers)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    monkeypatch.setattr(engine.RunContext, "call", answer)
+    run = services.run_create(tenant=acme.tenant, actor=acme.actor, workflow=wf, input={})
+    assert engine.execute(run.id) == "succeeded"
+    run.refresh_from_db()
+    assert run.output == {"text": "a\ufffdb"}
+    first = StepRun.objects.for_tenant(acme.tenant).get(run=run, step_id="first")
+    assert first.status == "failed" and first.error == "upstream said \ufffd no"
