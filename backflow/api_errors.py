@@ -1,14 +1,22 @@
 """REST error answers: one JSON shape, `{"detail", "errors": {field path: [messages]}}`."""
 
+import logging
+import sys
+
 from django.core.exceptions import RequestDataTooBig
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+from django.utils.deprecation import MiddlewareMixin
 from django.views import defaults
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from backflow.asgi_utils import NUL_IN_PATH
 from backflow.errors import ServiceError
+from backflow.outages import RETRY_AFTER_SECONDS, describe, outage_message
+
+logger = logging.getLogger("backflow.errors")
 
 
 def _flatten(detail, prefix=""):
@@ -44,11 +52,29 @@ def api_exception_handler(exc, context):
             {"detail": str(exc.detail), "errors": {"body": ["Send a well-formed JSON object (UTF-8)."]}},
             status=status.HTTP_400_BAD_REQUEST,
         )
+    outage = outage_message(exc)
+    if outage:  # the database or Redis is down: retryable, not a bug
+        return Response({"detail": outage}, status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                        headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     return drf_exception_handler(exc, context)
 
 
 def _is_api(request):
     return request.path.startswith(("/api/", "/agent/"))
+
+
+def refuse_nul_in_path(get_response):
+    """Middleware: a NUL character in the path names nothing, and PostgreSQL refuses it in the
+    lookup every view would make with it (a 500)."""
+
+    def middleware(request):
+        if "\x00" in request.path:
+            if _is_api(request):
+                return JsonResponse({"detail": NUL_IN_PATH, "errors": {"path": [NUL_IN_PATH]}}, status=400)
+            return HttpResponse(NUL_IN_PATH, status=400, content_type="text/plain; charset=utf-8")
+        return get_response(request)
+
+    return middleware
 
 
 def not_found(request, exception=None):
@@ -59,7 +85,32 @@ def not_found(request, exception=None):
 
 
 def server_error(request):
-    """Django's 500 handler: API clients get JSON they can parse (the traceback stays in the log)."""
+    """Django's 500 handler: API clients get JSON they can parse (the traceback stays in the log).
+    An outage of the database or Redis outside a DRF view (middleware, sign-in and app pages) is a
+    503 naming it, with Retry-After, for people and API clients alike."""
+    outage = outage_message(sys.exc_info()[1])  # Django calls this inside its `except` block
+    if outage:
+        return _outage_response(request, outage)
     if _is_api(request):
         return JsonResponse({"detail": "Internal error; it has been logged. Retry later or contact the operator."}, status=500)
     return defaults.server_error(request)
+
+
+def _outage_response(request, outage):
+    response = JsonResponse({"detail": outage}, status=503) if _is_api(request) else HttpResponse(
+        outage, status=503, content_type="text/plain; charset=utf-8")
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+class OutageMiddleware(MiddlewareMixin):
+    """A view (outside DRF, e.g. a workflow webhook or the sign-in page) that fails because the
+    database or Redis is down answers 503 naming it, logged as one line: an outage is not a bug,
+    and Django would log it as an error with a traceback on the way to `server_error`."""
+
+    def process_exception(self, request, exception):
+        outage = outage_message(exception)
+        if outage:
+            logger.warning("%s %s: %s (%s)", request.method, request.path, outage, describe(exception))
+            return _outage_response(request, outage)
+        return None

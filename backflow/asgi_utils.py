@@ -1,10 +1,16 @@
 """Small helpers for the raw ASGI apps mounted beside Django (MCP transports, tenant routes)."""
 
 import json
+import logging
 from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
+
+from backflow.outages import RETRY_AFTER_SECONDS, describe, outage_message
+
+logger = logging.getLogger("backflow.asgi")
+NUL_IN_PATH = "The path contains a NUL character (%00): nothing is named that way; remove it."
 
 
 class HttpError(Exception):
@@ -71,5 +77,44 @@ class PathRouter:
             path = scope.get("path", "")
             for prefix, app in self.mounts:
                 if path == prefix.rstrip("/") or path.startswith(prefix):
-                    return await app(scope, receive, send)
+                    if "\x00" in path:  # as backflow.api_errors.refuse_nul_in_path does for Django's views
+                        return await respond(send, 400, {"error": NUL_IN_PATH})
+                    return await guarded(app, scope, receive, send)
         return await self.default_app(scope, receive, send)
+
+
+async def guarded(app, scope, receive, send):
+    """Run a raw ASGI app (MCP, tenant routes) so that no exception reaches daphne.
+
+    Daphne answers an escaped exception with an HTML 500 page; worse, when the response had already
+    started (an SSE stream), its once-a-second application checker raises on it and is never
+    scheduled again: from then on no failing request is answered (each hangs until the client gives
+    up) and closed connections are never reaped. So: an outage of the database or Redis becomes 503
+    with Retry-After and a JSON error naming the service (logged as one line: not a bug); anything
+    else a JSON 500 (logged with its traceback); a response already started is ended.
+    """
+    started = False
+
+    async def tracking_send(message):
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    try:
+        await app(scope, receive, tracking_send)
+    except Exception as exc:
+        message = outage_message(exc)
+        if message:
+            logger.warning("%s %s: %s (%s)", scope.get("method"), scope.get("path"), message, describe(exc))
+        else:
+            logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
+        try:
+            if started:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            elif message:
+                await respond(send, 503, {"error": message}, [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
+            else:
+                await respond(send, 500, {"error": "Internal error; the server logged the details."})
+        except Exception:  # the client is gone, or the response was already complete
+            pass

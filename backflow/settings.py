@@ -29,8 +29,19 @@ def _required(name, how):
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = _required("SECRET_KEY", "set it in the environment (make run generates one in var/local.env).")
 
+# Old keys still accepted for signatures (sessions, password resets) while SECRET_KEY is rotated.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# Behind a TLS-terminating proxy (see docs/operator-guide.md): cookies only over HTTPS, HSTS, and
+# the proxy's X-Forwarded-Proto trusted. Off by default so `make run` works on plain http://127.0.0.1.
+BACKFLOW_HTTPS = env.bool("BACKFLOW_HTTPS", default=False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = BACKFLOW_HTTPS
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if BACKFLOW_HTTPS else 0)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BACKFLOW_TRUST_X_FORWARDED_PROTO", default=BACKFLOW_HTTPS) else None
 
 INSTALLED_APPS = [
     "daphne",
@@ -61,6 +72,8 @@ TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "backflow.api_errors.refuse_nul_in_path",
+    "backflow.api_errors.OutageMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -93,6 +106,10 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'backflow.sqlite3'}"),
 }
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+# With CONN_MAX_AGE > 0 (for the sync processes: run_worker, mcp_stdio; under daphne each request
+# has a thread of its own, so Django advises 0 there), a kept connection is checked before it is
+# reused: after a database restart the next task reconnects instead of failing on a dead connection.
+DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the task worker and the server read while the other writes; with WAL,
     # synchronous=NORMAL cannot corrupt the file and saves a disk flush per commit.
@@ -103,9 +120,22 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    from redis.asyncio.retry import Retry as _AsyncRetry
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # One immediate retry on a new connection: after Redis restarts, every pooled connection is
+    # dead and would otherwise fail one request each (a 503) before the pool notices. While Redis
+    # is down the retry fails as fast as the first try (refused), so nothing hangs.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "OPTIONS": {"retry": Retry(NoBackoff(), 1)}}}
+    # channels_redis keeps the messages of all of one process's SSE sessions (process-specific
+    # channels, mcp.sse.*) in one Redis list, capped by one `capacity` (100 by default): 200
+    # sessions posting at once overflowed it and their POSTs got 503 (bench/load_mcp.py). The cap
+    # is for the whole process, so it is set for thousands of sessions; messages still expire in 60 s.
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                    "CONFIG": {"hosts": [{"address": REDIS_URL, "retry": _AsyncRetry(NoBackoff(), 1)}], "channel_capacity": {"mcp.sse.*": 20000}}}
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -170,6 +200,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "tenants.openapi.drop_stray_path_parameters"],
 }
 
 # Stored credentials are encrypted with this Fernet key (see backflow/crypto.py).
@@ -198,6 +229,8 @@ BACKFLOW_LLM_MODEL = env.str("BACKFLOW_LLM_MODEL", default="")
 # OAuth 2.1 for remote MCP (django-oauth-toolkit). Behind a proxy, set BACKFLOW_PUBLIC_URL to the
 # address clients use (e.g. https://backflow.example.com): it names the issuer and the MCP resource.
 BACKFLOW_PUBLIC_URL = env.str("BACKFLOW_PUBLIC_URL", default="")
+# Failed sign-ins (JWT token endpoint, sign-in page) per client address and username: (failures, seconds).
+BACKFLOW_SIGN_IN_RATE_LIMIT = tuple(env.list("BACKFLOW_SIGN_IN_RATE_LIMIT", cast=int, default=[10, 300]))
 BACKFLOW_OAUTH_REGISTRATION_RATE_LIMIT = tuple(env.list("BACKFLOW_OAUTH_REGISTRATION_RATE_LIMIT", cast=int, default=[20, 3600]))
 OAUTH2_PROVIDER = {
     "SCOPES_BACKEND_CLASS": "tenants.oauth.TenantScopes",

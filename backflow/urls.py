@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from oauth2_provider.views import OAuthServerMetadataView
 
 from tenants.oauth import McpResourceMetadataView
+from tenants.signin import SignInView
 
 from workflows_app.api.urls import agent_urlpatterns
 from workflows_app.views import webhook
@@ -22,6 +23,7 @@ urlpatterns = [
     path("api/", include(api_patterns)),
     path("agent/mcp/", include(agent_urlpatterns)),
     path("hooks/<slug:tenant_slug>/<slug:workflow_slug>/<str:token>", webhook, name="workflow-webhook"),
+    path("accounts/login/", SignInView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("o/", include("tenants.oauth_urls")),
     path(".well-known/oauth-authorization-server", OAuthServerMetadataView.as_view(), name="oauth-server-metadata"),

@@ -44,7 +44,7 @@ def validator_for(schema):
 
 
 def schema_errors(schema, document):
-    """{"field.path": [messages]} for every violation of `schema` (empty when valid)."""
+    """{"field.path": [messages]} for every violation of `schema`, and every NUL character (empty when valid)."""
     errors = {}
     for error in validator_for(schema).iter_errors(document):
         parts = list(error.absolute_path)
@@ -55,8 +55,41 @@ def schema_errors(schema, document):
         else:
             message = _message(error)
         errors.setdefault(field_path(parts) or "body", []).append(message)
+    for path, messages in nul_errors(document).items():
+        errors.setdefault(path, []).extend(messages)
     return errors
 
+
+NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored; remove it."
+
+
+def nul_errors(value, parts=()):
+    """{"field.path": [message]} for each string or key holding U+0000: PostgreSQL refuses it in
+    text and JSON columns, so a document that holds one would fail at the database instead."""
+    errors = {}
+    if isinstance(value, str) and "\x00" in value:
+        errors[field_path(parts) or "body"] = [NUL_MESSAGE]
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            shown = key.replace("\x00", "\\u0000") if isinstance(key, str) else key
+            if shown != key:
+                errors[field_path([*parts, shown])] = [NUL_MESSAGE]
+            errors.update(nul_errors(item, [*parts, shown]))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            errors.update(nul_errors(item, [*parts, index]))
+    return errors
+
+
+def without_nul(value):
+    """A copy of a JSON value with U+0000 replaced, for records that must keep what was sent (audit)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {without_nul(key): without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_nul(item) for item in value]
+    return value
 
 
 def public_schema(schema):

@@ -6,6 +6,7 @@ neither repeat nor skip items, and a forged or foreign cursor is refused.
 """
 
 import json
+from datetime import UTC
 
 from django.core import signing
 from django.db import connection
@@ -23,7 +24,9 @@ TABLE = "entities_app_entity"
 def _timestamp(field, value):
     try:
         moment = parse_datetime(value) if isinstance(value, str) else None
-    except ValueError:  # well formed but impossible, e.g. month 13
+        # In UTC: PostgreSQL refuses UTC offsets beyond ±15:59, which ISO 8601 allows.
+        moment = moment.astimezone(UTC) if moment is not None and moment.tzinfo else moment
+    except (ValueError, OverflowError):  # well formed but impossible (month 13), or before year 1 in UTC
         moment = None
     if moment is None:
         raise InvalidInput.single(f"filters.{field}", "give an ISO 8601 date-time such as 2026-01-31T12:00:00Z.")

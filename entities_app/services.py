@@ -11,7 +11,7 @@ from django.utils.text import slugify
 from jsonschema import Draft202012Validator
 
 from backflow.errors import Conflict, InvalidInput
-from backflow.validation import field_path
+from backflow.validation import field_path, nul_errors
 from backflow.writes import check_changes, unique
 from entities_app import selectors
 from entities_app.documents import clean_app, clean_collection
@@ -80,6 +80,8 @@ def collection_delete(*, tenant, actor, name):
 def clean_entity_data(collection, data):
     if not isinstance(data, dict):
         raise InvalidInput.single("data", "Entity data is a JSON object.")
+    if nul := nul_errors(data, ["data"]):
+        raise InvalidInput("Invalid input.", nul)
     size = len(json.dumps(data))
     if size > settings.BACKFLOW_ENTITY_MAX_BYTES:
         raise InvalidInput.single("data", f"Entity data is {size} bytes; the limit is {settings.BACKFLOW_ENTITY_MAX_BYTES}.")

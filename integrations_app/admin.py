@@ -46,6 +46,7 @@ class IntegrationAdmin(ServiceAdmin):
         for obj in objs:
             store = DatabaseStore(tenant=obj.tenant, actor=operator(request, obj.tenant))
             protected += [f"Route {services.route_label(r)} uses {obj.name}" for r in selectors.routes_using(store=store, name=obj.name)]
+            protected += [f"Workflow {slug} uses {obj.name}" for slug in selectors.workflows_using(store=store, name=obj.name)]
         return deleted, counts, perms, protected
 
     def delete_model(self, request, obj):

@@ -18,6 +18,7 @@ from django.conf import settings
 
 from backflow.asgi_utils import HttpError, check_host, query_params, read_body, request_headers, respond
 from backflow.egress import shared_client
+from backflow.outages import describe, outage_message, reconnecting
 from backflow.ratelimit import retry_after
 from backflow.templating import TemplateError, render
 from integrations_app.models import RouteInvocation
@@ -111,7 +112,7 @@ class DatabaseSites:
         return tenant, cached[1]
 
     async def site(self, slug):
-        tenant, table = await sync_to_async(self._lookup)(slug)
+        tenant, table = await sync_to_async(reconnecting(self._lookup))(slug)
         if tenant is None:
             raise HttpError(404, f"No tenant {slug!r}.")
         if not tenant.is_active:
@@ -186,7 +187,7 @@ class RouteDispatcher:
         site = await self.sites.site(slug)
         route, path_params = site.table.match(method, path)
         query = query_params(scope)
-        wait = await sync_to_async(self._admit)(site, route, headers)
+        wait = await sync_to_async(reconnecting(self._admit))(site, route, headers)
         if wait:
             raise HttpError(429, f"Too many requests for this tenant; retry in {wait} s.", [(b"retry-after", str(wait).encode())])
         raw = await read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
@@ -224,8 +225,11 @@ class RouteDispatcher:
     async def _safe_record(site, *args):
         try:
             await sync_to_async(site.record)(*args)
-        except Exception:
-            logger.exception("Could not record a route invocation")
+        except Exception as exc:
+            if outage_message(exc):  # the answer was sent; the database is down (not a bug)
+                logger.warning("Could not record a route invocation: %s", describe(exc))
+            else:
+                logger.exception("Could not record a route invocation")
 
 
 routes_asgi = RouteDispatcher(DatabaseSites())

@@ -14,7 +14,7 @@ from backflow.errors import Conflict, InvalidInput, NotFound
 from backflow.writes import check_changes, unique
 from integrations_app.documents import NAME_HELP, NAME_PATTERN, READ_ONLY_FIELDS, clean_integration, clean_route
 from integrations_app.models import Secret
-from integrations_app.selectors import routes_using
+from integrations_app.selectors import routes_using, workflows_using
 from integrations_app.stores import duplicate_integration, duplicate_route
 from tenants.services import audit_record
 
@@ -63,11 +63,18 @@ def integration_update(*, store, name, changes, partial=True):
         current = _require_integration(store, name)
         merged = {**_without_read_only(current), **changes} if partial else {**changes, "name": name}
         doc = clean_integration(merged, allow_env=store.allow_env)
-        broken = routes_using(store=store, name=name, endpoints={e["name"] for e in doc["endpoints"]})
+        endpoints = {e["name"] for e in doc["endpoints"]}
+        broken = routes_using(store=store, name=name, endpoints=endpoints)
         if broken:
             raise Conflict(
                 f"Routes still call endpoints this change removes: {', '.join(map(route_label, broken))}.",
                 {"endpoints": ["Keep the endpoints these routes use, or change the routes first."]},
+            )
+        workflows = workflows_using(store=store, name=name, endpoints=endpoints)
+        if workflows:
+            raise Conflict(
+                f"Workflows {', '.join(workflows)} still call endpoints this change removes.",
+                {"endpoints": ["Keep the endpoints these workflows use, or change the workflows first."]},
             )
         saved = store.save_integration(doc, create=False)
         store.record("integration.update", "integration", name, _integration_summary(doc))
@@ -82,6 +89,12 @@ def integration_delete(*, store, name):
             raise Conflict(
                 f"Integration {name!r} is used by routes {', '.join(map(route_label, users))}; delete or change them first.",
                 {"name": ["Still used by routes."]},
+            )
+        workflows = workflows_using(store=store, name=name)
+        if workflows:
+            raise Conflict(
+                f"Integration {name!r} is used by workflows {', '.join(workflows)}; delete or change them first.",
+                {"name": ["Still used by workflows."]},
             )
         store.delete_integration(name)
         store.record("integration.delete", "integration", name, {"name": name})

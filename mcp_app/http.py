@@ -12,7 +12,6 @@ limited. The principal's scopes decide the tool set.
 """
 
 import asyncio
-import json
 import logging
 from urllib.parse import urlencode
 from uuid import uuid4
@@ -30,10 +29,11 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from backflow.asgi_utils import HttpError, check_host, query_params, read_body, request_headers, respond
+from backflow.outages import REDIS_ERRORS, describe, reconnecting
 from integrations_app.stores import DatabaseStore
 from mcp_app.context import ToolContext
 from mcp_app.registry import visible_tools
-from mcp_app.server import CONNECTION, build_server
+from mcp_app.server import CONNECTION, build_server, check_message
 from tenants.authentication import AuthenticationError, bearer_value, principal_for_token
 
 logger = logging.getLogger("backflow.mcp")
@@ -63,7 +63,7 @@ async def authenticate(scope, headers, query, *, allow_query_token=False):
         raise HttpError(401, "Send Authorization: Bearer <API key, JWT or OAuth access token>.", www_authenticate(base))
     requested = headers.get("x-backflow-scope") or query.get("scope") or None
     try:
-        principal = await sync_to_async(principal_for_token)(raw, requested, base + STREAMABLE_PATH)
+        principal = await sync_to_async(reconnecting(principal_for_token))(raw, requested, base + STREAMABLE_PATH)
     except AuthenticationError as exc:
         raise HttpError(401, str(exc), www_authenticate(base)) from exc
     if not principal.tenant.is_active:
@@ -103,6 +103,13 @@ async def sse_stream(scope, receive, send, principal):
     read_writer, read_stream = create_context_streams[SessionMessage | Exception](0)
     write_stream, write_reader = create_context_streams[SessionMessage](0)
     send_lock = anyio.Lock()
+    redis_down = []  # the outage being waited out, if any: logged once, and once when it ends
+
+    def redis_failed(exc):
+        if not redis_down:
+            logger.warning("SSE session %s: Redis is unavailable; the stream stays open and POSTs get 503 until it is back (%s)",
+                           session_id, describe(exc))
+            redis_down.append(exc)
 
     async def emit(chunk):
         async with send_lock:
@@ -115,7 +122,12 @@ async def sse_stream(scope, receive, send, principal):
 
     async def incoming():
         while True:
-            event = await layer.receive(channel)
+            try:
+                event = await layer.receive(channel)
+            except REDIS_ERRORS as exc:  # keep the session; listen again once Redis is back
+                redis_failed(exc)
+                await anyio.sleep(1)
+                continue
             try:
                 message = types.jsonrpc_message_adapter.validate_json(event["body"], by_name=False)
             except ValidationError:
@@ -126,7 +138,14 @@ async def sse_stream(scope, receive, send, principal):
         while True:
             await anyio.sleep(settings.BACKFLOW_SSE_KEEPALIVE_SECONDS)
             await emit(": keep-alive\n\n")
-            await cache.aset(_session_key(session_id), record, timeout=SESSION_TTL)
+            try:  # also registers the session again after Redis lost it (a restart)
+                await cache.aset(_session_key(session_id), record, timeout=SESSION_TTL)
+            except REDIS_ERRORS as exc:
+                redis_failed(exc)
+            else:
+                if redis_down:
+                    logger.warning("SSE session %s: Redis is back; the session answers again", session_id)
+                    redis_down.clear()
 
     async def until_disconnect():
         while (await receive())["type"] != "http.disconnect":
@@ -150,7 +169,10 @@ async def sse_stream(scope, receive, send, principal):
             tasks.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
-            await cache.adelete(_session_key(session_id))
+            try:
+                await cache.adelete(_session_key(session_id))
+            except REDIS_ERRORS:
+                pass  # Redis is down: the record expires by itself (SESSION_TTL)
             await read_writer.aclose()
             await write_reader.aclose()
             logger.debug("SSE session %s closed", session_id)
@@ -166,13 +188,9 @@ async def post_message(scope, receive, send, principal, query):
     if not request_headers(scope).get("content-type", "").startswith("application/json"):
         raise HttpError(415, "Send the JSON-RPC message as Content-Type: application/json.")
     body = await read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
-    try:
-        types.jsonrpc_message_adapter.validate_json(body, by_name=False)
-    except ValidationError:
-        return await respond(send, 400, {"jsonrpc": "2.0", "id": None, "error": {
-            "code": -32700 if not _is_json(body) else -32600,
-            "message": "Parse error: send one JSON-RPC 2.0 message." if not _is_json(body) else "Invalid Request: not a JSON-RPC 2.0 message.",
-        }})
+    rejection = check_message(body)
+    if rejection is not None:
+        return await refuse_message(send, rejection)
     try:
         await get_channel_layer().send(record["channel"], {"type": "mcp.message", "body": body.decode()})
     except ChannelFull as exc:
@@ -180,12 +198,23 @@ async def post_message(scope, receive, send, principal, query):
     await respond(send, 202, b"Accepted", content_type=b"text/plain")
 
 
-def _is_json(body):
-    try:
-        json.loads(body)
-        return True
-    except ValueError:
-        return False
+async def refuse_message(send, rejection):
+    """A body that is not one JSON-RPC message (check_message): 400 with the JSON-RPC error that
+    says why. A notification or client response that no one may answer is accepted and dropped
+    (202), as the SDK does with those it has no use for."""
+    if not rejection.reply:
+        return await respond(send, 202, b"Accepted", content_type=b"text/plain")
+    await respond(send, 400, rejection.error().model_dump(mode="json", by_alias=True, exclude_unset=True))
+
+
+def _replayed(body, receive):
+    """`receive` for an app that reads a body already read: the body, then the client's events."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay():
+        return pending.pop() if pending else await receive()
+
+    return replay
 
 
 # -- Streamable HTTP ---------------------------------------------------------------------------
@@ -245,7 +274,21 @@ async def _dispatch(path, scope, receive, send):
         principal = await authenticate(scope, headers, query)
         return await post_message(scope, receive, send, principal, query)
     principal = await authenticate(scope, headers, query)
-    length = int(headers.get("content-length") or 0)
+    length = int(headers.get("content-length") or 0)  # daphne (Twisted) has refused one that is not a number
     if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
         raise HttpError(413, f"Request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
+    if method == "GET":
+        # Stateless: a GET stream would never carry a message, yet the SDK opened one and held it
+        # (and a server task) until the client hung up. The spec's answer for no stream is 405.
+        raise HttpError(405, "POST JSON-RPC messages to /mcp; this stateless server has no stream to GET.", [(b"allow", b"POST")])
+    if method == "POST":
+        if "application/json" not in (part.strip() for part in headers.get("content-type", "").split(";")[0].split(",")):
+            raise HttpError(415, "Send the JSON-RPC message as Content-Type: application/json.")  # the SDK: 400, plain text
+        # Checked here, not by the SDK: it answers a bad envelope with -32602 and pydantic's text,
+        # takes a request whose id is an object for a notification (202, never answered), accepts NaN.
+        body = await read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+        rejection = check_message(body)
+        if rejection is not None:
+            return await refuse_message(send, rejection)
+        receive = _replayed(body, receive)
     await streamable.handle(scope, receive, send, principal)

@@ -10,14 +10,18 @@ import contextvars
 import json
 import logging
 import time
+from dataclasses import dataclass
 
 import mcp_types as types
+import pydantic_core
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connections
 from mcp.server import Server
+from pydantic import ValidationError
 
 from backflow.errors import InvalidInput, ServiceError
+from backflow.outages import RETRY_AFTER_SECONDS, describe, outage_message
 from backflow.ratelimit import retry_after
 from backflow.redaction import redact
 from backflow.validation import schema_errors
@@ -49,10 +53,27 @@ def error_result(message, errors=None, **extra):
     return json_result(body, is_error=True)
 
 
+def _check_connections(*, health_check):
+    """close_old_connections() without CONN_MAX_AGE: tool calls run on one thread per process (or the
+    stdio loop's), which keeps its database connection from one call to the next. Closing it after
+    every call (CONN_MAX_AGE=0, the default) made each call open a new one, and on SQLite pay the WAL
+    checkpoint the last connection does on close: 64 calls/s instead of 215 under load
+    (bench/load_mcp.py). A connection left in a transaction, or one that fails its check (before a
+    call; after a call only if it raised database errors), is closed: the next query opens a fresh
+    one, so a restarted database costs no call."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None:
+            continue
+        if conn.get_autocommit() != conn.settings_dict["AUTOCOMMIT"] or ((health_check or conn.errors_occurred) and not conn.is_usable()):
+            conn.close()
+        else:
+            conn.errors_occurred = False
+
+
 def _call_sync(ctx, name, definition, args):
     """Rate limit, validation, the tool and its audit event in one trip to the sync thread.
     Refused calls (unknown or hidden tool, over the rate limit) are audited too."""
-    close_old_connections()  # long-lived processes: drop connections the database closed
+    _check_connections(health_check=True)  # long-lived processes: drop connections the database closed
     started = time.monotonic()
     try:
         wait = retry_after(f"mcp:{ctx.rate_key}", settings.BACKFLOW_MCP_RATE_LIMIT) if ctx.rate_key else None
@@ -68,17 +89,26 @@ def _call_sync(ctx, name, definition, args):
         except ServiceError as exc:
             extra = {"retryAfterSeconds": wait} if wait else {}
             result, outcome = error_result(str(exc), exc.errors, **extra), f"error: {exc.message}"
-        except Exception:
-            logger.exception("MCP tool %s failed", name)
-            result, outcome = error_result(f"{name} failed unexpectedly; the server logged the details."), "crash"
+        except Exception as exc:
+            outage = outage_message(exc)
+            if outage:  # the database (or Redis) went away: retryable, not a bug of the tool
+                logger.warning("MCP tool %s: %s", name, describe(exc))
+                result = error_result(f"{name} did not complete: {outage}", retryAfterSeconds=RETRY_AFTER_SECONDS)
+                outcome = "error: service unavailable"
+            else:
+                logger.exception("MCP tool %s failed", name)
+                result, outcome = error_result(f"{name} failed unexpectedly; the server logged the details."), "crash"
         try:
             _audit(ctx, name, args, outcome, started)
-        except Exception:
-            logger.exception("Could not record the audit event for %s", name)
+        except Exception as exc:
+            if outage_message(exc):
+                logger.warning("Could not record the audit event for %s: %s", name, describe(exc))
+            else:
+                logger.exception("Could not record the audit event for %s", name)
         logger.debug("tools/call %s -> %s (%.1f ms)", name, outcome, (time.monotonic() - started) * 1000)
         return result
     finally:
-        close_old_connections()
+        _check_connections(health_check=False)
 
 
 def _audit(ctx, name, args, outcome, started):
@@ -111,3 +141,72 @@ def build_server():
         "backflow", version="1.0.0", title="Backflow", instructions=INSTRUCTIONS,
         on_list_tools=_on_list_tools, on_call_tool=_on_call_tool,
     )
+
+
+# -- frames that are not one JSON-RPC message -----------------------------------------------------
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a frame is not one JSON-RPC 2.0 message MCP can use, and the error that answers it."""
+
+    code: int
+    message: str
+    id: str | int | None = None  # the frame's id when it is a valid one, else null (JSON-RPC 2.0 §5)
+    reply: bool = True  # False for a notification or a client response: JSON-RPC never answers those
+
+    def error(self):
+        return types.JSONRPCError(jsonrpc="2.0", id=self.id, error=types.ErrorData(code=self.code, message=self.message))
+
+
+def _valid_id(value):
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def check_message(raw, limit=None):
+    """None if `raw` (one frame: a stdio line, an HTTP body) is one valid JSON-RPC 2.0 message, else
+    the Rejection that answers it.
+
+    Every transport asks this before the SDK parses a frame, because the SDK alone answers some
+    frames with nothing at all (stdio drops what it cannot parse, so a request whose id is fine but
+    whose params are not an object waits forever), reads a request whose id is an object or a
+    float as a notification (never answered), and accepts NaN, which is not JSON and which the
+    audit log cannot store. Parsed with the SDK's own parser (pydantic_core), so both agree on
+    every frame that passes: duplicate keys (the last one wins), nesting depth, UTF-8.
+    """
+    if limit is not None and len(raw) > limit:
+        return Rejection(types.INVALID_REQUEST, f"Invalid Request: the message is larger than {limit} bytes.")
+    try:
+        message = pydantic_core.from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:  # also bad UTF-8, NaN/Infinity and nesting deeper than the parser's limit
+        return Rejection(types.PARSE_ERROR, f"Parse error: {exc}; send one JSON-RPC 2.0 message as UTF-8 JSON.")
+    if isinstance(message, list):
+        return Rejection(types.INVALID_REQUEST, "Invalid Request: batches are not supported (MCP dropped JSON-RPC "
+                                                "batching in 2025-06-18); send one message at a time.")
+    if not isinstance(message, dict):
+        return Rejection(types.INVALID_REQUEST, "Invalid Request: a JSON-RPC message is a JSON object.")
+    request_id = message.get("id") if _valid_id(message.get("id")) else None
+    if "method" not in message and ("result" in message or "error" in message):  # a client's response
+        return None if _valid_message(message) else Rejection(
+            types.INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 response.", request_id, reply=False)
+    if message.get("jsonrpc") != "2.0":
+        return Rejection(types.INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0".', request_id)
+    if not isinstance(message.get("method"), str):
+        return Rejection(types.INVALID_REQUEST, 'Invalid Request: "method" must be a string.', request_id)
+    if "id" in message and request_id is None:  # MCP: a string or an integer, never null
+        return Rejection(types.INVALID_REQUEST, 'Invalid Request: "id" must be a string or an integer.')
+    params = message.get("params")
+    if isinstance(params, list):  # JSON-RPC's positional params; every MCP method takes named ones
+        return Rejection(types.INVALID_PARAMS, 'Invalid params: "params" must be an object.', request_id, reply="id" in message)
+    if params is not None and not isinstance(params, dict):
+        return Rejection(types.INVALID_REQUEST, 'Invalid Request: "params" must be an object.', request_id)
+    if not _valid_message(message):  # anything the checks above missed: still answered, never dropped
+        return Rejection(types.INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message.", request_id)
+    return None
+
+
+def _valid_message(message):
+    try:
+        types.jsonrpc_message_adapter.validate_python(message, by_name=False)
+    except ValidationError:
+        return False
+    return True

@@ -11,6 +11,7 @@ from django.utils import timezone
 from backflow.errors import Conflict, Forbidden, InvalidInput, NotFound
 from backflow.writes import unique
 from backflow.redaction import redact
+from backflow.validation import without_nul
 from tenants.models import ApiKey, AuditEvent, Membership, Tenant, hash_api_key
 from tenants.scopes import normalize_scopes
 
@@ -18,14 +19,15 @@ KEY_PREFIX_ALPHABET = string.ascii_lowercase + string.digits
 
 
 def audit_record(*, tenant, actor, action, object_type, object_id="", summary=None):
-    """Record one event; call inside the write's transaction so both land or neither does."""
+    """Record one event; call inside the write's transaction so both land or neither does.
+    Refused calls are recorded with what they sent, NUL characters replaced (PostgreSQL refuses them)."""
     return AuditEvent.objects.create(
         tenant=tenant,
         principal=str(actor),
         action=action,
         object_type=object_type,
-        object_id=str(object_id)[:300],
-        summary=redact(summary or {}),
+        object_id=without_nul(str(object_id)[:300]),
+        summary=without_nul(redact(summary or {})),
     )
 
 
@@ -118,6 +120,6 @@ def api_key_authenticate(raw_key):
     return key
 
 
-def require_key_manager(actor):
+def require_key_manager(actor, what="API keys"):
     if not actor.manages_keys:
-        raise Forbidden("Only the tenant's owners and admins manage API keys; sign in with a JWT as one of them.")
+        raise Forbidden(f"Only the tenant's owners and admins manage {what}; sign in with a JWT as one of them.")

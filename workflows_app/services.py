@@ -8,6 +8,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from backflow.errors import Conflict, InvalidInput
+from backflow.validation import nul_errors
 from backflow.writes import check_changes, unique
 from integrations_app.stores import DatabaseStore
 from tenants.services import audit_record
@@ -95,6 +96,8 @@ def run_create(*, tenant, actor, workflow, input=None, trigger="manual", entry=N
         input = {}
     if not isinstance(input, dict):
         raise InvalidInput.single("input", "Give the run's input as a JSON object.")
+    if nul := nul_errors(input, ["input"]):
+        raise InvalidInput("Invalid input.", nul)
     entries = [w["name"] for w in workflow.definition["workflows"]]
     entry = entry or entries[0]
     if entry not in entries:

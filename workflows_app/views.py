@@ -7,6 +7,7 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from backflow.errors import ServiceError
 from tenants.principals import Principal
 from tenants.selectors import tenant_get
 from workflows_app import services
@@ -27,5 +28,8 @@ def webhook(request, tenant_slug, workflow_slug, token):
         return JsonResponse({"detail": "The body is not valid JSON.", "errors": {"body": ["Send JSON."]}}, status=400)
     if not isinstance(payload, dict):
         payload = {"body": payload}
-    run = services.run_create(tenant=tenant, actor=Principal.system(tenant, "webhook"), workflow=workflow, input=payload, trigger="webhook")
+    try:
+        run = services.run_create(tenant=tenant, actor=Principal.system(tenant, "webhook"), workflow=workflow, input=payload, trigger="webhook")
+    except ServiceError as exc:  # e.g. a NUL character in the payload, which cannot be stored
+        return JsonResponse(exc.as_dict(), status=exc.status_code)
     return JsonResponse({"runId": str(run.id), "status": run.status}, status=202)

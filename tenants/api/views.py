@@ -1,5 +1,5 @@
 from django.contrib.auth import authenticate
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -11,7 +11,8 @@ from tenants.api import serializers
 from tenants.authentication import TENANT_CLAIM
 from tenants.filtersets import AuditEventFilterSet
 from tenants.models import ApiKey, AuditEvent
-from tenants.viewsets import ERROR_RESPONSES, TenantScopedViewSet
+from tenants.signin import sign_in_failed, sign_in_wait
+from tenants.viewsets import ERROR_RESPONSES, ERROR_SCHEMA, TenantScopedViewSet
 
 
 @extend_schema_view(
@@ -74,12 +75,19 @@ class TokenObtainView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
 
-    @extend_schema(request=serializers.TokenObtainSerializer, responses={200: serializers.TokenPairSerializer, **ERROR_RESPONSES})
+    @extend_schema(request=serializers.TokenObtainSerializer, responses={
+        200: serializers.TokenPairSerializer, **ERROR_RESPONSES,
+        429: OpenApiResponse(ERROR_SCHEMA, description="Too many failed sign-ins; wait Retry-After seconds.")})
     def post(self, request):
         data = serializers.TokenObtainSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        wait = sign_in_wait(request, data.validated_data["username"])
+        if wait:
+            return Response({"detail": f"Too many failed sign-ins; retry in {wait} s."}, status=status.HTTP_429_TOO_MANY_REQUESTS,
+                            headers={"Retry-After": str(wait)})
         user = authenticate(request, username=data.validated_data["username"], password=data.validated_data["password"])
         if user is None:
+            sign_in_failed(request, data.validated_data["username"])
             return Response({"detail": "Wrong username or password."}, status=status.HTTP_401_UNAUTHORIZED)
         slugs = [m.tenant.slug for m in selectors.memberships_of(user=user)]
         wanted = data.validated_data.get("tenant")
@@ -132,7 +140,7 @@ class OAuthAuthorizationViewSet(TenantScopedViewSet):
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
-        services.require_key_manager(self.actor)
+        services.require_key_manager(self.actor, what="OAuth connections")
 
     def list(self, request):
         return Response([_present_token(token) for token in _tenant_tokens(self.tenant)])
