@@ -61,6 +61,20 @@ class TenantContext:
         return response.json()["access"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _end_stray_database_sessions(django_db_setup, django_db_blocker):
+    """Tools called in-process keep their worker thread's database connection between calls
+    (mcp_app/server.py); on PostgreSQL those idle sessions of this very process would stop the
+    test database from being dropped at the end of the run."""
+    yield
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
 @pytest.fixture
 def as_tenant(db):
     made = {}

@@ -24,7 +24,7 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def test_database_url():
+def child_database_url():
     """DATABASE_URL of the database this test run uses (the test database, not the configured one)."""
     db = connection.settings_dict
     if db["ENGINE"] == "django.db.backends.sqlite3":
@@ -37,7 +37,7 @@ def test_database_url():
 
 
 def child_env(**overrides):
-    env = {**os.environ, "DATABASE_URL": test_database_url(), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "DATABASE_URL": child_database_url(), "PYTHONUNBUFFERED": "1"}
     env.update({k: str(v) for k, v in overrides.items()})
     return env
 

@@ -22,7 +22,7 @@ from mcp_app.tests.helpers import (
     run,
 )
 from tenants.models import AuditEvent
-from tests.live import test_database_url
+from tests.live import child_database_url
 
 ENTITY_TOOLS = {"list_collections", "list_entities", "get_entity", "create_entity", "update_entity", "delete_entity"}
 APP_TOOLS = {"list_apps", "get_app", "create_app", "update_app", "delete_app"}
@@ -348,7 +348,7 @@ def test_stdio_local_mode_has_no_entity_tools_and_tenant_mode_has_them(acme, tra
             data, _ = await local.error("list_collections", {})
             assert data["error"].startswith("Unknown tool 'list_collections'"), data
             await local.error("create_app", STUDIO)
-        async with mcp_server("--tenant", "acme", env={"DATABASE_URL": test_database_url()}) as tenant:
+        async with mcp_server("--tenant", "acme", env={"DATABASE_URL": child_database_url()}) as tenant:
             await check_tool_definitions(tenant)
             assert [c["name"] for c in (await tenant.ok("list_collections", {}))["collections"]] == ["members"]
             created = await tenant.ok("create_entity", {"collection": "members", "data": {"name": "Stdio"}})

@@ -1,5 +1,5 @@
 """Fixtures for the stdio tests, which run `manage.py mcp_stdio` as real child processes (tenant-mode
-children open the test database through tests.live.test_database_url; the root conftest keeps the
+children open the test database through tests.live.child_database_url; the root conftest keeps the
 SQLite test database in a file for them)."""
 
 import pytest

@@ -6,7 +6,7 @@ The children open the test database (see conftest.py), so the tests commit their
 
 import pytest
 
-from tests.live import test_database_url
+from tests.live import child_database_url
 
 from integrations_app.models import Integration, Route
 from mcp_app.tests.helpers import (
@@ -26,7 +26,7 @@ CONTACTS = {"path": "/contacts", "method": "get", "integrations": {"actions": [{
 
 
 def db_env():
-    return {"DATABASE_URL": test_database_url()}
+    return {"DATABASE_URL": child_database_url()}
 
 
 def tool_calls(tenant):

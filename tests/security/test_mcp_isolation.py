@@ -122,7 +122,7 @@ def test_globex_reaches_none_of_acmes_objects_through_any_tool(transport, acme, 
 
     async def main():
         if transport == "stdio":
-            connection = mcp_server("--tenant", globex.tenant.slug, env={"DATABASE_URL": live.test_database_url()})
+            connection = mcp_server("--tenant", globex.tenant.slug, env={"DATABASE_URL": live.child_database_url()})
         else:
             connection = sdk_session(server.url, transport, globex.key)
         async with connection as session:
