@@ -1,11 +1,12 @@
 """Failed sign-ins are counted per client address and username, so passwords cannot be guessed at
-speed through the JWT token endpoint or the sign-in page (which the OAuth consent flow uses too).
-Only failures count: people who know their password are never slowed down."""
+speed through the JWT token endpoint, the sign-in page (which the OAuth consent flow uses too) or
+the admin's sign-in. Only failures count: people who know their password are never slowed down."""
 
+import functools
 import hashlib
 
 from django.conf import settings
-from django.contrib.auth.views import LoginView
+from django.http import HttpResponse
 
 from backflow.ratelimit import retry_after
 
@@ -26,18 +27,25 @@ def sign_in_failed(request, username):
     retry_after(_key(request, username), settings.BACKFLOW_SIGN_IN_RATE_LIMIT, fail_open=False)
 
 
-class SignInView(LoginView):
-    def post(self, request, *args, **kwargs):
-        wait = sign_in_wait(request, request.POST.get("username"))
-        if wait is None:
-            return super().post(request, *args, **kwargs)
-        # An unbound form: binding it would run authenticate(), the very attempt being refused.
-        context = self.get_context_data(form=self.form_class(request), refusal=f"Too many failed sign-ins; try again in {wait} s.")
-        response = self.render_to_response(context)
-        response.status_code = 429
-        response["Retry-After"] = str(wait)
+def limit_failed_sign_ins(view):
+    """A Django sign-in view (ours, the admin's) with the limit: a POST is refused (429) while its
+    address has failed too often for the username it names, and a POST answered with the form
+    again (200: wrong username or password) is counted as a failure."""
+
+    @functools.wraps(view)
+    def limited(request, *args, **kwargs):
+        if request.method != "POST":
+            return view(request, *args, **kwargs)
+        username = request.POST.get("username")
+        wait = sign_in_wait(request, username)
+        if wait:
+            response = HttpResponse(f"Too many failed sign-ins; try again in {wait} s.", status=429,
+                                    content_type="text/plain; charset=utf-8")
+            response["Retry-After"] = str(wait)
+            return response
+        response = view(request, *args, **kwargs)
+        if response.status_code == 200:
+            sign_in_failed(request, username)
         return response
 
-    def form_invalid(self, form):
-        sign_in_failed(self.request, form.data.get("username"))
-        return super().form_invalid(form)
+    return limited

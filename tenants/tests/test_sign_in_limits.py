@@ -1,7 +1,7 @@
 """Passwords cannot be guessed at speed: failed sign-ins per address and username are limited on the
-JWT token endpoint and on the sign-in page (which the OAuth consent flow uses), with a clear 429 and
-Retry-After, even for the right password; other usernames are unaffected, and so is anyone who
-signs in right. Once the window has passed, the right password works again."""
+JWT token endpoint, the sign-in page (which the OAuth consent flow uses) and the admin's sign-in,
+with a clear 429 and Retry-After, even for the right password; other usernames are unaffected, and
+so is anyone who signs in right. Once the window has passed, the right password works again."""
 
 import time
 
@@ -57,3 +57,16 @@ def test_sign_in_page_limits_failed_sign_ins(acme, settings):
     _next_window()
     page = browser.post("/accounts/login/", {"username": user.username, "password": "right-password"})
     assert page.status_code == 302 and browser.session["_auth_user_id"] == str(user.pk)
+
+
+def test_the_admin_sign_in_is_limited_too(acme, settings):
+    settings.BACKFLOW_SIGN_IN_RATE_LIMIT = (2, WINDOW)
+    staff = get_user_model().objects.create_superuser(f"staff-{time.time_ns()}", "staff@example.com", "right-password")
+    browser = Client()
+    _next_window()
+    for _ in range(2):
+        assert browser.post("/admin/login/", {"username": staff.username, "password": "guess"}).status_code == 200
+    refused = browser.post("/admin/login/", {"username": staff.username, "password": "right-password"})
+    assert refused.status_code == 429 and "Too many failed sign-ins" in refused.content.decode()
+    _next_window()
+    assert browser.post("/admin/login/", {"username": staff.username, "password": "right-password"}).status_code == 302
