@@ -277,18 +277,19 @@ async def _dispatch(path, scope, receive, send):
     length = int(headers.get("content-length") or 0)  # daphne (Twisted) has refused one that is not a number
     if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
         raise HttpError(413, f"Request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
-    if method == "GET":
+    if method != "POST":
         # Stateless: a GET stream would never carry a message, yet the SDK opened one and held it
-        # (and a server task) until the client hung up. The spec's answer for no stream is 405.
-        raise HttpError(405, "POST JSON-RPC messages to /mcp; this stateless server has no stream to GET.", [(b"allow", b"POST")])
-    if method == "POST":
-        if "application/json" not in (part.strip() for part in headers.get("content-type", "").split(";")[0].split(",")):
-            raise HttpError(415, "Send the JSON-RPC message as Content-Type: application/json.")  # the SDK: 400, plain text
-        # Checked here, not by the SDK: it answers a bad envelope with -32602 and pydantic's text,
-        # takes a request whose id is an object for a notification (202, never answered), accepts NaN.
-        body = await read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
-        rejection = check_message(body)
-        if rejection is not None:
-            return await refuse_message(send, rejection)
-        receive = _replayed(body, receive)
+        # (and a server task) until the client hung up; there is no session to DELETE either. The
+        # spec's answer for both is 405 (the SDK's own 405 advertised GET and DELETE).
+        raise HttpError(405, f"POST JSON-RPC messages to /mcp; this stateless server has no stream to GET and no session to "
+                             f"end, so {method} is not allowed.", [(b"allow", b"POST")])
+    if "application/json" not in (part.strip() for part in headers.get("content-type", "").split(";")[0].split(",")):
+        raise HttpError(415, "Send the JSON-RPC message as Content-Type: application/json.")  # the SDK: 400, plain text
+    # Checked here, not by the SDK: it answers a bad envelope with -32602 and pydantic's text,
+    # takes a request whose id is an object for a notification (202, never answered), accepts NaN.
+    body = await read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+    rejection = check_message(body)
+    if rejection is not None:
+        return await refuse_message(send, rejection)
+    receive = _replayed(body, receive)
     await streamable.handle(scope, receive, send, principal)

@@ -512,6 +512,8 @@ def test_http_request_refused_with_a_clear_status(remote, case):
     assert isinstance(body, dict), f"the body should be JSON that says what to fix: {response.text[:500]!r}"
     message = body["error"]["message"] if isinstance(body.get("error"), dict) else body.get("error")
     assert isinstance(message, str) and message.strip(), body
+    if response.status_code == 405 and case.path == "/mcp":
+        assert response.headers["allow"] == "POST"  # what /mcp does take
     assert_alive(sse)
     assert_alive(http)
 
