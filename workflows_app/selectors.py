@@ -2,6 +2,8 @@
 
 import uuid
 
+from django.core.exceptions import ImproperlyConfigured
+
 from backflow.errors import NotFound
 from backflow.templating import TemplateError, render
 from integrations_app.services import secret_value
@@ -64,6 +66,9 @@ def mcp_server_spec(server):
                 value = value.get("prefix", "") + secret_value(tenant=server.tenant, name=value["secret"])
             except NotFound as exc:
                 raise McpClientError(f"MCP server {server.name!r}: header {name}: {exc.message}") from exc
+            except ImproperlyConfigured as exc:  # the operator changed BACKFLOW_SECRETS_KEY
+                raise McpClientError(f"MCP server {server.name!r}: header {name}: the secret {value['secret']!r} cannot be "
+                                     "decrypted; ask the operator to check BACKFLOW_SECRETS_KEY, or store the secret again.") from exc
         headers.append((name, value))
     return ServerSpec(
         key=(server.tenant_id, server.name), name=server.name, transport=server.transport, command=server.command,

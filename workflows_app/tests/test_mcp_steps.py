@@ -9,9 +9,13 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+from cryptography.fernet import Fernet
+
 from integrations_app import services as integration_services
+from integrations_app.models import Secret
 from workflows_app import selectors, services
-from workflows_app.mcp_client import CLIENT
+from workflows_app.mcp_client import CLIENT, McpClientError
 from workflows_app.models import McpServer
 from workflows_app.tests.helpers import (
     EVERYTHING,
@@ -291,3 +295,15 @@ def test_a_server_that_is_not_installed_fails_its_step_clearly(acme):
     McpServer.objects.for_tenant(acme.tenant).filter(name="gone").delete()
     run = run_now(acme, orphan)
     assert run.status == "failed" and "No MCP server named 'gone'" in run.error, run.error
+
+
+def test_a_header_secret_that_no_longer_decrypts_is_named(acme):
+    """The operator changed BACKFLOW_SECRETS_KEY: the server's connection fails naming the secret."""
+    integration_services.secret_create(tenant=acme.tenant, actor=acme.actor, name="vault_token", value="t-1")
+    Secret.objects.for_tenant(acme.tenant).filter(name="vault_token").update(
+        ciphertext=Fernet(Fernet.generate_key()).encrypt(b"t-2").decode())
+    services.mcp_server_create(tenant=acme.tenant, actor=acme.actor, document={
+        "name": "vault", "url": "https://vault.example.com/mcp",
+        "headers": {"Authorization": {"secret": "vault_token", "prefix": "Bearer "}}})
+    with pytest.raises(McpClientError, match="the secret 'vault_token' cannot be decrypted.*BACKFLOW_SECRETS_KEY"):
+        selectors.mcp_server_spec(selectors.mcp_server_get(tenant=acme.tenant, name="vault"))
