@@ -1,7 +1,7 @@
 """Load: tenant route invocations (/t/<tenant>/<path>) at 50 concurrent clients, against the
 upstream they chain called directly at the same concurrency.
 
-    .venv/bin/python -m bench load_routes [--clients 50] [--seconds 10] [--rounds 2]   # about 1 min
+    .venv/bin/python -m bench.load_routes [--clients 50] [--seconds 10] [--rounds 2]   # about 1 min
 
 Loopback only: a local upstream (uvicorn serving bench.support.upstream_app, a fixed 200-byte
 JSON answer), and daphne (`make run`'s server) on a temporary SQLite file with a tenant, an API

@@ -1,7 +1,7 @@
 """Load: workflow runs queued faster than they run, drained by `run_worker` children; peer:
 django-tasks-db's own `db_worker` draining equivalent plain tasks, in the same run.
 
-    .venv/bin/python -m bench load_workflows [--runs 300] [--workers 2] [--postgres URL]   # about 1-1.5 min
+    .venv/bin/python -m bench.load_workflows [--runs 300] [--workers 2] [--postgres URL]   # about 1-1.5 min
 
 Loopback only. A throw-away database (a SQLite file in a temporary folder, or with --postgres the
 database bf_bench_h5 created on that server and dropped after), a local upstream (uvicorn,

@@ -55,6 +55,17 @@ def wait_for_port(port, process, timeout=30.0, log_path=None):
     raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout} s")
 
 
+def stop_process(process, timeout=10):
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class ServerProcess:
     """A child server of this project on a free loopback port, its output in a file (an unread
     pipe would block a chatty server once it fills); `args(port)` gives its command line."""
@@ -75,13 +86,7 @@ class ServerProcess:
         return text[-tail:] if tail else text
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.log.close()
         Path(self.log.name).unlink(missing_ok=True)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from integrations_app.tests.test_runtime_helpers import Reply, Tripwire, make_integration, upstream, upstreams  # noqa: F401 (fixtures)
+from integrations_app.tests.test_runtime_helpers import Reply, Tripwire, make_integration
 from workflows_app import engine, llm
 from workflows_app import services as workflow_services
 from workflows_app.tests.helpers import run_now, step, workflow

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from integrations_app.tests.test_runtime_helpers import Reply, make_integration, make_route, upstream, upstreams  # noqa: F401 (fixtures)
+from integrations_app.tests.test_runtime_helpers import Reply, make_integration, make_route
 from mcp_app.tests.test_remote_support import (
     bearer,
     exchange,

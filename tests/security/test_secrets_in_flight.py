@@ -16,7 +16,7 @@ import pytest
 from django.db import connection
 
 from integrations_app import services as integration_services
-from integrations_app.tests.test_runtime_helpers import Reply, make_integration, make_route, upstream, upstreams  # noqa: F401 (fixtures)
+from integrations_app.tests.test_runtime_helpers import Reply, make_integration, make_route
 from workflows_app.tests.helpers import Worker, step, workflow
 
 pytestmark = pytest.mark.django_db(transaction=True)
