@@ -229,7 +229,7 @@ BACKFLOW_LLM_MODEL = env.str("BACKFLOW_LLM_MODEL", default="")
 # OAuth 2.1 for remote MCP (django-oauth-toolkit). Behind a proxy, set BACKFLOW_PUBLIC_URL to the
 # address clients use (e.g. https://backflow.example.com): it names the issuer and the MCP resource.
 BACKFLOW_PUBLIC_URL = env.str("BACKFLOW_PUBLIC_URL", default="")
-# Failed sign-ins (JWT token endpoint, sign-in page) per client address and username: (failures, seconds).
+# Failed sign-ins (JWT token endpoint, sign-in page, admin sign-in) per client address and username: (failures, seconds).
 BACKFLOW_SIGN_IN_RATE_LIMIT = tuple(env.list("BACKFLOW_SIGN_IN_RATE_LIMIT", cast=int, default=[10, 300]))
 BACKFLOW_OAUTH_REGISTRATION_RATE_LIMIT = tuple(env.list("BACKFLOW_OAUTH_REGISTRATION_RATE_LIMIT", cast=int, default=[20, 3600]))
 OAUTH2_PROVIDER = {
