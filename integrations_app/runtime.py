@@ -9,12 +9,13 @@ DELETE) or become the JSON body (other methods, when the endpoint defines no bod
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
 import re
 from dataclasses import dataclass, field
-from urllib.parse import quote, quote_plus, urljoin
+from urllib.parse import urljoin
 
 import anyio
 import httpx
@@ -24,6 +25,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from backflow.egress import EgressRefused
 from backflow.errors import NotFound
+from backflow.outages import REDIS_ERRORS
+from backflow.redaction import scrub
 from backflow.templating import TemplateError, expressions, placeholder_names, render
 
 logger = logging.getLogger("backflow.routes")
@@ -227,7 +230,10 @@ async def _apply_auth(request, integration, secrets, client, label):
 async def _oauth2_token(auth, client_secret, namespace, integration_name, client, label):
     fingerprint = hashlib.sha256(f"{auth['tokenUrl']}|{auth['clientId']}|{client_secret}".encode()).hexdigest()[:32]
     key = f"oauth2:{namespace}:{integration_name}:{fingerprint}"
-    token = await cache.aget(key)
+    try:
+        token = await cache.aget(key)
+    except REDIS_ERRORS:  # the cache is down: fetch a token (and skip caching it) rather than fail the call
+        token = None
     if token:
         return token
     form = {"grant_type": "client_credentials", "client_id": auth["clientId"], "client_secret": client_secret}
@@ -246,7 +252,8 @@ async def _oauth2_token(auth, client_secret, namespace, integration_name, client
     if response.status_code >= 400 or not isinstance(payload, dict) or "access_token" not in payload:
         raise RouteFailure(502, f"{label}: the OAuth token endpoint refused the client credentials ({response.status_code}).")
     lifetime = int(payload.get("expires_in") or 300)
-    await cache.aset(key, payload["access_token"], timeout=max(1, lifetime - 30))
+    with contextlib.suppress(*REDIS_ERRORS):
+        await cache.aset(key, payload["access_token"], timeout=max(1, lifetime - 30))
     return payload["access_token"]
 
 
@@ -313,32 +320,11 @@ def _result(status, content_type, body, label, credentials=()):
             raise RouteFailure(502, f"{label}: the upstream said JSON but sent something else.", upstreamStatus=status) from exc
     else:
         value = text
-    value = _redact(value, credentials)
+    value = scrub(value, credentials)
     if status >= 400:
         raise RouteFailure(502, f"{label}: the upstream answered {status}.", upstreamStatus=status,
                            upstreamBody=_truncate(value))
     return value
-
-
-def _redact(value, credentials):
-    """`value` with every credential the call sent (as sent or URL-encoded) replaced: an upstream
-    that echoes its request, in an error or a success, must not hand the tenant's secret to the
-    route's caller (who may be anyone, on a public route) or into a stored step result."""
-    forms = sorted({form for secret in credentials if secret for form in (secret, quote(secret, safe=""), quote_plus(secret, safe=""))},
-                   key=len, reverse=True)
-
-    def clean(item):
-        if isinstance(item, str):
-            for form in forms:
-                item = item.replace(form, "[redacted]")
-            return item
-        if isinstance(item, dict):
-            return {clean(k): clean(v) for k, v in item.items()}
-        if isinstance(item, list):
-            return [clean(v) for v in item]
-        return item
-
-    return clean(value) if forms else value
 
 
 def _truncate(value, limit=2000):

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from backflow.egress import shared_client
 from backflow.errors import ServiceError
-from backflow.redaction import redact
+from backflow.redaction import redact, scrub
 from backflow.templating import TemplateError, render
 from backflow.validation import without_nul
 from integrations_app.runtime import RouteFailure, call_endpoint, tenant_secrets
@@ -33,12 +33,14 @@ class StepFailed(Exception):
     """The step could not produce a result; the message says why."""
 
 
-def _mcp_result(result):
-    """structuredContent when the tool gave one, else its text; isError fails the step."""
-    text = "\n".join(block.text for block in result.content if getattr(block, "type", None) == "text")
+def _mcp_result(result, spec):
+    """structuredContent when the tool gave one, else its text; isError fails the step. Whatever
+    the server echoes of the secrets in its connection headers is scrubbed."""
+    text = scrub("\n".join(block.text for block in result.content if getattr(block, "type", None) == "text"), spec.credentials)
+    structured = scrub(result.structured_content, spec.credentials)
     if result.is_error:
-        raise StepFailed(f"the tool reported an error: {text or result.structured_content}")
-    return result.structured_content if result.structured_content is not None else text
+        raise StepFailed(f"the tool reported an error: {text or structured}")
+    return structured if structured is not None else text
 
 
 def _tool_summary(tool):
@@ -71,11 +73,11 @@ class RunContext:
                 return [_tool_summary(t) for t in mcp_client.list_tools(self.server_spec(params["server"]), timeout)]
             if action == "mcp.execute":
                 spec = self.server_spec(params["server"])
-                return _mcp_result(mcp_client.call_tool(spec, params["tool"], params.get("arguments") or {}, timeout))
+                return _mcp_result(mcp_client.call_tool(spec, params["tool"], params.get("arguments") or {}, timeout), spec)
             tool = self.tools[action]
             if tool["type"] == "mcp_tool":
                 spec = self.server_spec(tool["params"]["mcpServer"])
-                return _mcp_result(mcp_client.call_tool(spec, tool["params"]["toolName"], params, timeout))
+                return _mcp_result(mcp_client.call_tool(spec, tool["params"]["toolName"], params, timeout), spec)
             if tool["type"] == "llm_call":
                 options = {**tool["params"], **params}
                 return mcp_client.CLIENT.run(llm.complete(

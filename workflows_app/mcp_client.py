@@ -57,6 +57,7 @@ class ServerSpec:
     env: tuple = ()  # rendered (name, value) pairs
     url: str = ""
     headers: tuple = ()  # resolved (name, value) pairs
+    credentials: tuple = ()  # the stored secrets in those headers, scrubbed from what the server answers
     timeout: float = 60.0
     max_concurrency: int = 4
     fingerprint: str = field(default="", compare=False)

@@ -59,11 +59,12 @@ def mcp_server_spec(server):
         env = tuple(sorted((k, str(render(v, {}))) for k, v in server.env.items()))
     except TemplateError as exc:
         raise McpClientError(f"MCP server {server.name!r}: {exc}") from exc
-    headers = []
+    headers, credentials = [], []
     for name, value in sorted(server.headers.items()):
         if isinstance(value, dict):
             try:
-                value = value.get("prefix", "") + secret_value(tenant=server.tenant, name=value["secret"])
+                credentials.append(secret_value(tenant=server.tenant, name=value["secret"]))
+                value = value.get("prefix", "") + credentials[-1]
             except NotFound as exc:
                 raise McpClientError(f"MCP server {server.name!r}: header {name}: {exc.message}") from exc
             except ImproperlyConfigured as exc:  # the operator changed BACKFLOW_SECRETS_KEY
@@ -72,6 +73,6 @@ def mcp_server_spec(server):
         headers.append((name, value))
     return ServerSpec(
         key=(server.tenant_id, server.name), name=server.name, transport=server.transport, command=server.command,
-        args=tuple(server.args), env=env, url=server.url, headers=tuple(headers), timeout=server.timeout,
+        args=tuple(server.args), env=env, url=server.url, headers=tuple(headers), credentials=tuple(credentials), timeout=server.timeout,
         max_concurrency=server.max_concurrency,
     ).with_fingerprint()

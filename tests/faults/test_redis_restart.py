@@ -21,7 +21,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from integrations_app import services as integration_services
 from integrations_app.models import Integration, Route
+from integrations_app.stores import DatabaseStore
 from integrations_app.tests.test_runtime_helpers import Reply, upstream, upstreams  # noqa: F401 (fixtures)
 from mcp_app.tests.test_remote_multiprocess import call, streamable_result
 from mcp_app.tests.test_remote_support import (
@@ -77,6 +79,13 @@ def names(answer):
 
 def test_redis_restart_under_a_live_sse_session(acme, live_daphne, private_redis, upstream):  # noqa: F811
     upstream.on("GET", "/ping", Reply(body={"pong": True}))
+    # An integration whose OAuth token is cached in Redis: during the outage a token is fetched anew.
+    upstream.on("POST", "/token", Reply(body={"access_token": "tok", "expires_in": 3600}))
+    integration_services.secret_create(tenant=acme.tenant, actor=acme.actor, name="client_secret", value="cs-1")
+    oauth = {**integration_doc("oauth", upstream), "auth": {"type": "oauth2_client_credentials", "tokenUrl": f"{upstream.url}/token",
+                                                            "clientId": "backflow", "secret": "client_secret"}}
+    integration_services.integration_create(store=DatabaseStore(tenant=acme.tenant, actor=acme.actor), document=oauth)
+    integration_services.route_create(store=DatabaseStore(tenant=acme.tenant, actor=acme.actor), document=route_doc("/oauth", "oauth"))
     server = live_daphne(REDIS_URL=private_redis.url, BACKFLOW_EGRESS_ALLOW="127.0.0.1",
                          BACKFLOW_SSE_KEEPALIVE_SECONDS="0.5")
     auth = bearer(acme.key)
@@ -93,6 +102,7 @@ def test_redis_restart_under_a_live_sse_session(acme, live_daphne, private_redis
                 response = await http.post("/api/routes/", json=route_doc("/before", "before"), headers=auth)
                 assert response.status_code == 201, response.text
                 assert (await http.get("/t/acme/before")).json() == {"pong": True}
+                assert (await http.get("/t/acme/oauth")).json() == {"pong": True}
 
                 private_redis.stop()
 
@@ -102,15 +112,15 @@ def test_redis_restart_under_a_live_sse_session(acme, live_daphne, private_redis
                 # Sign-in attempts could not be counted: refused rather than let through unlimited.
                 assert_unavailable(await http.post("/api/auth/token", json=SIGN_IN), "a sign-in")
                 # What only uses the cache works from the database.
-                assert names(await streamable(call(4))) == ["before"]
+                assert names(await streamable(call(4))) == ["before", "oauth"]
                 during = await streamable(call(5, "create_integration", integration_doc("during", upstream)))
                 assert during["result"]["isError"] is False, during
                 response = await http.post("/api/routes/", json=route_doc("/during", "during"), headers=auth)
                 assert response.status_code == 201, response.text
                 response = await http.get("/api/integrations/", headers=auth)
                 assert response.status_code == 200, response.text
-                assert sorted(i["name"] for i in response.json()["results"]) == ["before", "during"]
-                for path in ("/t/acme/before", "/t/acme/during"):
+                assert sorted(i["name"] for i in response.json()["results"]) == ["before", "during", "oauth"]
+                for path in ("/t/acme/before", "/t/acme/during", "/t/acme/oauth"):
                     response = await http.get(path)
                     assert response.status_code == 200 and response.json() == {"pong": True}, (path, response.text)
                 assert server.process.poll() is None, server.output()
@@ -129,13 +139,13 @@ def test_redis_restart_under_a_live_sse_session(acme, live_daphne, private_redis
                 while (answer := (await old.event()).json()).get("id") != ping:
                     assert 100 <= answer.get("id", 0) < ping, answer
                 assert answer["result"] == {}
-                assert names(await exchange(http, old, acme.key, call(7))) == ["before", "during"]
+                assert names(await exchange(http, old, acme.key, call(7))) == ["before", "during", "oauth"]
 
             async with raw_sse(http, "/mcp/sse", headers=auth) as new:
                 await handshake(http, new, acme.key)
-                assert names(await exchange(http, new, acme.key, call(2))) == ["before", "during"]
+                assert names(await exchange(http, new, acme.key, call(2))) == ["before", "during", "oauth"]
             assert streamable_result(await http.post("/mcp", json=initialize(), headers={**auth, **STREAMABLE_HEADERS}))["result"]
-            for path in ("/t/acme/before", "/t/acme/during"):
+            for path in ("/t/acme/before", "/t/acme/during", "/t/acme/oauth"):
                 assert (await http.get(path)).json() == {"pong": True}, path
             assert (await http.post("/api/auth/token", json=SIGN_IN)).status_code == 401  # counted and answered again
 
@@ -147,5 +157,5 @@ def test_redis_restart_under_a_live_sse_session(acme, live_daphne, private_redis
     assert server.process.poll() is None, server.output()
     assert "Traceback" not in log, log[-4000:]
     assert "Redis" in log  # the outage was logged, once per kind of failure
-    assert sorted(Integration.objects.for_tenant(acme.tenant).values_list("name", flat=True)) == ["before", "during"]
-    assert sorted(Route.objects.for_tenant(acme.tenant).values_list("path", flat=True)) == ["/before", "/during"]
+    assert sorted(Integration.objects.for_tenant(acme.tenant).values_list("name", flat=True)) == ["before", "during", "oauth"]
+    assert sorted(Route.objects.for_tenant(acme.tenant).values_list("path", flat=True)) == ["/before", "/during", "/oauth"]

@@ -6,6 +6,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from backflow.errors import InvalidInput
+from backflow.redaction import scrub
 from tenants.viewsets import CONFLICT, ERROR_RESPONSES, DocumentViewSet, TenantScopedViewSet, document_schema_view, json_object_body
 from workflows_app import mcp_client, selectors, services
 from workflows_app.documents import MCP_SERVER_SCHEMA, WORKFLOW_SCHEMA
@@ -212,4 +213,4 @@ class AgentMcpViewSet(TenantScopedViewSet):
             result = mcp_client.call_tool(spec, body["tool"], arguments)
         except mcp_client.McpClientError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_502_BAD_GATEWAY)
-        return Response(result.model_dump(by_alias=True, exclude_none=True, mode="json"))
+        return Response(scrub(result.model_dump(by_alias=True, exclude_none=True, mode="json"), spec.credentials))

@@ -307,3 +307,18 @@ def test_a_header_secret_that_no_longer_decrypts_is_named(acme):
         "headers": {"Authorization": {"secret": "vault_token", "prefix": "Bearer "}}})
     with pytest.raises(McpClientError, match="the secret 'vault_token' cannot be decrypted.*BACKFLOW_SECRETS_KEY"):
         selectors.mcp_server_spec(selectors.mcp_server_get(tenant=acme.tenant, name="vault"))
+
+
+def test_what_a_server_echoes_of_its_header_secret_is_scrubbed(acme, everything_http, settings):
+    """A tenant's MCP server that repeats the credential it was sent (here: server-everything's echo
+    tool, asked to) cannot put it in a run's output or an /agent/mcp answer."""
+    settings.BACKFLOW_EGRESS_ALLOW = ["127.0.0.1"]
+    integration_services.secret_create(tenant=acme.tenant, actor=acme.actor, name="vault_token", value="s3cr3t-echoed")
+    api = acme.client()
+    made = api.post("/api/mcp-servers/", {"name": "remote", "transport": "http", "url": everything_http.url, "timeout": 10,
+                                          "headers": {"Authorization": {"secret": "vault_token", "prefix": "Bearer "}}}, format="json")
+    assert made.status_code == 201, made.content
+    run = run_now(acme, create(acme, echo_workflow("leaky", server="remote", message="{{input.text}}")), {"text": "s3cr3t-echoed"})
+    assert run.status == "succeeded" and run.output == "Echo: [redacted]", (run.status, run.output, run.error)
+    answer = api.post("/agent/mcp/execute", {"server": "remote", "tool": "echo", "arguments": {"message": "s3cr3t-echoed"}}, format="json")
+    assert answer.status_code == 200 and "s3cr3t-echoed" not in answer.content.decode() and "[redacted]" in answer.content.decode()
