@@ -23,9 +23,12 @@ class Command(DbWorkerCommand):
             threading.Thread(target=self._schedule_forever, name="backflow-scheduler", daemon=True).start()
         pause = 0.5
         while True:
+            started = time.monotonic()
             try:
                 return super().handle(*args, **options)
             except DATABASE_ERRORS as exc:
+                if time.monotonic() - started > 60:  # it worked for a while: a new outage starts short
+                    pause = 0.5
                 # django-tasks-db's loop exits on the first poll that cannot reach the database,
                 # and nothing restarts a worker: every run queued after a database restart would
                 # wait forever. Wait for the database instead (runs are durable; one that was
