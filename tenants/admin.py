@@ -8,6 +8,17 @@ from tenants.admin_base import operator
 from tenants.scopes import ALL_SCOPES
 
 
+def _audit(request, tenant, action, object_id, summary):
+    """Operators' changes of tenants and memberships land in the tenant's audit log like every
+    other write (the admin runs each save in a transaction, so both land or neither does)."""
+    services.audit_record(tenant=tenant, actor=operator(request, tenant), action=action,
+                          object_type=action.split(".")[0], object_id=object_id, summary=summary)
+
+
+def _audit_membership(request, membership, action):
+    _audit(request, membership.tenant, action, membership.user.get_username(), {"role": membership.role})
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
@@ -21,6 +32,18 @@ class TenantAdmin(admin.ModelAdmin):
     search_fields = ["slug", "name"]
     inlines = [MembershipInline]
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        _audit(request, obj, "tenant.update" if change else "tenant.create", obj.slug,
+               {field: form.cleaned_data[field] for field in form.changed_data})
+
+    def save_formset(self, request, form, formset, change):
+        super().save_formset(request, form, formset, change)
+        for membership in [*formset.new_objects, *(obj for obj, _ in formset.changed_objects)]:
+            _audit_membership(request, membership, "membership.set")
+        for membership in formset.deleted_objects:
+            _audit_membership(request, membership, "membership.delete")
+
 
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
@@ -28,6 +51,19 @@ class MembershipAdmin(admin.ModelAdmin):
     list_filter = ["tenant", "role"]
     search_fields = ["user__username", "tenant__slug"]
     autocomplete_fields = ["user", "tenant"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        _audit_membership(request, obj, "membership.set")
+
+    def delete_model(self, request, obj):
+        _audit_membership(request, obj, "membership.delete")
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for membership in queryset.select_related("tenant", "user"):
+            _audit_membership(request, membership, "membership.delete")
+        super().delete_queryset(request, queryset)
 
 
 class ApiKeyCreateForm(forms.ModelForm):
@@ -85,6 +121,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
         )
         obj.pk = key.pk
         messages.warning(request, f"New API key (shown once, copy it now): {plaintext}")
+
+    def delete_model(self, request, obj):
+        self.delete_queryset(request, ApiKey.all_tenants.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset):
+        for key in queryset.select_related("tenant"):
+            _audit(request, key.tenant, "api_key.delete", key.prefix, {"name": key.name})
+        super().delete_queryset(request, queryset)
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset):
