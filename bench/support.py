@@ -11,11 +11,12 @@ import json
 import os
 import resource
 import secrets
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tests.live import free_port, wait_for_port  # the tests' server children use the same two
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -62,26 +63,14 @@ def row(metric, value, peer=None, *, ratio_of=True, target=None, met=None):
     return line
 
 
+def print_rows(rows, metric_width=28, value_width=14):
+    """The rows as the console table a benchmark prints while it runs."""
+    for line in rows:
+        print(f"  {line['metric']:<{metric_width}} {line['value']!s:>{value_width}} {line.get('peer', '')!s:>{value_width}} "
+              f"{line.get('ratio', '')!s:>7}")
+
+
 # -- processes ---------------------------------------------------------------------------------
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port, process, timeout=60, log_path=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = Path(log_path).read_text(errors="replace")[-2000:] if log_path else ""
-            raise RuntimeError(f"{' '.join(map(str, process.args[:5]))} exited with {process.returncode}: {tail}")
-        with socket.socket() as sock:
-            if sock.connect_ex((HOST, port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listened on {HOST}:{port} within {timeout} s")
-
 
 def raise_open_files(wanted):
     """Raise this process's soft open-files limit towards `wanted` (children inherit it)."""

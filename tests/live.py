@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from django.db import connection
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -26,6 +24,8 @@ def free_port():
 
 def child_database_url():
     """DATABASE_URL of the database this test run uses (the test database, not the configured one)."""
+    from django.db import connection  # here, so the benchmarks' bare peers import no Django with this module
+
     db = connection.settings_dict
     if db["ENGINE"] == "django.db.backends.sqlite3":
         assert "memory" not in str(db["NAME"]), "child processes need the file-based SQLite test database (root conftest)"
@@ -47,7 +47,7 @@ def wait_for_port(port, process, timeout=30.0, log_path=None):
     while time.monotonic() < deadline:
         if process.poll() is not None:
             output = Path(log_path).read_text(errors="replace")[-2000:] if log_path else ""
-            raise RuntimeError(f"server exited early with {process.returncode}: {output}")
+            raise RuntimeError(f"{' '.join(map(str, process.args[:5]))} exited early with {process.returncode}: {output}")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
