@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bench.support import (
     Child, Memory, create_platform, latency_ms, mib, peer_env, platform_env, raise_open_files, redis_available,
-    redis_clean, row, stop_all,
+    redis_clean, print_rows, row, stop_all,
 )
 
 SESSIONS = 200
@@ -271,8 +271,7 @@ def main(argv=None):
              + (f"; ours with {' '.join(args.env)}" if args.env else ""))
     outcome = {"about": about, "rows": rows, "targets": results, "seconds": round(time.monotonic() - started, 1),
                "zeroErrorsMet": all(r["errors"] == 0 and not r["timedOut"] for n, r in results.items() if n != "peer")}
-    for line in rows:
-        print(f"  {line['metric']:<28} {line['value']!s:>14} {line.get('peer', '')!s:>14} {line.get('ratio', '')!s:>7}")
+    print_rows(rows)
     for name, result in results.items():
         if not rows:
             print(f"  {name}: errors {result['errors']}, calls/s {result['callsPerSecond']}, latency {result['callLatencyMs']}, "

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from bench.support import (
-    Child, Memory, create_platform, http_load, latency_ms, mib, peer_env, platform_env, row, stop_all,
+    Child, Memory, create_platform, http_load, latency_ms, mib, peer_env, platform_env, print_rows, row, stop_all,
 )
 
 
@@ -127,8 +127,7 @@ def main(argv=None):
              + (f"; ours with {' '.join(args.env)}" if args.env else ""))
     outcome = {"about": about, "rows": rows, "targets": results, "seconds": round(time.monotonic() - started, 1),
                "zeroErrorsMet": ours["errors"] == 0}
-    for line in rows:
-        print(f"  {line['metric']:<28} {line['value']!s:>14} {line.get('peer', '')!s:>14} {line.get('ratio', '')!s:>7}")
+    print_rows(rows)
     for failure in ours.get("firstFailures", []):
         print(f"  ours failure: {failure}")
     return outcome

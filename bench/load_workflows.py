@@ -37,7 +37,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench.support import (
-    Child, Memory, PostgresDatabase, create_platform, latency_ms, peer_env, platform_env, row, stop_all,
+    Child, Memory, PostgresDatabase, create_platform, latency_ms, peer_env, platform_env, print_rows, row, stop_all,
 )
 
 WORKFLOW = {
@@ -365,8 +365,7 @@ def main(argv=None):
              f"peer: django-tasks-db db_worker on plain tasks doing the same GET, POSTed to a bare ASGI enqueue endpoint; {database}")
     outcome = {"about": about, "rows": rows, "targets": results, "database": database, "seconds": round(time.monotonic() - started, 1),
                "zeroErrorsMet": rows[0]["met"]}
-    for line in rows:
-        print(f"  {line['metric']:<44} {line['value']!s:>10} {line.get('peer', '')!s:>10} {line.get('ratio', '')!s:>7}")
+    print_rows(rows, 44, 10)
     for name, result in results.items():
         for phase, numbers in result.items():
             print(f"  {name} {phase}: checks {numbers['checks']} statuses {numbers['statuses']}")
