@@ -28,13 +28,22 @@ def redact(value):
     return value
 
 
+# The shortest piece of a credential scrub_text removes on its own: parsers' error messages quote
+# what they were sent truncated (pydantic: 'Bearer sk-live...cdef0123'), cutting a credential in two.
+FRAGMENT = 8
+
+
+def _forms(credentials):
+    return sorted({form for secret in credentials if secret for form in (secret, quote(secret, safe=""), quote_plus(secret, safe=""))},
+                  key=len, reverse=True)
+
+
 def scrub(value, credentials):
     """A copy of a JSON value with every credential in `credentials` (as sent or URL-encoded)
     replaced wherever it appears: what an upstream or a tenant's MCP server echoes of the
     credentials it was sent, in an error or a success, must reach neither the caller (who may be
     anyone, on a public route) nor a stored step result."""
-    forms = sorted({form for secret in credentials if secret for form in (secret, quote(secret, safe=""), quote_plus(secret, safe=""))},
-                   key=len, reverse=True)
+    forms = _forms(credentials)
 
     def clean(item):
         if isinstance(item, str):
@@ -48,3 +57,37 @@ def scrub(value, credentials):
         return item
 
     return clean(value) if forms else value
+
+
+def scrub_text(text, credentials):
+    """An error message or log line without the credentials: `scrub`, and then every run of at
+    least FRAGMENT characters that is part of one (what a truncated quotation leaves of it)."""
+    forms = _forms(credentials)
+    text = scrub(str(text), credentials)
+    grams = {form[i:i + FRAGMENT] for form in forms for i in range(len(form) - FRAGMENT + 1)}
+    if not grams:
+        return text
+    covered = [False] * len(text)
+    for start in range(len(text) - FRAGMENT + 1):
+        if text[start:start + FRAGMENT] in grams:
+            covered[start:start + FRAGMENT] = [True] * FRAGMENT
+    out, index = [], 0
+    while index < len(text):
+        if covered[index]:
+            while index < len(text) and covered[index]:
+                index += 1
+            out.append("[redacted]")
+        else:
+            out.append(text[index])
+            index += 1
+    return "".join(out)
+
+
+def is_platform_variable(name):
+    """Whether an environment variable is one of Backflow's own settings (settings.PLATFORM_ENV_NAMES
+    and PLATFORM_ENV_PREFIXES): the platform's configuration and credentials, never a tenant's
+    secret value nor what a template reads."""
+    from django.conf import settings
+
+    name = str(name).upper()
+    return name in settings.PLATFORM_ENV_NAMES or name.startswith(tuple(settings.PLATFORM_ENV_PREFIXES))

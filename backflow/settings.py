@@ -18,6 +18,18 @@ env = environ.Env()
 # variables win over it.
 environ.Env.read_env(VAR_DIR / "local.env")
 
+# The environment variables Backflow itself reads (every env read below, and the BACKFLOW_*
+# variables of its commands): its own configuration and credentials. No tenant secret and no
+# template ever takes its value from one (import_config, {{env.NAME}}: backflow.redaction.
+# is_platform_variable). A new setting's variable is covered by naming it here unless a prefix
+# covers it; integrations_app/tests/test_transfer_platform_env.py checks every read below.
+PLATFORM_ENV_PREFIXES = ("BACKFLOW_", "DJANGO_", "LOG_")
+PLATFORM_ENV_NAMES = frozenset({
+    "SECRET_KEY", "SECRET_KEY_FALLBACKS", "DEBUG", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "DATABASE_URL", "REDIS_URL",
+    "CONN_MAX_AGE", "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "JWT_ACCESS_MINUTES", "JWT_REFRESH_DAYS",
+})
+
+
 
 def _required(name, how):
     value = env.str(name, default="")

@@ -2,16 +2,25 @@
 
 Local mode names credentials `{{env.NAME}}`; a tenant names stored secrets. Importing turns
 `{{env.STRIPE_KEY}}` into the secret `stripe_key` (filled from the environment when the
-variable is set); exporting turns it back.
+variable is set); exporting turns it back. Backflow's own settings variables (SECRET_KEY,
+BACKFLOW_*, DATABASE_URL, …: backflow.redaction.is_platform_variable) are never read as a
+secret's value: the operator's environment is not the tenant's.
 """
 
 import os
 import re
 
+from backflow.redaction import is_platform_variable
 from integrations_app import services
 from integrations_app.models import Secret
 
 ENV_REF = re.compile(r"^\{\{\s*env\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
+
+
+def platform_variable_refusal(variable, secret):
+    """Why `variable` is not read for the secret `secret`, and how to set the secret instead."""
+    return (f"${variable} is one of Backflow's own settings and is never read as a tenant's secret; "
+            f"store the secret {secret!r} with POST /api/secrets/ (or the admin) after the import.")
 
 
 def _with_secret(doc, secret):
@@ -66,7 +75,12 @@ def import_into_tenant(*, source, target, environ=None):
         report["secrets"], report["missingSecrets"] = {}, []
         for name, variable in sorted(wanted.items()):
             existing = Secret.objects.for_tenant(target.tenant).filter(name=name).first()
-            if variable in environ:
+            if is_platform_variable(variable):
+                if existing is None:
+                    report["missingSecrets"].append({"secret": name, "variable": variable, "reason": platform_variable_refusal(variable, name)})
+                else:
+                    report["secrets"][name] = f"kept as stored: ${variable} is one of Backflow's own settings and is never read"
+            elif variable in environ:
                 if existing:
                     services.secret_update(tenant=target.tenant, actor=target.actor, secret=existing, value=environ[variable])
                 else:
@@ -79,12 +93,22 @@ def import_into_tenant(*, source, target, environ=None):
 
 
 def export_from_tenant(*, source, target):
-    """Tenant -> local files; stored secret names become {{env.NAME}} placeholders."""
+    """Tenant -> local files; stored secret names become {{env.NAME}} placeholders. A placeholder
+    that names one of Backflow's own settings (the secret `secret_key` -> {{env.SECRET_KEY}}) is
+    listed under `warnings`: import_config will not read that variable."""
+    warnings = []
 
     def convert(doc):
         secret = doc["auth"].get("secret")
         if not isinstance(secret, str) or secret.startswith("{{"):
             return doc
-        return _with_secret(doc, "{{env.%s}}" % re.sub(r"[^A-Za-z0-9_]", "_", secret).upper())
+        variable = re.sub(r"[^A-Za-z0-9_]", "_", secret).upper()
+        if is_platform_variable(variable):
+            warnings.append(f"integration {doc['name']!r}: its secret {secret!r} is exported as {{{{env.{variable}}}}}, which "
+                            f"import_config will not read: {platform_variable_refusal(variable, secret)} "
+                            "Or rename the placeholder in the exported file to a variable of its own.")
+        return _with_secret(doc, "{{env.%s}}" % variable)
 
-    return copy_documents(source=source, target=target, convert=convert)
+    report = copy_documents(source=source, target=target, convert=convert)
+    report["warnings"] = warnings
+    return report

@@ -4,13 +4,19 @@ All of them live on one background event loop (a thread), so sync callers (the t
 async callers (daphne) share them: lazy connect, reuse, reconnect with backoff after a crash,
 the tool list cached until the server says it changed, a timeout per call, a bound on calls in
 flight per server, and stdio children stopped when the process exits.
+
+Whatever a server sends can carry back the credentials it was sent (a tenant's server echoing its
+Authorization header): every answer, every McpClientError and every log line made while talking
+to a server is scrubbed of the spec's `credentials` here, at the source, so no caller has to.
 """
 
 import asyncio
 import atexit
+import contextvars
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from contextlib import AsyncExitStack
@@ -24,13 +30,54 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from backflow.egress import guarded_mcp_http_client
+from backflow.redaction import scrub, scrub_text
 
 logger = logging.getLogger("backflow.mcp_client")
 BACKOFF_MAX = 30.0
 
 
 class McpClientError(Exception):
-    """A call could not be made or did not finish; the message names the server and cause."""
+    """A call could not be made or did not finish; the message names the server and cause, and
+    holds nothing of the credentials the server was sent."""
+
+
+# The credentials of the server being talked to, in every task that talks to it (connection
+# tasks inherit it), so that what the SDK and httpx log there is scrubbed as it is recorded.
+_CREDENTIALS_IN_PLAY = contextvars.ContextVar("backflow_mcp_credentials", default=())
+
+
+def _scrub_record(record, credentials):
+    try:
+        message = record.getMessage()
+    except Exception:  # a malformed log call: scrub what there is
+        message = f"{record.msg} {record.args}"
+    record.msg, record.args = scrub_text(message, credentials), ()
+    if record.exc_info and record.exc_info[0] is not None:
+        # The traceback's text (exception messages hold what the server sent), scrubbed once;
+        # formatters print exc_text, and the raw exception object is not handed on.
+        record.exc_text = scrub_text(logging.Formatter().formatException(record.exc_info), credentials)
+        record.exc_info = None
+    if record.stack_info:
+        record.stack_info = scrub_text(record.stack_info, credentials)
+
+
+def _install_log_scrubber():
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "backflow_mcp_scrubber", False):
+        return
+
+    def make_record(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        credentials = _CREDENTIALS_IN_PLAY.get()
+        if credentials:
+            _scrub_record(record, credentials)
+        return record
+
+    make_record.backflow_mcp_scrubber = True
+    logging.setLogRecordFactory(make_record)
+
+
+_install_log_scrubber()
 
 
 def _describe(exc):
@@ -75,6 +122,8 @@ class ServerConnection:
         self.error = None
         self._closed = None
         self._runner = None
+        self._attempt = None  # set when the latest connection attempt connected or failed
+        self._stage = ""  # how far that attempt got: "transport", then "handshake"
         self._connect_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(spec.max_concurrency)
         self._failures = 0
@@ -83,6 +132,23 @@ class ServerConnection:
     @property
     def connected(self):
         return self.session is not None
+
+    def _error(self, message):
+        return McpClientError(scrub_text(message, self.spec.credentials))
+
+    def _scrubbed(self, model):
+        """A copy of an answer (a tool, a tool's result) without the credentials the server was sent."""
+        if not self.spec.credentials:
+            return model
+        return type(model).model_validate(scrub(model.model_dump(by_alias=True, exclude_none=True, mode="json"), self.spec.credentials))
+
+    def _not_connected_within(self, seconds, stage):
+        if stage == "transport" and self.spec.transport == "sse":
+            return (f"no usable `endpoint` event within {seconds:g} s (an SSE server sends it first, as soon as the stream opens; "
+                    "is the url the server's SSE endpoint?)")
+        if stage == "transport":
+            return f"the connection did not open within {seconds:g} s"
+        return f"no answer to the MCP handshake (initialize) within {seconds:g} s"
 
     def _transport(self, stack):
         spec = self.spec
@@ -100,79 +166,106 @@ class ServerConnection:
         return await stack.enter_async_context(streamable_http_client(self.spec.url, http_client=http))
 
     async def _run(self, ready):
-        """Own the transport in one task (anyio scopes must open and close in the same task)."""
+        """Own the transport in one task (anyio scopes must open and close in the same task).
+
+        Connecting (opening the transport: for SSE, until the server's `endpoint` event; then the
+        MCP handshake) must finish within the server's timeout; a connected session lives until
+        closed or lost."""
+        _CREDENTIALS_IN_PLAY.set(self.spec.credentials)
+        connecting = anyio.CancelScope(deadline=anyio.current_time() + self.spec.timeout)
         try:
-            async with AsyncExitStack() as stack:
-                read, write = await self._transport(stack)
-                session = await stack.enter_async_context(ClientSession(read, write, message_handler=self._on_message))
-                with anyio.fail_after(self.spec.timeout):
-                    await session.initialize()
-                self.session, self.error, self._failures = session, None, 0
-                ready.set()
-                await self._closed.wait()
-        except Exception as exc:  # a crash, a refused connection, a bad handshake
-            self.error = _describe(exc)
-            logger.warning("MCP server %s disconnected: %s", self.spec.name, self.error)
+            try:
+                with connecting:
+                    async with AsyncExitStack() as stack:
+                        self._stage = "transport"
+                        read, write = await self._transport(stack)
+                        self._stage = "handshake"
+                        session = await stack.enter_async_context(ClientSession(read, write, message_handler=self._on_message))
+                        await session.initialize()
+                        connecting.deadline = math.inf
+                        self.session, self.error, self._failures = session, None, 0
+                        ready.set()
+                        await self._closed.wait()
+                if connecting.cancel_called and not ready.is_set():
+                    self.error = self._not_connected_within(self.spec.timeout, self._stage)
+            except Exception as exc:  # a crash, a refused connection, a bad handshake
+                cause = self._not_connected_within(self.spec.timeout, self._stage) if connecting.cancel_called and not ready.is_set() else None
+                self.error = cause or scrub_text(_describe(exc), self.spec.credentials)
+            if self.error:
+                logger.warning("MCP server %s disconnected: %s", self.spec.name, self.error)
         finally:
             self.session, self.tools = None, None
+            if not ready.is_set():  # never connected: back off before the next attempt
+                self.error = self.error or "the connection was abandoned"
+                self._failures += 1
+                self._retry_at = time.monotonic() + min(BACKOFF_MAX, 0.5 * 2 ** (self._failures - 1))
             ready.set()
 
     async def _on_message(self, message):
         if isinstance(getattr(message, "root", message), types.ToolListChangedNotification):
             self.tools = None
 
-    async def ensure(self):
+    async def ensure(self, wait=None):
+        """The connected session; connects (or joins the attempt in flight) and waits at most `wait`
+        seconds (default: the server's timeout) for it. An attempt outlives a caller that stops
+        waiting: the next caller finds its connection, or its failure."""
         if self.session is not None:
             return self.session
         async with self._connect_lock:
             if self.session is not None:
                 return self.session
-            wait = self._retry_at - time.monotonic()
-            if wait > 0:
-                raise McpClientError(f"MCP server {self.spec.name!r} is unavailable ({self.error}); next reconnect in {wait:.1f} s.")
-            ready, self._closed = asyncio.Event(), asyncio.Event()
-            self._runner = asyncio.get_running_loop().create_task(self._run(ready))
-            await ready.wait()
-            if self.session is None:
-                self._failures += 1
-                self._retry_at = time.monotonic() + min(BACKOFF_MAX, 0.5 * 2 ** (self._failures - 1))
-                raise McpClientError(f"Cannot connect to MCP server {self.spec.name!r}: {self.error.rstrip('.')}.")
-            return self.session
+            if self._attempt is None or self._attempt.is_set():
+                delay = self._retry_at - time.monotonic()
+                if delay > 0:
+                    raise self._error(f"MCP server {self.spec.name!r} is unavailable ({self.error}); next reconnect in {delay:.1f} s.")
+                self._attempt, self._closed, self._stage = asyncio.Event(), asyncio.Event(), "transport"
+                self._runner = asyncio.get_running_loop().create_task(self._run(self._attempt))
+            attempt = self._attempt
+        wait = wait or self.spec.timeout
+        with anyio.move_on_after(wait):
+            await attempt.wait()
+        if not attempt.is_set():
+            raise self._error(f"Cannot connect to MCP server {self.spec.name!r}: {self._not_connected_within(wait, self._stage)}.")
+        if self.session is None:
+            raise self._error(f"Cannot connect to MCP server {self.spec.name!r}: {(self.error or 'the connection closed').rstrip('.')}.")
+        return self.session
 
     async def close(self):
         if self._closed is not None:
             self._closed.set()
         if self._runner is not None:
-            with anyio.move_on_after(5):
-                await self._runner
+            if self.session is None:  # still connecting: stop trying
+                self._runner.cancel()
+            await asyncio.wait([self._runner], timeout=5)
 
     async def _call(self, operation, timeout):
+        # Errors that quote the server are raised `from None`: the cause's own text is unscrubbed.
         for attempt in (1, 2):
-            session = await self.ensure()
+            session = await self.ensure(timeout)
             try:
                 async with self._slots:
                     with anyio.fail_after(timeout):
                         return await operation(session)
             except TimeoutError as exc:
-                raise McpClientError(f"MCP server {self.spec.name!r} did not answer within {timeout:g} s.") from exc
+                raise self._error(f"MCP server {self.spec.name!r} did not answer within {timeout:g} s.") from exc
             except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
                 # The connection died (server crashed or went away): reconnect once and retry.
                 await self.close()
                 if attempt == 2:
-                    raise McpClientError(f"MCP server {self.spec.name!r} went away ({exc.__class__.__name__}).") from exc
+                    raise self._error(f"MCP server {self.spec.name!r} went away ({exc.__class__.__name__}).") from exc
             except McpClientError:
                 raise
             except Exception as exc:
                 if _connection_lost(exc):  # e.g. the stdio server was killed: start it again, once
                     await self.close()
                     if attempt == 2:
-                        raise McpClientError(f"MCP server {self.spec.name!r} went away ({exc}).") from exc
+                        raise self._error(f"MCP server {self.spec.name!r} went away ({exc}).") from None
                     continue
                 if self.session is None:  # the transport failed under the call
                     if attempt == 2:
-                        raise McpClientError(f"MCP server {self.spec.name!r} failed: {exc}") from exc
+                        raise self._error(f"MCP server {self.spec.name!r} failed: {exc}") from None
                     continue
-                raise McpClientError(f"MCP server {self.spec.name!r} refused the call: {exc}") from exc
+                raise self._error(f"MCP server {self.spec.name!r} refused the call: {exc}") from None
 
     async def list_tools(self, timeout=None):
         if self.tools is None or self.session is None:
@@ -184,11 +277,12 @@ class ServerConnection:
                     cursor = page.next_cursor
                     if not cursor:
                         return tools
-            self.tools = await self._call(fetch, timeout or self.spec.timeout)
+            self.tools = [self._scrubbed(tool) for tool in await self._call(fetch, timeout or self.spec.timeout)]
         return self.tools
 
     async def call_tool(self, name, arguments, timeout=None):
-        return await self._call(lambda session: session.call_tool(name, arguments or {}), timeout or self.spec.timeout)
+        result = await self._call(lambda session: session.call_tool(name, arguments or {}), timeout or self.spec.timeout)
+        return self._scrubbed(result)
 
 
 class ConnectionManager:
@@ -250,16 +344,32 @@ CLIENT = BackgroundLoop()
 
 
 async def _with_connection(spec, operation):
+    _CREDENTIALS_IN_PLAY.set(spec.credentials)  # this task's context only
     connection = await CLIENT.manager.connection(spec)
     return await operation(connection)
 
 
+def _wait(spec, operation, timeout):
+    """Run `operation` on the background loop for a sync caller. The inner timeouts (connecting,
+    the call) fire first with the clearer message; this one only stops a caller from waiting
+    forever on a loop that is stuck, and says so in the same terms."""
+    limit = _outer(spec, timeout)
+    future = asyncio.run_coroutine_threadsafe(_with_connection(spec, operation), CLIENT.loop())
+    try:
+        return future.result(limit)
+    except TimeoutError:
+        if future.done():
+            raise
+        future.cancel()
+        raise McpClientError(f"MCP server {spec.name!r} did not connect and answer within {limit:g} s.") from None
+
+
 def call_tool(spec, name, arguments, timeout=None):
-    return CLIENT.run(_with_connection(spec, lambda c: c.call_tool(name, arguments, timeout)), _outer(spec, timeout))
+    return _wait(spec, lambda c: c.call_tool(name, arguments, timeout), timeout)
 
 
 def list_tools(spec, timeout=None):
-    return CLIENT.run(_with_connection(spec, lambda c: c.list_tools(timeout)), _outer(spec, timeout))
+    return _wait(spec, lambda c: c.list_tools(timeout), timeout)
 
 
 async def acall_tool(spec, name, arguments, timeout=None):

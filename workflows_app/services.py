@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from backflow.errors import Conflict, InvalidInput
+from backflow.errors import Conflict, Forbidden, InvalidInput
 from backflow.validation import nul_errors
 from backflow.writes import check_changes, unique
 from integrations_app.stores import DatabaseStore
@@ -121,8 +121,35 @@ def run_cancel(*, tenant, actor, run):
     return run
 
 
+# Using a stored secret anywhere needs the scope that manages secrets: an MCP server sends its
+# header secrets to its url, so whoever may point a server that sends one may read the secret.
+SECRET_USE_SCOPE = "integrations:write"
+# What decides where (and to whom) a server's header secrets go: changing any of them on a server
+# that sends a secret is a new use of it. (A Host header, say, picks the virtual host behind a proxy.)
+SECRET_DESTINATION = ("transport", "url", "headers")
+
+
+def _secret_headers(doc):
+    return {header: value["secret"] for header, value in (doc.get("headers") or {}).items() if isinstance(value, dict)}
+
+
+def _require_secret_scope(actor, doc, current=None):
+    """Refuse (403) a server document that sends a stored secret somewhere new unless the actor may
+    use stored secrets. `current` is the stored document on an update: keeping a server's secrets
+    and destination as they are (changing its timeout, say) needs nothing more than before."""
+    sent = _secret_headers(doc)
+    if not sent or actor.has_scope(SECRET_USE_SCOPE):
+        return
+    if current is not None and all(current.get(part) == doc.get(part) for part in SECRET_DESTINATION):
+        return
+    uses = ", ".join(f"header {header} sends the secret {secret!r}" for header, secret in sorted(sent.items()))
+    raise Forbidden(f"This credential lacks the {SECRET_USE_SCOPE!r} scope, which every use of a stored secret needs ({uses}). "
+                    f"Use a key with {SECRET_USE_SCOPE}, or give the header as plain text.", {"headers": [f"needs {SECRET_USE_SCOPE}."]})
+
+
 def mcp_server_create(*, tenant, actor, document, allow_stdio=False):
     doc = clean_mcp_server(document, allow_stdio=allow_stdio)
+    _require_secret_scope(actor, doc)
     server = McpServer(tenant=tenant, name=doc["name"])
     server.apply_document(doc)
     with unique("An MCP server named", "name", doc["name"]):
@@ -139,6 +166,7 @@ def mcp_server_update(*, tenant, actor, name, changes, partial=True, allow_stdio
             raise InvalidInput.single("transport", "stdio servers are managed by operators.")
         current = {k: v for k, v in server.to_document().items() if k not in ("createdAt", "updatedAt")}
         doc = clean_mcp_server({**current, **changes} if partial else {**changes, "name": name}, allow_stdio=allow_stdio)
+        _require_secret_scope(actor, doc, current)
         server.apply_document(doc)
         server.save()
         _audit(tenant, actor, "mcp_server.update", "mcp_server", name, {"transport": server.transport})

@@ -6,7 +6,6 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from backflow.errors import InvalidInput
-from backflow.redaction import scrub
 from tenants.viewsets import CONFLICT, ERROR_RESPONSES, DocumentViewSet, TenantScopedViewSet, document_schema_view, json_object_body
 from workflows_app import mcp_client, selectors, services
 from workflows_app.documents import MCP_SERVER_SCHEMA, WORKFLOW_SCHEMA
@@ -184,7 +183,7 @@ class AgentMcpViewSet(TenantScopedViewSet):
         for server in selectors.mcp_server_list(tenant=self.tenant):
             try:
                 count, error = len(mcp_client.list_tools(self._spec(server.name), timeout=10)), None
-            except (mcp_client.McpClientError, InvalidInput, TimeoutError) as exc:
+            except (mcp_client.McpClientError, InvalidInput) as exc:
                 count, error = 0, str(exc)
             servers.append({"name": server.name, "connected": error is None, "tools": count, **({"error": error} if error else {})})
         return Response({"servers": servers})
@@ -213,4 +212,5 @@ class AgentMcpViewSet(TenantScopedViewSet):
             result = mcp_client.call_tool(spec, body["tool"], arguments)
         except mcp_client.McpClientError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_502_BAD_GATEWAY)
-        return Response(scrub(result.model_dump(by_alias=True, exclude_none=True, mode="json"), spec.credentials))
+        # mcp_client scrubbed the result of the credentials the server was sent.
+        return Response(result.model_dump(by_alias=True, exclude_none=True, mode="json"))

@@ -9,7 +9,7 @@ from integrations_app.management.commands.import_config import tenant_or_error
 from integrations_app.stores import DatabaseStore
 from integrations_app.transfer import export_from_tenant
 from tenants.principals import Principal
-from workflows_app.transfer import export_mcp_servers
+from workflows_app.transfer import export_mcp_servers, export_warnings
 
 MCP_CONFIG = {
     "enabled": True,
@@ -26,7 +26,9 @@ class Command(BaseCommand):
         "Export a tenant's integrations, routes and MCP servers as local-mode files in DIR: "
         "integrations/<name>.json, config.json (routes, mcpServers; other keys of an existing file are "
         "kept) and mcp-config.json. Stored "
-        "secret names become {{env.NAME}} placeholders; secret values are never exported."
+        "secret names become {{env.NAME}} placeholders; secret values are never exported. A placeholder "
+        "that names one of Backflow's own settings (a secret called secret_key -> {{env.SECRET_KEY}}) is "
+        "reported under warnings and on stderr: import_config will not read it."
     )
 
     def add_arguments(self, parser):
@@ -48,4 +50,7 @@ class Command(BaseCommand):
         servers = export_mcp_servers(tenant=tenant)
         target.update_config("mcpServers", servers)
         report["mcpServers"] = [server["name"] for server in servers]
+        report["warnings"] += export_warnings(servers)
         self.stdout.write(json.dumps(report, indent=2))
+        for warning in report["warnings"]:
+            self.stderr.write(f"Warning: {warning}")

@@ -24,7 +24,9 @@ class Command(BaseCommand):
     help = (
         "Import local-mode files into a tenant: integrations/*.json, and the routes and mcpServers of "
         "CONFIG_JSON (config.json). {{env.NAME}} credentials become stored secrets, filled from the "
-        "environment when NAME is set. All or nothing: any invalid document aborts the whole import."
+        "environment when NAME is set, except Backflow's own settings (SECRET_KEY, BACKFLOW_*, DATABASE_URL, ...), "
+        "which are never read: such secrets are listed under missingSecrets with the reason. "
+        "All or nothing: any invalid document aborts the whole import."
     )
 
     def add_arguments(self, parser):
@@ -52,3 +54,6 @@ class Command(BaseCommand):
         except ServiceError as exc:
             raise CommandError(f"Nothing was imported: {exc}") from exc
         self.stdout.write(json.dumps(report, indent=2))
+        for missing in report["missingSecrets"]:
+            if "reason" in missing:
+                self.stderr.write(f"Secret {missing['secret']!r} not set: {missing['reason']}")
