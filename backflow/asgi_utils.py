@@ -39,14 +39,21 @@ def query_params(scope):
 
 
 def check_host(headers):
-    """DNS-rebinding protection: Host (and Origin, when sent) must be one of ALLOWED_HOSTS."""
+    """DNS-rebinding protection: Host (and Origin, when sent) must be one of ALLOWED_HOSTS.
+
+    `Origin: null` is refused like any other foreign origin: browsers send it from sandboxed
+    iframes, data: and file: documents and after cross-origin redirects, none of which is this
+    site. Clients that are not browsers send no Origin at all."""
     host, _ = split_domain_port(headers.get("host", ""))
     if not host or not validate_host(host, settings.ALLOWED_HOSTS):
         raise HttpError(421, f"Host {headers.get('host', '')!r} is not allowed.")
     origin = headers.get("origin")
-    if origin and origin != "null":
-        origin_host = urlsplit(origin).hostname or ""
-        if not validate_host(origin_host, settings.ALLOWED_HOSTS):
+    if origin is not None and origin.strip():  # an empty header says nothing (browsers never send one)
+        try:
+            origin_host = urlsplit(origin.strip()).hostname or ""
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            origin_host = ""
+        if not origin_host or not validate_host(origin_host, settings.ALLOWED_HOSTS):
             raise HttpError(403, f"Origin {origin!r} is not allowed.")
 
 

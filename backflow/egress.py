@@ -5,6 +5,14 @@ client opens: the first request, each redirect hop, a retry, an OAuth token fetc
 the host itself, refuses loopback, private, link-local (cloud metadata), multicast, unspecified
 and other non-global addresses unless BACKFLOW_EGRESS_ALLOW lists the host or network, and then
 connects to the very address it checked (no second lookup a DNS rebinding could change).
+
+IPv6 addresses that carry an IPv4 address inside (IPv4-mapped ::ffff:a.b.c.d, IPv4-compatible
+::a.b.c.d, SIIT ::ffff:0:a.b.c.d, NAT64 64:ff9b::/96, 6to4 2002::/16, Teredo 2001::/32) are judged
+by the IPv4 address they lead to; the local-use NAT64 prefix 64:ff9b:1::/48 (RFC 8215) is refused
+whole, since where it leads depends on the operator's translator. Host spellings such as 0x7f.1,
+127.1 or 2130706433 are resolved the way the operating system resolves them (getaddrinfo) and the
+resulting address is judged; httpx itself rejects octal forms such as 0177.0.0.1 (httpx.InvalidURL)
+before any connection is attempted.
 """
 
 import asyncio
@@ -20,6 +28,33 @@ from django.conf import settings
 
 class EgressRefused(Exception):
     """A call to a refused address; the message names the host and why."""
+
+
+# IPv6 forms with an IPv4 address inside: where a packet sent to them ends up (RFC 4291, 6052,
+# 8215, 3056, 4380, 2765). Python's is_global judges the IPv6 prefix, not the IPv4 inside.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
+_LOW_32_BITS = 0xFFFFFFFF
+
+
+def embedded_ipv4(address):
+    """The IPv4 addresses an IPv6 address leads to (a tuple), () for an ordinary address, or None
+    when it leads to an IPv4 address that cannot be known from the address alone (local-use NAT64)."""
+    if address.version != 6:
+        return ()
+    if address.ipv4_mapped:
+        return (address.ipv4_mapped,)
+    if address.teredo:
+        return address.teredo  # (server, client): both must be acceptable
+    if address.sixtofour:
+        return (address.sixtofour,)
+    if address in NAT64_LOCAL_USE:
+        return None
+    if address in NAT64 or address in IPV4_COMPATIBLE or address in IPV4_TRANSLATED:
+        return (ipaddress.IPv4Address(int(address) & _LOW_32_BITS),)
+    return ()
 
 
 class EgressPolicy:
@@ -42,10 +77,18 @@ class EgressPolicy:
         return host.lower().strip("[]") in self.hosts
 
     def address_allowed(self, address):
+        """Listed in BACKFLOW_EGRESS_ALLOW as written, or public. An IPv6 address with an IPv4
+        address inside is public only when that IPv4 address is (each of them, for Teredo's server
+        and client); allowing 127.0.0.1 does not allow ::ffff:127.0.0.1 or 64:ff9b::7f00:1 (list
+        those spellings, or their networks, to allow them)."""
+        address = ipaddress.ip_address(address)
         if any(address in network for network in self.networks):
             return True
-        if getattr(address, "ipv4_mapped", None):
-            address = address.ipv4_mapped
+        inner = embedded_ipv4(address)
+        if inner is None:
+            return False
+        if inner:
+            return all(v4.is_global and not v4.is_multicast for v4 in inner)
         return address.is_global and not address.is_multicast
 
     async def resolve(self, host, port):

@@ -6,6 +6,7 @@ from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
+from backflow.csp import content_security_policy
 from entities_app.models import App
 from entities_app.pages import FormErrors, component_view, submit_form
 from tenants.principals import Principal
@@ -22,6 +23,8 @@ def _member_principal(request, tenant):
     return Principal(tenant=tenant, label=f"user:{user.get_username()}", user=user, role=membership.role)
 
 
+# Markdown components may show images from the web (https); nothing else leaves the site.
+@content_security_policy(img_src=["https:"])
 @require_http_methods(["GET", "POST"])
 def app_page(request, tenant_slug, app_slug, page_path=""):
     tenant = tenant_get(slug=tenant_slug)

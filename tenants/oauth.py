@@ -9,10 +9,14 @@ and the MCP door reads it back (re-checking the membership on every request).
 import hashlib
 import ipaddress
 import json
+import re
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
+from django.utils.decorators import method_decorator
+from oauth2_provider.cimd import CIMDError
+from oauth2_provider.exceptions import FatalClientError
 from oauth2_provider.models import get_access_token_model, get_application_model
 from oauth2_provider.scopes import BaseScopes
 from oauth2_provider.views import (
@@ -21,7 +25,9 @@ from oauth2_provider.views import (
     DynamicClientRegistrationView,
     OAuthProtectedResourceMetadataView,
 )
+from oauthlib.oauth2.rfc6749.errors import InvalidRedirectURIError
 
+from backflow.csp import allow_form_action, content_security_policy
 from backflow.ratelimit import retry_after
 from tenants.models import Membership
 from tenants.principals import Principal
@@ -77,10 +83,41 @@ def mcp_resource(base):
     return base + MCP_RESOURCE_PATH
 
 
+@method_decorator(content_security_policy, name="dispatch")
 class ConsentView(AuthorizationView):
-    """Sign-in and consent: the member picks the tenant and may narrow the requested scopes."""
+    """Sign-in and consent: the member picks the tenant and may narrow the requested scopes.
+
+    The page carries a strict Content-Security-Policy whose form-action names this site and the
+    origin of the request's (checked) redirect URI, where the answer sends the browser. A
+    dynamically registered client (DCR or a client ID metadata document) whose registered redirect
+    URIs break the registration rules (rows from before the rules, or a metadata document that
+    changed) gets an error page, never a redirect."""
 
     template_name = "oauth2_provider/authorize.html"
+
+    def validate_authorization_request(self, request):
+        scopes, credentials = super().validate_authorization_request(request)
+        self._refuse_rule_breaking_client(credentials.get("client_id"))
+        return scopes, credentials
+
+    @staticmethod
+    def _refuse_rule_breaking_client(client_id):
+        application = get_application_model().objects.filter(client_id=client_id or "").first()
+        problem = registered_redirect_uris_problem(application) if application is not None else None
+        if problem:
+            raise FatalClientError(error=InvalidRedirectURIError(
+                description=f"This client's registered redirect URIs break the registration rules ({problem}); "
+                            "it must register again."))
+
+    def render_to_response(self, context, **response_kwargs):
+        response = super().render_to_response(context, **response_kwargs)
+        application, form = context.get("application"), context.get("form")
+        uri = self.oauth2_data.get("redirect_uri")
+        if not uri and form is not None and form.is_bound:
+            uri = form.data.get("redirect_uri")
+        if "error" not in context and application is not None and uri and application.redirect_uri_allowed(uri):
+            allow_form_action(response, uri)
+        return response
 
     def get(self, request, *args, **kwargs):
         # The tenant is picked on this page, so it is always shown: no silent approval_prompt=auto
@@ -112,6 +149,11 @@ class ConsentView(AuthorizationView):
         if not get_application_model().objects.filter(client_id=form.cleaned_data.get("client_id") or "").exists():
             error = {"error": "invalid_client", "description": "Unknown client."}  # a tampered form
             return self.render_to_response(self.get_context_data(form=form, error=error), status=400)
+        try:
+            self._refuse_rule_breaking_client(form.cleaned_data.get("client_id"))
+        except FatalClientError as exc:
+            error = {"error": exc.oauthlib_error.error, "description": exc.oauthlib_error.description}
+            return self.render_to_response(self.get_context_data(form=form, error=error), status=400)
         if form.cleaned_data.get("allow"):
             slug = self.request.POST.get("tenant", "")
             if slug not in {m.tenant.slug for m in self._memberships()}:
@@ -133,26 +175,98 @@ def _is_loopback(host):
         return False
 
 
+# RFC 3986's characters (unreserved, reserved and "%"): anything else has to be percent-encoded.
+URI_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
+REDIRECT_RULE = "use one absolute https URI (or http on a loopback address) per element, without a fragment"
+
+
+def redirect_uri_problem(uri):
+    """Why `uri` cannot be a redirect URI of a dynamically registered client, or None.
+
+    One absolute URI: no whitespace or control characters (django-oauth-toolkit stores a client's
+    redirect URIs space-separated, so "https://good/cb http://evil/cb" would become two), only
+    RFC 3986 characters, a host name or IP literal, no user name or password, no fragment; https,
+    or http on a loopback address (native apps, RFC 8252)."""
+    if not isinstance(uri, str) or not uri:
+        return "each redirect URI must be a non-empty string"
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in uri):
+        return "one URI per element: no spaces, tabs, line breaks or other control characters"
+    if not URI_CHARACTERS.fullmatch(uri):
+        return "only the characters RFC 3986 allows in a URI (percent-encode the others)"
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number in range)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return "not a valid URI"
+    if "#" in uri:
+        return "no fragment (#...) is allowed"
+    if "@" in parts.netloc:
+        return "no user name or password is allowed"
+    host = parts.hostname
+    if not host or "%" in host or not (HOST_NAME.fullmatch(host) or _is_ip_literal(host)):
+        return "an absolute URI with a host name or IP address is required"
+    if not (parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(host))):
+        return "use https, or http on a loopback address"
+    return None
+
+
+def _is_ip_literal(host):
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def registered_redirect_uris_problem(application):
+    """What is wrong with a dynamically registered (DCR or metadata document) client's stored
+    redirect URIs, or None (also for clients an operator created, which are theirs to judge)."""
+    sources = application.RegistrationSource
+    if application.registration_source not in (sources.DCR, sources.CIMD):
+        return None
+    for uri in (application.redirect_uris or "").split():
+        problem = redirect_uri_problem(uri)
+        if problem:
+            return f"{uri!r}: {problem}"
+    return None
+
+
 def _redirect_uri_error(body):
-    """The invalid_redirect_uri response for registration metadata whose redirect URIs are not
-    https, or http on a loopback address, without a fragment; None when they are (or when the
-    body is malformed in another way, which DOT reports as invalid_client_metadata)."""
+    """The RFC 7591 error response for registration metadata whose redirect URIs break the rules
+    (see redirect_uri_problem), or None when they are fine (or when the body is malformed in
+    another way, which DOT reports as invalid_client_metadata)."""
     try:
         data = json.loads(body or b"{}")
     except ValueError:
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("redirect_uris"), list):
+    if not isinstance(data, dict) or "redirect_uris" not in data:
         return None
-    for uri in data["redirect_uris"]:
-        try:
-            parts = urlsplit(uri) if isinstance(uri, str) else None
-        except ValueError:  # e.g. an unclosed IPv6 bracket
-            parts = None
-        if parts is None or not (parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname))) \
-                or not parts.hostname or parts.fragment:
+    uris = data["redirect_uris"]
+    if not isinstance(uris, list):
+        return JsonResponse({"error": "invalid_client_metadata",
+                             "error_description": "redirect_uris must be an array of URI strings."}, status=400)
+    for index, uri in enumerate(uris):
+        problem = redirect_uri_problem(uri)
+        if problem:
             return JsonResponse({"error": "invalid_redirect_uri",
-                                 "error_description": f"{uri!r}: use https, or http on a loopback address, without a fragment."}, status=400)
+                                 "error_description": f"redirect_uris[{index}] {uri!r}: {problem} ({REDIRECT_RULE})."},
+                                status=400)
     return None
+
+
+def refuse_rule_breaking_metadata_document(sender, instance, **kwargs):
+    """pre_save of DOT's Application: a client identified by the URL of its metadata document
+    (CIMD) obeys the same redirect URI rules as a registered one. DOT builds and saves the
+    application itself; CIMDError is its own "invalid document" error: the client stays unknown
+    (the authorization endpoint shows an error page, nothing is stored). DOT has joined the
+    document's list with spaces by then, so each URI in it is judged on its own."""
+    if instance.registration_source != sender.RegistrationSource.CIMD:
+        return
+    for uri in (instance.redirect_uris or "").split():
+        problem = redirect_uri_problem(uri)
+        if problem:
+            raise CIMDError(f"client metadata document {instance.client_id!r}: redirect URI {uri!r}: {problem}")
 
 
 class RegistrationView(DynamicClientRegistrationView):

@@ -137,6 +137,19 @@ def screenshot(page, name):
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def watch_console(page):
+    """The page's console messages, as they arrive."""
+    messages = []
+    page.on("console", lambda message: messages.append(message.text))
+    return messages
+
+
+def csp_violations(messages):
+    """Chromium's reports of the Content-Security-Policy at work ("Refused to ...", "... violates
+    the following Content Security Policy directive ...")."""
+    return [m for m in messages if "Content Security Policy" in m or "Refused to" in m]
+
+
 def table_rows(page, component="table"):
     rows = page.locator(f"section.component-{component} tbody tr[data-id]")
     return [(rows.nth(i).get_attribute("data-id"), rows.nth(i).locator("td").all_inner_texts()) for i in range(rows.count())]
@@ -156,6 +169,7 @@ def test_member_reads_and_writes_an_app_in_chromium(acme, live_daphne, collected
         ana = create_member(http, {"name": "Ana", "status": "active", "age": 34})
         ben = create_member(http, {"name": "Ben", "status": "paused", "age": 41})
         page = browser.new_page(viewport={"width": 1100, "height": 900})
+        console = watch_console(page)
 
         # Not signed in: the sign-in page, which comes back to the app afterwards.
         page.goto(f"{server.url}/apps/acme/studio/")
@@ -217,8 +231,10 @@ def test_member_reads_and_writes_an_app_in_chromium(acme, live_daphne, collected
         listed = http.get("/api/collections/members/entities/", params={"filters": json.dumps({"status": "active"}), "sort": "name"})
         assert [e["data"]["name"] for e in listed.json()["results"]] == ["Ana", "Cleo"]
 
-        # Detail page: one entity, chosen with ?id=.
-        page.goto(f"{server.url}/apps/acme/studio/person?id={created_id}")
+        # Detail page: one entity, chosen with ?id=. Every app page carries a strict policy.
+        response = page.goto(f"{server.url}/apps/acme/studio/person?id={created_id}")
+        policy = response.headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy and "unsafe" not in policy, policy
         expect(page.locator("main h1")).to_have_text("Person")
         expect(page.locator("nav a[aria-current=page]")).to_have_text("Person")
         assert page.locator("section.component-detail dt").all_inner_texts() == ["name", "status", "age"]
@@ -233,6 +249,14 @@ def test_member_reads_and_writes_an_app_in_chromium(acme, live_daphne, collected
         assert [items.nth(i).locator("span").all_inner_texts() for i in range(items.count())] == [
             ["Ben", "paused"], ["Ana", "active"], ["Cleo", "active"]]
         screenshot(page, "list-page")
+
+        # Everything above worked under the policy: not one thing was refused.
+        assert csp_violations(console) == [], console
+        # And the policy holds: a script put into the page does not run.
+        with pytest.raises(Exception):
+            page.add_script_tag(content="window.injected = true")
+        assert page.evaluate("window.injected") is None
+        assert any("inline script" in m for m in csp_violations(console)), console
 
     for name in SCREENSHOTS:
         path = ARTIFACTS / f"{name}.png"
@@ -259,6 +283,7 @@ def test_visitors_public_apps_and_other_tenants_in_chromium(acme, globex, live_d
 
         # An anonymous visitor: private pages send them to sign in, the public app is read-only.
         visitor = browser.new_context().new_page()
+        console = watch_console(visitor)
         for path in ("", "people", "person"):
             visitor.goto(f"{server.url}/apps/acme/studio/{path}")
             assert "/accounts/login/?next=/apps/acme/studio/" in visitor.url, visitor.url
@@ -270,6 +295,8 @@ def test_visitors_public_apps_and_other_tenants_in_chromium(acme, globex, live_d
         assert visitor.locator("section.component-form input, section.component-form button").count() == 0
         expect(visitor.locator("section.component-form")).to_contain_text("Sign in as a member to add entries.")
         expect(visitor.locator("header .who a")).to_have_text("Sign in")
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+        assert csp_violations(console) == [], console
 
         # globex's owner, signed in: acme's private app does not exist for them, their own does.
         other = browser.new_context().new_page()
