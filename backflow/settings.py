@@ -178,6 +178,9 @@ LOGOUT_REDIRECT_URL = "login"
 
 # Bodies above this are refused with 413 before any parsing.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("BACKFLOW_MAX_BODY_BYTES", default=1024 * 1024)
+# JSON bodies (REST, webhooks, tenant routes) may nest arrays/objects at most this deep (400
+# beyond): deeper ones crash recursive parsers and validators (backflow/jsonbody.py).
+BACKFLOW_JSON_MAX_DEPTH = env.int("BACKFLOW_JSON_MAX_DEPTH", default=64)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -185,7 +188,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["tenants.permissions.IsTenantPrincipal"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["backflow.parsers.JSONParser"],  # bounded depth, no NaN (backflow/jsonbody.py)
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "backflow.pagination.Pagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -4,18 +4,37 @@ The filter language is shared by REST, MCP and app page bindings:
 `{"status": "active", "price": {"gte": 10}, "tags": {"contains": "yoga"}}` — a bare value means
 `eq`; operators are eq ne gt gte lt lte in contains icontains exists. Fields are top-level keys
 of the entity data, or `createdAt` / `updatedAt`. Sort with "field" or "-field" (or a list).
+
+Filters come from tenants and their callers (REST, MCP, app documents), so they are bounded:
+only these operators, field names that Django cannot read as lookups (no `__`) or JSON paths
+(letters, digits, `_`, `-`), at most FILTER_MAX_CONDITIONS conditions, operands nested at most
+FILTER_MAX_DEPTH levels and at most FILTER_MAX_VALUE_CHARS characters of JSON each (issue 14;
+operators may change the last three with settings of the same name prefixed BACKFLOW_).
 """
 
+import json
+import re
+
+from django.conf import settings
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from backflow.errors import InvalidInput
+from backflow.jsonbody import depth_exceeds
 from backflow.validation import Problems, schema_errors
 from integrations_app.documents import NAME_HELP, NAME_PATTERN
 
 OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "icontains", "exists")
 TIMESTAMP_FIELDS = {"createdAt": "created_at", "updatedAt": "updated_at"}
 FIELD_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$"
+# A filter's field: no "__", which Django would read as a lookup (`name__regex`).
+FILTER_FIELD_PATTERN = r"^(?!.*__)[A-Za-z_][A-Za-z0-9_-]{0,62}$"
+FILTER_FIELD_HELP = ("a field name is a letter or _ and then up to 62 letters, digits, _ or -, "
+                     "without \"__\" (or createdAt / updatedAt).")
+FILTER_MAX_FIELDS = 20
+FILTER_MAX_CONDITIONS = 20  # (field, operator) pairs in one filter
+FILTER_MAX_DEPTH = 4  # lists/objects nested in one operand: {"in": [1, 2]} is 1, {"eq": {"a": [1]}} is 2
+FILTER_MAX_VALUE_CHARS = 4000  # one operand, as JSON (an `in` list counts whole)
 APP_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 PAGE_PATH_PATTERN = r"^(|[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*)$"
 COMPONENT_TYPES = ("table", "list", "detail", "form", "stat", "markdown")
@@ -26,10 +45,13 @@ FILTERS_SCHEMA = {
     "type": "object",
     "description": (
         "Field -> value (equals) or {operator: value}; operators eq ne gt gte lt lte in contains "
-        "icontains exists. Example: {\"status\": \"active\", \"price\": {\"gte\": 10}, \"tags\": {\"contains\": \"yoga\"}}."
+        "icontains exists. Example: {\"status\": \"active\", \"price\": {\"gte\": 10}, \"tags\": {\"contains\": \"yoga\"}}. "
+        f"Field names: letters, digits, _ and - (no \"__\"); at most {FILTER_MAX_CONDITIONS} conditions; a value "
+        f"nests at most {FILTER_MAX_DEPTH} levels and is at most {FILTER_MAX_VALUE_CHARS} characters of JSON."
     ),
-    "propertyNames": {"pattern": FIELD_PATTERN},
-    "maxProperties": 20,
+    # Field names are checked by check_filters, not by "propertyNames": its errors would name only
+    # "filters", and the answer must name "filters.<field>".
+    "maxProperties": FILTER_MAX_FIELDS,
 }
 SORT_SCHEMA = {
     "description": "\"field\" ascending, \"-field\" descending, or a list of those; fields of the data or createdAt/updatedAt.",
@@ -134,9 +156,62 @@ def schema_fields(collection_schema):
     return set(collection_schema["properties"])
 
 
+def filter_limits():
+    """(max conditions, max operand depth, max operand characters): settings win over the defaults."""
+    return (getattr(settings, "BACKFLOW_FILTER_MAX_CONDITIONS", FILTER_MAX_CONDITIONS),
+            getattr(settings, "BACKFLOW_FILTER_MAX_DEPTH", FILTER_MAX_DEPTH),
+            getattr(settings, "BACKFLOW_FILTER_MAX_VALUE_CHARS", FILTER_MAX_VALUE_CHARS))
+
+
+def _operand_problem(value, max_depth, max_chars):
+    """What is wrong with one operand's size, or None. Depth first: it bounds json.dumps's recursion."""
+    if depth_exceeds(value, max_depth):
+        return f"the value nests lists/objects more than {max_depth} levels deep."
+    try:
+        size = len(json.dumps(value))
+    except (TypeError, ValueError):  # not JSON (only a caller in this process could send that)
+        return "give a JSON value."
+    if size > max_chars:
+        return f"the value is {size} characters of JSON; at most {max_chars}."
+    return None
+
+
+def _check_filter_shape(filters, where):
+    """Field names, operators and bounds, before anything else looks at the filter: InvalidInput
+    naming `<where>.<field>` (or `<where>.<field>.<op>`) for each problem."""
+    problems = Problems()
+    if not isinstance(filters, dict):
+        problems.add(where, "Send filters as a JSON object.")
+        problems.raise_if_any()
+    if len(filters) > FILTER_MAX_FIELDS:
+        problems.add(where, f"{len(filters)} fields; filter on at most {FILTER_MAX_FIELDS}.")
+        problems.raise_if_any()
+    max_conditions, max_depth, max_chars = filter_limits()
+    conditions = 0
+    for field, condition in filters.items():
+        path = f"{where}.{field}"
+        if not isinstance(field, str) or not (field in TIMESTAMP_FIELDS or re.fullmatch(FILTER_FIELD_PATTERN, field)):
+            problems.add(path, f"{field!r} is not a field name: {FILTER_FIELD_HELP}")
+            continue
+        bare = not isinstance(condition, dict)  # a bare value means eq
+        for op, value in ([("eq", condition)] if bare else condition.items()):
+            conditions += 1
+            if op not in OPERATORS:
+                problems.add(f"{path}.{op}", f"unknown operator; use one of {', '.join(OPERATORS)}.")
+                continue
+            problem = _operand_problem(value, max_depth, max_chars)
+            if problem:
+                problems.add(path if bare else f"{path}.{op}", problem)
+    if conditions > max_conditions:
+        problems.add(where, f"{conditions} conditions; at most {max_conditions} in one filter.")
+    problems.raise_if_any()
+
+
 def check_filters(filters, known_fields, where="filters"):
-    """InvalidInput naming each unknown operator, wrong value type or undeclared field."""
-    problems = Problems(schema_errors(FILTERS_SCHEMA, filters) if isinstance(filters, dict) else {where: ["Send filters as a JSON object."]})
+    """InvalidInput naming each bad field name, unknown operator, oversize operand, wrong value
+    type or undeclared field."""
+    _check_filter_shape(filters, where)
+    problems = Problems(schema_errors(FILTERS_SCHEMA, filters))
     problems.raise_if_any()
     for field, condition in filters.items():
         path = f"{where}.{field}"
@@ -146,9 +221,7 @@ def check_filters(filters, known_fields, where="filters"):
             if not condition:
                 problems.add(path, f"give an operator: {', '.join(OPERATORS)}.")
             for op, value in condition.items():
-                if op not in OPERATORS:
-                    problems.add(f"{path}.{op}", f"unknown operator; use one of {', '.join(OPERATORS)}.")
-                elif op == "in" and not isinstance(value, list):
+                if op == "in" and not isinstance(value, list):
                     problems.add(f"{path}.in", "give a list of values.")
                 elif op == "exists" and not isinstance(value, bool):
                     problems.add(f"{path}.exists", "give true or false.")

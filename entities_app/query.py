@@ -3,6 +3,11 @@
 Order is the requested sort plus the id as a tie-breaker; missing values (and JSON null) sort
 last. A cursor is the signed position after the last item of a page, so inserts between pages
 neither repeat nor skip items, and a forged or foreign cursor is refused.
+
+A field name never goes through Django's lookup parser: `data__<field>` would read
+`{"name__regex": …}` as a regex lookup (and `{"regex": …}` as one on the whole document), so a
+field is always one explicit KeyTransform, and every JSON path below is built with json.dumps.
+documents.check_filters refuses such names anyway (issue 14).
 """
 
 import json
@@ -12,13 +17,33 @@ from django.core import signing
 from django.db import connection
 from django.db.models import BooleanField, F, JSONField, Q
 from django.db.models.expressions import RawSQL
+from django.db.models.fields.json import KeyTransform
 from django.utils.dateparse import parse_datetime
 
 from backflow.errors import InvalidInput
-from entities_app.documents import MAX_LIMIT, TIMESTAMP_FIELDS
+from entities_app.documents import MAX_LIMIT, OPERATORS, TIMESTAMP_FIELDS
+from entities_app.models import Entity
 
 CURSOR_SALT = "backflow.entities.cursor"
 TABLE = "entities_app_entity"
+_DATA_COLUMN = Entity._meta.get_field("data").cached_col
+
+
+def _json_path(field):
+    """SQLite JSON path of a top-level key, quoted: `$."name"`."""
+    return "$." + json.dumps(field)
+
+
+def _key(field):
+    """The data field `field` as an expression: data -> 'field', whatever the name holds."""
+    return KeyTransform(field, _DATA_COLUMN)
+
+
+def _lookup(field, op, value):
+    """`data -> field <op> value` with Django's JSON key lookups (exact, in, gt, icontains, ...),
+    never parsed from a string: the same SQL as filter(data__<field>__<op>=value)."""
+    key = _key(field)
+    return key.get_lookup(op)(key, value)
 
 
 def _timestamp(field, value):
@@ -40,7 +65,7 @@ def _contains(field, value):
                f'AND strpos("{TABLE}"."data" ->> %s, %s) > 0))')
         params = [field, json.dumps([value]), field, field, str(value)]
     else:
-        path = f'$."{field}"'
+        path = _json_path(field)
         sql = (f"((json_type(\"{TABLE}\".\"data\", %s) = 'array' AND EXISTS (SELECT 1 FROM json_each(\"{TABLE}\".\"data\", %s) AS e "
                f"WHERE e.value = %s)) OR (json_type(\"{TABLE}\".\"data\", %s) = 'text' AND instr(json_extract(\"{TABLE}\".\"data\", %s), %s) > 0))")
         scalar = value if isinstance(value, (int, float, str)) and not isinstance(value, bool) else json.dumps(value)
@@ -55,7 +80,7 @@ def _equals(field, value):
         # Served by the GIN index. Only for scalars: for an object or a list `@>` means "contains",
         # not "equals" (the lookup below is exact on both databases).
         return Q(data__contains={field: value})
-    return Q(**{f"data__{field}": value})
+    return Q(_lookup(field, "exact", value))
 
 
 COMPARISONS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
@@ -74,8 +99,8 @@ def _compare_same_type(field, op, value):
         return RawSQL(sql, [field, kind, field, json.dumps(value)], output_field=BooleanField())
     kinds = ("text",) if isinstance(value, str) else ("integer", "real")
     same_type = RawSQL(f'json_type("{TABLE}"."data", %s) IN ({", ".join("%s" for _ in kinds)})',
-                       [f'$."{field}"', *kinds], output_field=BooleanField())
-    return Q(same_type) & Q(**{f"data__{field}__{op}": value})
+                       [_json_path(field), *kinds], output_field=BooleanField())
+    return Q(same_type) & Q(_lookup(field, op, value))
 
 
 def apply_filters(queryset, filters):
@@ -87,29 +112,33 @@ def apply_filters(queryset, filters):
 
 
 def _apply(queryset, field, op, value):
-    column = TIMESTAMP_FIELDS.get(field) or f"data__{field}"
-    if field in TIMESTAMP_FIELDS and op in ("gt", "gte", "lt", "lte"):
+    if op not in OPERATORS:  # check_filters refused it already; never hand Django a lookup name of ours
+        raise InvalidInput.single(f"filters.{field}.{op}", "unknown operator.")
+    timestamp = TIMESTAMP_FIELDS.get(field)
+    if timestamp and op in ("gt", "gte", "lt", "lte"):
         value = _timestamp(field, value)
     if op == "eq":
         return queryset.filter(_equals(field, value))
     if op == "ne":
-        if field in TIMESTAMP_FIELDS:  # always set: no "missing" case to include
+        if timestamp:  # always set: no "missing" case to include
             return queryset.exclude(_equals(field, value))
         return queryset.filter(~_equals(field, value) | ~Q(data__has_key=field))
     if op in ("gt", "gte", "lt", "lte"):
-        if field in TIMESTAMP_FIELDS:
-            return queryset.filter(**{f"{column}__{op}": value})
+        if timestamp:
+            return queryset.filter(**{f"{timestamp}__{op}": value})
         return queryset.filter(_compare_same_type(field, op, value))
     if op == "in":
-        if field in TIMESTAMP_FIELDS:
-            value = [_timestamp(field, v) for v in value]
-        return queryset.filter(**{f"{column}__in": value})
+        if timestamp:
+            return queryset.filter(**{f"{timestamp}__in": [_timestamp(field, v) for v in value]})
+        return queryset.filter(_lookup(field, "in", value))
     if op == "exists":
-        if field in TIMESTAMP_FIELDS:  # every entity has both timestamps
+        if timestamp:  # every entity has both timestamps
             return queryset if value else queryset.none()
         return queryset.filter(data__has_key=field) if value else queryset.exclude(data__has_key=field)
     if op == "icontains":
-        return queryset.filter(**{f"{column}__icontains": value})
+        if timestamp:
+            return queryset.filter(**{f"{timestamp}__icontains": value})
+        return queryset.filter(_lookup(field, "icontains", value))
     if op == "contains":
         return queryset.filter(_contains(field, value))
     raise InvalidInput.single(f"filters.{field}.{op}", "unknown operator.")
@@ -119,7 +148,7 @@ def _value_sql(field):
     """A data field's value as sorted and compared by cursors: SQL NULL when missing or JSON null."""
     if connection.vendor == "postgresql":
         return f'NULLIF("{TABLE}"."data" -> %s, \'null\'::jsonb)', [field]
-    return f'json_extract("{TABLE}"."data", %s)', [f'$."{field}"']
+    return f'json_extract("{TABLE}"."data", %s)', [_json_path(field)]
 
 
 def _expression(field):

@@ -1,13 +1,15 @@
 """Webhook trigger: POST /hooks/<tenant>/<workflow id>/<token> queues a run with the JSON body as input."""
 
-import json
 import secrets
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from backflow.errors import ServiceError
+from backflow.jsonbody import JsonBodyError, parse_json
 from tenants.principals import Principal
 from tenants.selectors import tenant_get
 from workflows_app import services
@@ -22,10 +24,18 @@ def webhook(request, tenant_slug, workflow_slug, token):
     valid = workflow is not None and any(t["type"] == "webhook" for t in workflow.definition.get("triggers", []))
     if not valid or not secrets.compare_digest(token.encode(), workflow.webhook_token.encode()):
         return JsonResponse({"detail": "No such webhook."}, status=404)
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     try:
-        payload = json.loads(request.body) if request.body.strip() else {}
-    except ValueError:
-        return JsonResponse({"detail": "The body is not valid JSON.", "errors": {"body": ["Send JSON."]}}, status=400)
+        raw = request.body  # RequestDataTooBig when Content-Length is over the limit
+    except RequestDataTooBig:
+        raw = None
+    if raw is None or (limit is not None and len(raw) > limit):  # also a chunked body sent without Content-Length
+        return JsonResponse({"detail": f"Request body is larger than {limit} bytes.", "errors": {"body": ["Send a smaller body."]}},
+                            status=413)
+    try:
+        payload = parse_json(raw) if raw.strip() else {}
+    except JsonBodyError as exc:  # malformed, not UTF-8, NaN/Infinity, or nested too deep
+        return JsonResponse({"detail": f"The body is not acceptable JSON: {exc}", "errors": {"body": [str(exc)]}}, status=400)
     if not isinstance(payload, dict):
         payload = {"body": payload}
     try:

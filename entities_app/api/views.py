@@ -1,10 +1,9 @@
-import json
-
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status
 from rest_framework.response import Response
 
 from backflow.errors import InvalidInput
+from backflow.jsonbody import JsonBodyError, parse_json
 from entities_app import selectors, services
 from entities_app.documents import APP_SCHEMA, COLLECTION_SCHEMA, MAX_LIMIT
 from entities_app.models import App, Collection, Entity
@@ -127,9 +126,9 @@ def _json_param(raw, name, default):
     if not raw:
         return default
     try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise InvalidInput.single(name, f"not valid JSON: {exc}.") from exc
+        return parse_json(raw)  # bounded depth: a 100 000-deep parameter is a 400, not a RecursionError
+    except JsonBodyError as exc:
+        raise InvalidInput.single(name, f"not acceptable JSON: {exc}") from exc
 
 
 def _int_param(raw, name, default):

@@ -1,0 +1,108 @@
+"""JSON request bodies, parsed once, the same way at every door, with a bound on their nesting.
+
+`json.loads` recurses in C once per level: a body of 100 000 `[` is a RecursionError (not a
+ValueError, so a 500 wherever only ValueError was expected), and a body nested just below the
+interpreter's limit parses, then sends every recursive walker after it (JSON Schema validation,
+NUL checks, templates, the audit log) into the same error. It also accepts NaN, Infinity and
+numbers like 1e999 (read as infinity), which are not JSON: PostgreSQL refuses to store them.
+
+`parse_json(raw)` is the one parse for request bodies: DRF's default parser
+(`backflow.parsers.JSONParser` → this), the workflow webhook, and the raw ASGI apps (tenant
+routes). It returns the value or raises a `JsonBodyError` (a ValueError) whose message says why,
+in words a client can act on:
+
+    from backflow.jsonbody import JsonBodyError, JsonTooDeep, parse_json
+
+    try:
+        payload = parse_json(body_bytes)
+    except JsonBodyError as exc:
+        return 400 {"detail": f"The body is not acceptable JSON: {exc}", "errors": {"body": [str(exc)]}}
+
+The size of the body is the caller's to bound (DATA_UPLOAD_MAX_MEMORY_SIZE, 413) before it
+reads it all.
+"""
+
+import json
+import math
+
+from django.conf import settings
+
+DEFAULT_MAX_DEPTH = 64
+
+
+class JsonBodyError(ValueError):
+    """The body is not JSON this service accepts; str() says why (for the client)."""
+
+
+class JsonTooDeep(JsonBodyError):
+    """Arrays and objects nested deeper than the limit."""
+
+
+class JsonNotJson(JsonBodyError):
+    """Not UTF-8, not well-formed JSON, or NaN / Infinity / a number out of range."""
+
+
+def max_depth():
+    return getattr(settings, "BACKFLOW_JSON_MAX_DEPTH", DEFAULT_MAX_DEPTH)
+
+
+def _constant(name):
+    raise JsonNotJson(f"{name} is not JSON; send numbers as finite values (or a string).")
+
+
+def _float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise JsonNotJson(f"the number {text[:40]} is out of range (it would be infinite).")
+    return value
+
+
+def _too_deep(limit):
+    return JsonTooDeep(f"arrays and objects are nested more than {limit} levels deep; flatten the body.")
+
+
+def depth_exceeds(value, limit):
+    """True if arrays/objects in `value` nest more than `limit` levels (a scalar is 0, `[]` is 1).
+    Iterative, and stops at the first level past the limit: safe on any value."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def parse_json(raw, *, limit=None):
+    """The JSON value of `raw` (bytes as UTF-8, or str), nested at most `limit` levels
+    (default: settings.BACKFLOW_JSON_MAX_DEPTH). Raises JsonTooDeep or JsonNotJson (both
+    JsonBodyError, a ValueError) naming why; never RecursionError."""
+    limit = max_depth() if limit is None else limit
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JsonNotJson(f"not UTF-8 (byte {exc.start}); send JSON encoded as UTF-8.") from None
+    elif isinstance(raw, str):
+        text = raw
+    else:
+        raise TypeError(f"parse_json takes bytes or str, not {type(raw).__name__}")
+    if text.startswith("\ufeff"):  # a byte order mark before UTF-8: tolerated (json.loads of bytes does too)
+        text = text[1:]
+    try:
+        value = json.loads(text, parse_constant=_constant, parse_float=_float)
+    except RecursionError:
+        raise _too_deep(limit) from None
+    except JsonBodyError:
+        raise
+    except ValueError as exc:  # JSONDecodeError, and ints past Python's 4300-digit limit
+        raise JsonNotJson(f"not well-formed JSON: {exc}.") from None
+    if depth_exceeds(value, limit):
+        raise _too_deep(limit)
+    return value
