@@ -54,6 +54,16 @@ def component_view(tenant, component, index, query):
     if kind == "markdown":
         view["html"] = MARKDOWN.render(props.get("text", ""))
         return view
+    try:
+        _bind(tenant, component, view, query)
+    except ServiceError as exc:  # the binding no longer fits: a collection deleted, a filter refused since it was saved
+        view["problem"] = f"This component cannot be shown: {exc}"
+    return view
+
+
+def _bind(tenant, component, view, query):
+    """Fill `view` with the entities of the component's binding."""
+    kind, props, index = component["type"], component.get("props", {}), view["index"]
     binding = component["binding"]
     collection = _collection(tenant, binding)
     view["collection"] = collection
@@ -91,7 +101,6 @@ def component_view(tenant, component, index, query):
             view["value"] = queryset.count()
     elif kind == "form":
         view["fields"] = form_fields(component, collection)
-    return view
 
 
 def submit_form(tenant, actor, component, index, post):

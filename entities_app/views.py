@@ -55,7 +55,7 @@ def app_page(request, tenant_slug, app_slug, page_path=""):
 
     components = [component_view(tenant, component, index, request.GET) for index, component in enumerate(page["components"])]
     if form_errors:  # show the form again with what was typed
-        for field in components[form_errors.index]["fields"]:
+        for field in components[form_errors.index].get("fields", []):
             field["value"] = form_errors.values.get(field["name"], "")
     return render(request, "entities_app/page.html", {
         "tenant": tenant, "app": app, "page": page, "components": components, "member": member,

@@ -250,3 +250,19 @@ def test_sort_and_cursors_with_odd_but_valid_names(notes):
     assert response.status_code == 200
     seen = [first["results"][0]["data"]["name"]] + [e["data"]["name"] for e in response.json()["results"]]
     assert seen == ["Ana", "Ben", VICTIM]
+
+
+def test_a_stored_binding_that_no_longer_passes_shows_a_problem_not_a_500(notes):
+    """An app saved before the filter rules (or whose collection was deleted since) renders its page
+    with the component's problem named, and runs no refused filter."""
+    app = {**app_with({"name": "Ana"}), "public": True}
+    app["pages"][0]["components"].append({"type": "stat", "binding": {"collection": "notes", "filters": {"name": "Ana"}}})
+    assert notes.client().post("/api/apps/", app, format="json").status_code == 201
+    stored = App.objects.for_tenant(notes.tenant).get()
+    for component in stored.pages[0]["components"]:
+        component["binding"]["filters"] = {"name__regex": EVIL}
+    stored.save()
+    started = time.monotonic()
+    response = notes.client().get("/apps/acme/board/")
+    assert response.status_code == 200 and time.monotonic() - started < 2, response.status_code
+    assert response.content.decode().count("This component cannot be shown") == 2
