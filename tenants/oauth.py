@@ -8,7 +8,6 @@ and the MCP door reads it back (re-checking the membership on every request).
 
 import hashlib
 import ipaddress
-import json
 import re
 from urllib.parse import urlsplit
 
@@ -28,6 +27,7 @@ from oauth2_provider.views import (
 from oauthlib.oauth2.rfc6749.errors import InvalidRedirectURIError
 
 from backflow.csp import allow_form_action, content_security_policy
+from backflow.jsonbody import JsonBodyError, JsonTooDeep, parse_json
 from backflow.ratelimit import retry_after
 from tenants.models import Membership
 from tenants.principals import Principal
@@ -233,12 +233,16 @@ def registered_redirect_uris_problem(application):
 
 
 def _redirect_uri_error(body):
-    """The RFC 7591 error response for registration metadata whose redirect URIs break the rules
-    (see redirect_uri_problem), or None when they are fine (or when the body is malformed in
-    another way, which DOT reports as invalid_client_metadata)."""
+    """The RFC 7591 error response for registration metadata that is not acceptable JSON (too deep,
+    NaN: DOT's own parse crashed on a deep body) or whose redirect URIs break the rules (see
+    redirect_uri_problem), or None when they are fine (or when the body is malformed in another
+    way, which DOT reports as invalid_client_metadata)."""
     try:
-        data = json.loads(body or b"{}")
-    except ValueError:
+        data = parse_json(body or b"{}")
+    except JsonTooDeep as exc:
+        return JsonResponse({"error": "invalid_client_metadata", "error_description": f"The body is not acceptable JSON: {exc}"},
+                            status=400)
+    except JsonBodyError:
         return None
     if not isinstance(data, dict) or "redirect_uris" not in data:
         return None

@@ -152,3 +152,14 @@ def test_parse_json_refuses_what_is_not_json(raw):
 def test_parse_json_takes_bytes_or_str_only():
     with pytest.raises(TypeError):
         parse_json(None)
+
+
+def test_a_deep_registration_body_is_an_rfc_7591_error_not_a_500(db, client):
+    """OAuth dynamic client registration is open to anyone; its library parsed a deep body into a
+    RecursionError (an HTML 500)."""
+    for body in (nested(100_000), '{"redirect_uris": ' + nested(100) + "}"):
+        response = client.post("/o/register/", data=body, content_type="application/json")
+        assert response.status_code == 400 and response.json()["error"] == "invalid_client_metadata", response.content
+    from oauth2_provider.models import get_application_model
+
+    assert not get_application_model().objects.exists()
