@@ -98,6 +98,20 @@ def globex(as_tenant):
 
 
 @pytest.fixture(autouse=True)
+def _database_work_on_the_test_thread(request, monkeypatch):
+    """The MCP and route apps do their database work on backflow.sync's pool threads, which cannot
+    see the rows a test keeps in its open transaction: in-process calls run it on the test's own
+    thread instead (what asgiref's thread-sensitive mode does). Server processes (live daphne,
+    mcp_stdio children) and tests marked `pool_threads` use the real pool."""
+    if "pool_threads" not in request.keywords:
+        from asgiref.sync import sync_to_async
+
+        from backflow import sync
+
+        monkeypatch.setattr(sync, "on_pool_thread", lambda func: sync_to_async(func, thread_sensitive=True))
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     """Tests create many users; the production hasher's work factor would dominate their run time."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

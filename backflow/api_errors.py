@@ -38,7 +38,8 @@ def _flatten(detail, prefix=""):
 
 def api_exception_handler(exc, context):
     if isinstance(exc, ServiceError):
-        return Response(exc.as_dict(), status=exc.status_code)
+        retry = getattr(exc, "retry_after", None)
+        return Response(exc.as_dict(), status=exc.status_code, headers={"Retry-After": str(retry)} if retry else None)
     if isinstance(exc, RequestDataTooBig):
         return Response(
             {"detail": "Request body is too large.", "errors": {"body": ["Send a smaller body."]}},

@@ -45,3 +45,22 @@ class Conflict(ServiceError):
 
 class Forbidden(ServiceError):
     status_code = HTTPStatus.FORBIDDEN
+
+
+class TooManyRequests(ServiceError):
+    """A per-tenant bound was reached; `retry_after` says in how many seconds to try again."""
+
+    status_code = HTTPStatus.TOO_MANY_REQUESTS
+
+    def __init__(self, message, retry_after=1):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def as_dict(self):
+        return {**super().as_dict(), "retryAfterSeconds": self.retry_after}
+
+
+class LoopDetected(ServiceError):
+    """A chain of platform calls (webhook -> run -> upstream -> webhook…) went past its depth."""
+
+    status_code = HTTPStatus.LOOP_DETECTED

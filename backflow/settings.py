@@ -30,7 +30,6 @@ PLATFORM_ENV_NAMES = frozenset({
 })
 
 
-
 def _required(name, how):
     value = env.str(name, default="")
     if not value:
@@ -275,6 +274,22 @@ OAUTH2_PROVIDER = {
 BACKFLOW_MCP_RATE_LIMIT = tuple(env.list("BACKFLOW_MCP_RATE_LIMIT", cast=int, default=[600, 60]))
 # Idle SSE streams get a comment this often so proxies keep them open.
 BACKFLOW_SSE_KEEPALIVE_SECONDS = env.float("BACKFLOW_SSE_KEEPALIVE_SECONDS", default=15.0)
+
+# No tenant may slow another (docs/security.md, "Bounded work per tenant"):
+# threads for the database work of MCP tool calls and tenant routes (each keeps one database
+# connection), and how many of them one tenant may hold at once;
+BACKFLOW_SYNC_THREADS = env.int("BACKFLOW_SYNC_THREADS", default=16)
+BACKFLOW_SYNC_THREADS_PER_TENANT = env.int("BACKFLOW_SYNC_THREADS_PER_TENANT", default=4)
+# route calls of one tenant in flight at once in one process (503 beyond: the shared upstream
+# connection pool stays open to the others);
+BACKFLOW_ROUTE_CONCURRENCY_PER_TENANT = env.int("BACKFLOW_ROUTE_CONCURRENCY_PER_TENANT", default=50)
+# a tenant's runs executing at once (the rest wait in the queue) and runs queued per minute (429 beyond);
+BACKFLOW_TENANT_RUNNING_RUNS = env.int("BACKFLOW_TENANT_RUNNING_RUNS", default=4)
+BACKFLOW_TENANT_RUNS_PER_MINUTE = env.int("BACKFLOW_TENANT_RUNS_PER_MINUTE", default=120)
+# how deep webhook -> run -> upstream call -> webhook chains may go (X-Backflow-Depth; 508 beyond);
+BACKFLOW_MAX_CALL_DEPTH = env.int("BACKFLOW_MAX_CALL_DEPTH", default=3)
+# open SSE streams per API key, JWT user or OAuth grant (429 beyond).
+BACKFLOW_SSE_SESSIONS_PER_PRINCIPAL = env.int("BACKFLOW_SSE_SESSIONS_PER_PRINCIPAL", default=20)
 
 # API keys: last_used_at is written at most this often per key, to keep reads read-only.
 BACKFLOW_KEY_LAST_USED_INTERVAL = timedelta(seconds=60)

@@ -7,22 +7,25 @@ processes see a change, or the tenant's deactivation, at their next request, wit
 """
 
 import asyncio
-import json
+import contextlib
 import logging
 import re
 import secrets as tokens
 import time
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from backflow.asgi_utils import HttpError, check_host, query_params, read_body, request_headers, respond
+from backflow.bounds import Full, Slots
 from backflow.egress import shared_client
+from backflow.errors import ServiceError
+from backflow.jsonbody import JsonBodyError, parse_json
 from backflow.outages import describe, outage_message, reconnecting
 from backflow.ratelimit import retry_after
-from backflow.templating import TemplateError, render
+from backflow.sync import in_thread
+from backflow.templating import TemplateError, local_environment, render
 from integrations_app.models import RouteInvocation
-from integrations_app.runtime import RouteFailure, SecretResolver, run_route, tenant_secrets
+from integrations_app.runtime import DEPTH_HEADER, CallSettings, RouteFailure, SecretResolver, call_depth, run_route, tenant_secrets
 from integrations_app.stores import DatabaseStore
 from tenants.authentication import AuthenticationError, bearer_value, principal_for_token
 from tenants.models import Tenant
@@ -77,6 +80,7 @@ class TenantSite:
         self.tenant, self.table = tenant, table
         self.secrets = tenant_secrets(tenant)
         self.rate_key = f"routes:{tenant.pk}"
+        self.owner = tenant.pk
 
     def authenticate(self, headers):
         raw = bearer_value(headers.get("authorization"))
@@ -112,7 +116,7 @@ class DatabaseSites:
         return tenant, cached[1]
 
     async def site(self, slug):
-        tenant, table = await sync_to_async(reconnecting(self._lookup))(slug)
+        tenant, table = await in_thread(f"slug:{slug}", reconnecting(self._lookup), slug)
         if tenant is None:
             raise HttpError(404, f"No tenant {slug!r}.")
         if not tenant.is_active:
@@ -124,10 +128,11 @@ class LocalSite:
     """The seed's files (`serve_local`): tenant slug `local`, secrets from {{env.NAME}}."""
 
     rate_key = "routes:local"
+    owner = "local"
 
     def __init__(self, store, token=None):
         self.store, self.token = store, token
-        self.secrets = SecretResolver(self._secret, cache_namespace="local", env_templates=True)
+        self.secrets = SecretResolver(self._secret, cache_namespace="local", env=local_environment())
         self._snapshot, self._table = None, None
 
     @property
@@ -141,7 +146,7 @@ class LocalSite:
         if not isinstance(reference, str) or "{{" not in reference:
             raise RouteFailure(502, f"{label}: local mode reads credentials from {{{{env.NAME}}}} placeholders, not stored secrets.")
         try:
-            return render(reference, {})
+            return render(reference, {}, env=self.secrets.env)
         except TemplateError as exc:
             raise RouteFailure(502, f"{label}: {exc}") from exc
 
@@ -169,6 +174,7 @@ class RouteDispatcher:
     def __init__(self, sites):
         self.sites = sites
         self._background = set()
+        self._in_flight = Slots()  # per site owner: route calls running now in this process
 
     async def __call__(self, scope, receive, send):
         try:
@@ -184,29 +190,45 @@ class RouteDispatcher:
         slug, _, tail = rest.partition("/")
         path = "/" + tail.rstrip("/") if tail.strip("/") else "/"
         method = scope["method"].lower()
+        try:
+            depth = call_depth(headers.get(DEPTH_HEADER.lower()))
+        except ServiceError as exc:
+            raise HttpError(exc.status_code, str(exc)) from exc
         site = await self.sites.site(slug)
         route, path_params = site.table.match(method, path)
         query = query_params(scope)
-        wait = await sync_to_async(reconnecting(self._admit))(site, route, headers)
+        wait = await in_thread(site.owner, reconnecting(self._admit), site, route, headers)
         if wait:
             raise HttpError(429, f"Too many requests for this tenant; retry in {wait} s.", [(b"retry-after", str(wait).encode())])
         raw = await read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         try:
-            body = json.loads(raw) if raw.strip() else {}
-        except ValueError as exc:
-            raise HttpError(400, f"The request body is not valid JSON: {exc}.") from exc
+            body = parse_json(raw) if raw.strip() else {}
+        except JsonBodyError as exc:
+            raise HttpError(400, f"The request body is not acceptable JSON: {exc}", errors={"body": [str(exc)]}) from exc
         request_context = {"request": {
             "query": query, "body": body, "params": path_params,
             "headers": {k: v for k, v in headers.items() if k not in FORWARDED_HEADERS_EXCLUDED},
         }}
-        try:
-            result = await run_route(route=route, integrations=site.table.integrations, request_context=request_context,
-                                     client=shared_client(), secrets=site.secrets)
-            status, answer, error = 200, result, ""
-        except RouteFailure as failure:
-            status, answer, error = failure.status, failure.body(), failure.message
+        with self._slot(site.owner):
+            try:
+                result = await run_route(route=route, integrations=site.table.integrations, request_context=request_context,
+                                         client=shared_client(), secrets=site.secrets, call_settings=CallSettings(depth=depth + 1))
+                status, answer, error = 200, result, ""
+            except RouteFailure as failure:
+                status, answer, error = failure.status, failure.body(), failure.message
         await respond(send, status, answer)
         self._record(site, route, method, path, status, round((time.monotonic() - started) * 1000, 2), error)
+
+    @contextlib.contextmanager
+    def _slot(self, owner):
+        """One of the tenant's BACKFLOW_ROUTE_CONCURRENCY_PER_TENANT route calls in flight: a
+        tenant whose upstream hangs fills its own slots, not the connection pool all tenants share."""
+        try:
+            with self._in_flight.take(owner, settings.BACKFLOW_ROUTE_CONCURRENCY_PER_TENANT):
+                yield
+        except Full as full:
+            raise HttpError(503, f"This tenant already has {full.held} route calls in progress; retry shortly.",
+                            [(b"retry-after", b"1")]) from None
 
     @staticmethod
     def _admit(site, route, headers):
@@ -224,7 +246,7 @@ class RouteDispatcher:
     @staticmethod
     async def _safe_record(site, *args):
         try:
-            await sync_to_async(site.record)(*args)
+            await in_thread(site.owner, site.record, *args)
         except Exception as exc:
             if outage_message(exc):  # the answer was sent; the database is down (not a bug)
                 logger.warning("Could not record a route invocation: %s", describe(exc))

@@ -5,7 +5,12 @@ the MCP tools publish them as inputSchema, and the OpenAPI schema uses them for 
 """
 
 import copy
+import ipaddress
 import re
+from urllib.parse import urlsplit
+
+import httpx
+from django.conf import settings
 
 from backflow.errors import InvalidInput
 from backflow.templating import TemplateError, check_references, expressions
@@ -163,6 +168,43 @@ def _check_templates(problems, path, value, **rules):
         problems.add(path, str(exc))
 
 
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
+HEADER_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # control characters but HTAB: they would split or end a header
+
+
+def platform_hosts():
+    """Host names this platform answers to: its public URL's, and ALLOWED_HOSTS' DNS names (IP
+    literals and localhost are loopback or private, which the egress guard refuses anyway, and
+    a loopback upstream on another port is another service)."""
+    hosts = set()
+    for host in settings.ALLOWED_HOSTS:
+        host = host.lower().strip("[]")
+        if host and host not in ("*", "localhost") and not host.startswith(".") and not _is_ip(host):
+            hosts.add(host)
+    if settings.BACKFLOW_PUBLIC_URL:
+        hosts.add((urlsplit(settings.BACKFLOW_PUBLIC_URL).hostname or "").lower())
+    return hosts - {""}
+
+
+def _is_ip(host):
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_base_url(problems, base_url):
+    try:
+        host = httpx.URL(base_url).host
+    except httpx.InvalidURL as exc:
+        problems.add("baseUrl", f"not a valid URL ({exc}); give an absolute http(s) URL such as https://api.example.com/v1.")
+        return
+    if host.lower().strip("[]") in platform_hosts():
+        problems.add("baseUrl", f"{host} is this platform itself: an integration cannot call Backflow's own routes or "
+                                "webhooks (a route or workflow calling itself is a loop).")
+
+
 def clean_integration(document, *, allow_env=False):
     """A validated, normalised integration document, or InvalidInput naming every bad field."""
     doc = _normalized(document)
@@ -186,6 +228,8 @@ def clean_integration(document, *, allow_env=False):
     if not allow_env and isinstance(auth.get("secret"), str) and "{{" in auth["secret"]:
         problems.add(["auth", "secret"], "{{env.…}} is only for local mode: name a stored secret instead.")
     _check_templates(problems, ["baseUrl"], doc["baseUrl"], roots=(), allow_env=allow_env)
+    if "{{" not in doc["baseUrl"]:
+        _check_base_url(problems, doc["baseUrl"])
 
     seen = set()
     for index, endpoint in enumerate(doc["endpoints"]):
@@ -195,6 +239,11 @@ def clean_integration(document, *, allow_env=False):
         for part in ("path", "query", "headers", "body"):
             if part in endpoint:
                 _check_templates(problems, ["endpoints", index, part], endpoint[part], roots=("params",), allow_env=allow_env)
+        for header, value in (endpoint.get("headers") or {}).items():
+            if not HEADER_NAME.match(header):
+                problems.add(["endpoints", index, "headers", header], "not a valid header name: use letters, digits and - (RFC 9110 token).")
+            elif isinstance(value, str) and HEADER_UNSAFE.search(value):
+                problems.add(["endpoints", index, "headers", header], "a header value cannot contain a control character (line break, NUL…).")
     problems.raise_if_any()
     doc["endpoints"] = [_ordered(endpoint, ENDPOINT_SCHEMA) for endpoint in doc["endpoints"]]
     return _ordered(doc, INTEGRATION_SCHEMA)

@@ -5,6 +5,10 @@ Actions run in waves: an action waits only for the earlier actions its params na
 type. Endpoint templates see the action's params as {{params.x}}; `{x}` in an endpoint path is
 filled the same way; params no template uses go to the query string (GET, HEAD, OPTIONS,
 DELETE) or become the JSON body (other methods, when the endpoint defines no body).
+
+Every template is the document's own text, rendered once (backflow.templating): a caller's
+value is inserted as a value, percent-encoded as one segment in a path, and refused in a header
+when it holds a line break. `{{env.NAME}}` resolves only in local mode (`SecretResolver.env`).
 """
 
 import asyncio
@@ -24,10 +28,11 @@ from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 
 from backflow.egress import EgressRefused
-from backflow.errors import NotFound
+from backflow.errors import InvalidInput, LoopDetected, NotFound
 from backflow.outages import REDIS_ERRORS
 from backflow.redaction import scrub
-from backflow.templating import TemplateError, expressions, placeholder_names, render
+from backflow.templating import EmptyPathValue, TemplateError, expressions, placeholder_names, render, render_path
+from integrations_app.documents import HEADER_UNSAFE
 
 logger = logging.getLogger("backflow.routes")
 
@@ -50,11 +55,31 @@ class RouteFailure(Exception):
         return {"error": self.message, **self.details}
 
 
+DEPTH_HEADER = "X-Backflow-Depth"
+
+
+def call_depth(raw):
+    """How many platform calls led to a request, from its X-Backflow-Depth (absent: 0). Past
+    BACKFLOW_MAX_CALL_DEPTH the chain is a loop (a workflow whose upstream call reaches its own
+    webhook, a route calling itself): LoopDetected."""
+    raw = (raw or "").strip() or "0"
+    if not raw.isdigit() or len(raw) > 4:
+        raise InvalidInput.single(DEPTH_HEADER, "must be a small whole number; it is set by Backflow itself.")
+    depth = int(raw)
+    if depth > settings.BACKFLOW_MAX_CALL_DEPTH:
+        raise LoopDetected(f"This call is {depth} platform calls deep (the limit is {settings.BACKFLOW_MAX_CALL_DEPTH}): "
+                           "a route's or workflow's upstream calls lead back here; break the loop.")
+    return depth
+
+
 @dataclass
 class CallSettings:
     retries: int = 2
     backoff: float = 0.1
     max_bytes: int = field(default_factory=lambda: settings.BACKFLOW_UPSTREAM_MAX_BYTES)
+    # Sent upstream as X-Backflow-Depth: a webhook or route of this platform that the call reaches
+    # knows how deep the chain is, and refuses it past BACKFLOW_MAX_CALL_DEPTH.
+    depth: int = 1
 
 
 def waves(actions):
@@ -77,31 +102,31 @@ def _depends_on(action):
 class SecretResolver:
     """Turns an auth `secret` reference into its value, at call time only."""
 
-    def __init__(self, lookup, cache_namespace, env_templates=False):
+    def __init__(self, lookup, cache_namespace, env=None):
         self.lookup = lookup  # async (reference, label) -> value; raises RouteFailure when missing
         self.cache_namespace = cache_namespace  # keeps cached OAuth tokens apart per tenant
-        self.env_templates = env_templates  # local mode: {{env.NAME}} in the other auth parts too
+        self.env = env  # local mode: the Environment {{env.NAME}} reads; tenants have none
 
     def auth_parts(self, auth, label):
         """The auth settings as used for a call: in local mode, `username`, `clientId`, `tokenUrl`…
         may be {{env.NAME}} like the secret (tenant routes use them as written)."""
-        if not self.env_templates:
+        if self.env is None:
             return auth
         try:
-            return {k: render(v, {}) if k != "secret" and isinstance(v, str) and "{{" in v else v for k, v in auth.items()}
+            return {k: render(v, {}, env=self.env) if k != "secret" and isinstance(v, str) and "{{" in v else v
+                    for k, v in auth.items()}
         except TemplateError as exc:
             raise RouteFailure(502, f"{label}: {exc}") from exc
 
 
 def tenant_secrets(tenant):
     """Secrets of a tenant's database records, decrypted at call time."""
-    from asgiref.sync import sync_to_async
-
+    from backflow.sync import in_thread
     from integrations_app.services import secret_value
 
     async def lookup(reference, label):
         try:
-            return await sync_to_async(secret_value)(tenant=tenant, name=reference)
+            return await in_thread(tenant.pk, secret_value, tenant=tenant, name=reference)
         except NotFound as exc:
             raise RouteFailure(502, f"{label}: {exc.message}") from exc
         except ImproperlyConfigured as exc:  # the operator changed BACKFLOW_SECRETS_KEY
@@ -130,11 +155,11 @@ async def run_route(*, route, integrations, request_context, client, secrets, ca
     return _render(route["response"], context, where="the route's response template")
 
 
-def _render(value, context, *, where):
+def _render(value, context, *, where, env=None, path=False):
     try:
-        return render(value, context)
+        return render_path(value, context, bare=context["params"], env=env) if path else render(value, context, env=env)
     except TemplateError as exc:
-        status = 400 if exc.root == "request" else 502
+        status = 400 if exc.root == "request" or isinstance(exc, EmptyPathValue) else 502
         raise RouteFailure(status, f"Cannot fill {where}: {exc}") from exc
 
 
@@ -150,9 +175,11 @@ async def call_endpoint(integration, endpoint_name, params, *, client, secrets, 
     endpoint = next((e for e in (integration or {}).get("endpoints", []) if e["name"] == endpoint_name), None)
     if endpoint is None:
         raise RouteFailure(502, f"{label}: the integration or endpoint no longer exists.")
-    request = _build_request(integration, endpoint, params, label)
+    call_settings = call_settings or CallSettings()
+    request = _build_request(integration, endpoint, params, label, secrets.env)
+    request.headers[DEPTH_HEADER] = str(call_settings.depth)
     await _apply_auth(request, integration, secrets, client, label)
-    return await _send(client, request, endpoint, call_settings or CallSettings(), label)
+    return await _send(client, request, endpoint, call_settings, label)
 
 
 @dataclass
@@ -168,27 +195,18 @@ class UpstreamRequest:
     auth_headers: set = field(default_factory=set)  # header names not sent to another origin
 
 
-def _build_request(integration, endpoint, params, label):
+def _build_request(integration, endpoint, params, label, env):
     context = {"params": params}
     used = placeholder_names([endpoint.get(k) for k in ("path", "query", "headers", "body")], "params")
-    path = endpoint["path"]
-    used |= set(PATH_PARAM.findall(path))
-
-    def fill(match):
-        name = match.group(1)
-        if name not in params:
-            raise RouteFailure(502, f"{label}: the endpoint path needs param {name!r}; add it to the action's params.")
-        return str(params[name])
-
-    path = PATH_PARAM.sub(fill, path)
-    path = _render(path, context, where=f"the path of {label}")
-    query = {k: v for k, v in _render(endpoint.get("query", {}), context, where=f"the query of {label}").items() if v is not None}
-    headers = {k: str(v) for k, v in _render(endpoint.get("headers", {}), context, where=f"the headers of {label}").items()}
+    used |= set(PATH_PARAM.findall(endpoint["path"]))
+    path = _render(endpoint["path"], context, where=f"the path of {label}", env=env, path=True)
+    query = {k: v for k, v in _render(endpoint.get("query", {}), context, where=f"the query of {label}", env=env).items() if v is not None}
+    headers = _header_values(_render(endpoint.get("headers", {}), context, where=f"the headers of {label}", env=env), label)
     leftovers = {k: v for k, v in params.items() if k not in used}
     method = endpoint["method"]
-    request = UpstreamRequest(method=method, url=_join(integration["baseUrl"], str(path)), params=query, headers=headers)
+    request = UpstreamRequest(method=method, url=_join(integration["baseUrl"], path, env), params=query, headers=headers)
     if "body" in endpoint:
-        request.json, request.has_body = _render(endpoint["body"], context, where=f"the body of {label}"), True
+        request.json, request.has_body = _render(endpoint["body"], context, where=f"the body of {label}", env=env), True
     elif leftovers and method not in QUERY_METHODS:
         request.json, request.has_body = leftovers, True
     if method in QUERY_METHODS:
@@ -196,8 +214,22 @@ def _build_request(integration, endpoint, params, label):
     return request
 
 
-def _join(base, path):
-    base_url = render(base, {}) if "{{" in base else base  # {{env.X}} in local mode
+def _header_values(headers, label):
+    """Header values as sent: text without the optional whitespace around it, UTF-8 where it is
+    not ASCII. A value holding a control character (CR, LF, NUL…), which would split or end the
+    header, is refused rather than sent."""
+    values = {}
+    for name, value in headers.items():
+        text = (value if isinstance(value, str) else json.dumps(value)).strip(" \t")
+        if HEADER_UNSAFE.search(text):
+            raise RouteFailure(400, f"{label}: the value for header {name!r} contains a control character (line break, NUL…); "
+                                    "send it without.")
+        values[name] = text if text.isascii() else text.encode("utf-8")
+    return values
+
+
+def _join(base, path, env):
+    base_url = render(base, {}, env=env) if "{{" in base else base  # {{env.X}} in local mode
     return base_url.rstrip("/") + "/" + path.lstrip("/")
 
 
@@ -247,7 +279,7 @@ async def _oauth2_token(auth, client_secret, namespace, integration_name, client
         raise RouteFailure(504, f"{label}: the OAuth token endpoint did not answer in time.") from exc
     except EgressRefused as exc:
         raise RouteFailure(502, f"{label}: OAuth token endpoint: {exc}") from exc
-    except (httpx.HTTPError, ValueError) as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         raise RouteFailure(502, f"{label}: the OAuth token endpoint failed ({exc.__class__.__name__}).") from exc
     if response.status_code >= 400 or not isinstance(payload, dict) or "access_token" not in payload:
         raise RouteFailure(502, f"{label}: the OAuth token endpoint refused the client credentials ({response.status_code}).")
@@ -268,6 +300,8 @@ async def _send(client, request, endpoint, call_settings, label):
             raise RouteFailure(504, f"{label}: the upstream did not answer within {timeout:g} s.") from exc
         except EgressRefused as exc:
             raise RouteFailure(502, f"{label}: {exc}") from exc
+        except httpx.InvalidURL as exc:
+            raise RouteFailure(502, f"{label}: the upstream URL is not valid ({exc}).") from exc
         except httpx.TransportError as exc:
             if attempt + 1 < attempts:
                 await anyio.sleep(call_settings.backoff * 2**attempt)

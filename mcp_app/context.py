@@ -14,3 +14,8 @@ class ToolContext:
     @property
     def local(self):
         return self.tenant is None
+
+    @property
+    def owner(self):
+        """Whose share of the database threads this connection's calls count against."""
+        return "local" if self.tenant is None else self.tenant.pk

@@ -12,13 +12,13 @@ limited. The principal's scopes decide the tool set.
 """
 
 import asyncio
+import contextlib
 import logging
 from urllib.parse import urlencode
 from uuid import uuid4
 
 import anyio
 import mcp_types as types
-from asgiref.sync import sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -29,7 +29,9 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from backflow.asgi_utils import HttpError, check_host, query_params, read_body, request_headers, respond
+from backflow.bounds import Full, Slots
 from backflow.outages import REDIS_ERRORS, describe, reconnecting
+from backflow.sync import in_thread
 from integrations_app.stores import DatabaseStore
 from mcp_app.context import ToolContext
 from mcp_app.registry import visible_tools
@@ -63,7 +65,7 @@ async def authenticate(scope, headers, query, *, allow_query_token=False):
         raise HttpError(401, "Send Authorization: Bearer <API key, JWT or OAuth access token>.", www_authenticate(base))
     requested = headers.get("x-backflow-scope") or query.get("scope") or None
     try:
-        principal = await sync_to_async(reconnecting(principal_for_token))(raw, requested, base + STREAMABLE_PATH)
+        principal = await in_thread(None, reconnecting(principal_for_token), raw, requested, base + STREAMABLE_PATH)
     except AuthenticationError as exc:
         raise HttpError(401, str(exc), www_authenticate(base)) from exc
     if not principal.tenant.is_active:
@@ -89,6 +91,20 @@ def owner_of(principal):
 
 def _session_key(session_id):
     return f"mcp:sse:{session_id}"
+
+
+_open_sessions = Slots()  # per principal: each stream holds a server task, a channel and memory
+
+
+@contextlib.contextmanager
+def _session_slot(owner):
+    """One of the principal's BACKFLOW_SSE_SESSIONS_PER_PRINCIPAL streams on this process."""
+    try:
+        with _open_sessions.take(owner, settings.BACKFLOW_SSE_SESSIONS_PER_PRINCIPAL):
+            yield
+    except Full as full:
+        raise HttpError(429, f"This credential already holds {full.held} open SSE sessions; close one first.",
+                        [(b"retry-after", b"5")]) from None
 
 
 async def sse_stream(scope, receive, send, principal):
@@ -267,7 +283,8 @@ async def _dispatch(path, scope, receive, send):
         if method != "GET":
             raise HttpError(405, "Open the SSE stream with GET.", [(b"allow", b"GET")])
         principal = await authenticate(scope, headers, query, allow_query_token=True)
-        return await sse_stream(scope, receive, send, principal)
+        with _session_slot(owner_of(principal)):
+            return await sse_stream(scope, receive, send, principal)
     if path == MESSAGES_PATH:
         if method != "POST":
             raise HttpError(405, "POST messages here.", [(b"allow", b"POST")])

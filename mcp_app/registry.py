@@ -27,6 +27,12 @@ class ToolDefinition:
     idempotent: bool = False
     local_mode: bool = False  # also offered by `mcp_stdio` on local files
 
+    @property
+    def is_async(self):
+        """An `async def` handler waits on something outside without holding a thread; it does
+        its own database work through backflow.sync.in_thread."""
+        return inspect.iscoroutinefunction(self.handler)
+
     def to_mcp(self):
         return types.Tool(
             name=self.name,

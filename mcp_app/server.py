@@ -14,16 +14,16 @@ from dataclasses import dataclass
 
 import mcp_types as types
 import pydantic_core
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
 from mcp.server import Server
 from pydantic import ValidationError
 
-from backflow.errors import InvalidInput, ServiceError
+from backflow.errors import InvalidInput, ServiceError, TooManyRequests
 from backflow.outages import RETRY_AFTER_SECONDS, describe, outage_message
 from backflow.ratelimit import retry_after
 from backflow.redaction import redact
+from backflow.sync import in_thread
 from backflow.validation import schema_errors
 from mcp_app.registry import REGISTRY, visible_tools
 from tenants.services import audit_record
@@ -54,13 +54,13 @@ def error_result(message, errors=None, **extra):
 
 
 def _check_connections(*, health_check):
-    """close_old_connections() without CONN_MAX_AGE: tool calls run on one thread per process (or the
-    stdio loop's), which keeps its database connection from one call to the next. Closing it after
-    every call (CONN_MAX_AGE=0, the default) made each call open a new one, and on SQLite pay the WAL
-    checkpoint the last connection does on close: 64 calls/s instead of 215 under load
-    (bench/load_mcp.py). A connection left in a transaction, or one that fails its check (before a
-    call; after a call only if it raised database errors), is closed: the next query opens a fresh
-    one, so a restarted database costs no call."""
+    """close_old_connections() without CONN_MAX_AGE: tool calls run on the threads of
+    backflow.sync's pool (or the stdio loop's), each of which keeps its database connection from
+    one call to the next. Closing it after every call (CONN_MAX_AGE=0, the default) made each call
+    open a new one, and on SQLite pay the WAL checkpoint the last connection does on close: 64
+    calls/s instead of 215 under load (bench/load_mcp.py). A connection left in a transaction, or
+    one that fails its check (before a call; after a call only if it raised database errors), is
+    closed: the next query opens a fresh one, so a restarted database costs no call."""
     for conn in connections.all(initialized_only=True):
         if conn.connection is None:
             continue
@@ -70,60 +70,112 @@ def _check_connections(*, health_check):
             conn.errors_occurred = False
 
 
+class TooManyCalls(TooManyRequests):
+    def __init__(self, wait):
+        super().__init__(f"Too many tool calls; retry in {wait} s.", retry_after=wait)
+
+
+def _admit(ctx, name, definition, args):
+    """Refuse the call (unknown or hidden tool, over the rate limit, bad arguments) or let it run."""
+    wait = retry_after(f"mcp:{ctx.rate_key}", settings.BACKFLOW_MCP_RATE_LIMIT) if ctx.rate_key else None
+    if definition is None:
+        raise ServiceError(f"Unknown tool {name!r}. Available tools: {', '.join(sorted(ctx.allowed))}.")
+    if wait:
+        raise TooManyCalls(wait)
+    errors = schema_errors(definition.input_schema, args)
+    if errors:
+        raise InvalidInput(f"Invalid arguments for {name}.", errors)
+
+
+def _failure(name, exc):
+    """The isError result and audit outcome of a call that raised."""
+    if isinstance(exc, ServiceError):
+        extra = {"retryAfterSeconds": exc.retry_after} if isinstance(exc, TooManyRequests) else {}
+        return error_result(str(exc), exc.errors, **extra), f"error: {exc.message}"
+    outage = outage_message(exc)
+    if outage:  # the database (or Redis) went away: retryable, not a bug of the tool
+        logger.warning("MCP tool %s: %s", name, describe(exc))
+        return error_result(f"{name} did not complete: {outage}", retryAfterSeconds=RETRY_AFTER_SECONDS), "error: service unavailable"
+    logger.exception("MCP tool %s failed", name, exc_info=exc)
+    return error_result(f"{name} failed unexpectedly; the server logged the details."), "crash"
+
+
+def _record(ctx, name, args, outcome, started):
+    """The call's audit event (refused calls too); a failure to write it never fails the call."""
+    try:
+        _audit(ctx, name, args, outcome, started)
+    except Exception as exc:
+        if outage_message(exc):
+            logger.warning("Could not record the audit event for %s: %s", name, describe(exc))
+        else:
+            logger.exception("Could not record the audit event for %s", name)
+    logger.debug("tools/call %s -> %s (%.1f ms)", name, outcome, (time.monotonic() - started) * 1000)
+
+
+def _with_checked_connections(fn):
+    """Runs `fn` on a thread whose database connection is checked before (the database may have
+    closed it while idle) and, after database errors, again after."""
+
+    def checked(*args):
+        _check_connections(health_check=True)
+        try:
+            return fn(*args)
+        finally:
+            _check_connections(health_check=False)
+
+    return checked
+
+
+@_with_checked_connections
 def _call_sync(ctx, name, definition, args):
-    """Rate limit, validation, the tool and its audit event in one trip to the sync thread.
-    Refused calls (unknown or hidden tool, over the rate limit) are audited too."""
-    _check_connections(health_check=True)  # long-lived processes: drop connections the database closed
+    """Admission, the tool and its audit event in one trip to a thread."""
     started = time.monotonic()
     try:
-        wait = retry_after(f"mcp:{ctx.rate_key}", settings.BACKFLOW_MCP_RATE_LIMIT) if ctx.rate_key else None
-        try:
-            if definition is None:
-                raise ServiceError(f"Unknown tool {name!r}. Available tools: {', '.join(sorted(ctx.allowed))}.")
-            if wait:
-                raise ServiceError(f"Too many tool calls; retry in {wait} s.")
-            errors = schema_errors(definition.input_schema, args)
-            if errors:
-                raise InvalidInput(f"Invalid arguments for {name}.", errors)
-            result, outcome = json_result(definition.handler(ctx, args)), "ok"
-        except ServiceError as exc:
-            extra = {"retryAfterSeconds": wait} if wait else {}
-            result, outcome = error_result(str(exc), exc.errors, **extra), f"error: {exc.message}"
-        except Exception as exc:
-            outage = outage_message(exc)
-            if outage:  # the database (or Redis) went away: retryable, not a bug of the tool
-                logger.warning("MCP tool %s: %s", name, describe(exc))
-                result = error_result(f"{name} did not complete: {outage}", retryAfterSeconds=RETRY_AFTER_SECONDS)
-                outcome = "error: service unavailable"
-            else:
-                logger.exception("MCP tool %s failed", name)
-                result, outcome = error_result(f"{name} failed unexpectedly; the server logged the details."), "crash"
-        try:
-            _audit(ctx, name, args, outcome, started)
-        except Exception as exc:
-            if outage_message(exc):
-                logger.warning("Could not record the audit event for %s: %s", name, describe(exc))
-            else:
-                logger.exception("Could not record the audit event for %s", name)
-        logger.debug("tools/call %s -> %s (%.1f ms)", name, outcome, (time.monotonic() - started) * 1000)
-        return result
-    finally:
-        _check_connections(health_check=False)
+        _admit(ctx, name, definition, args)
+        result, outcome = json_result(definition.handler(ctx, args)), "ok"
+    except Exception as exc:
+        result, outcome = _failure(name, exc)
+    _record(ctx, name, args, outcome, started)
+    return result
+
+
+async def _call_async(ctx, name, definition, args):
+    """A tool that waits on something outside (a run, an upstream): its waits are async, so no
+    thread is held while it waits; admission and the audit event each take a short trip."""
+    started = time.monotonic()
+    try:
+        await in_thread(ctx.owner, _with_checked_connections(_admit), ctx, name, definition, args)
+        result, outcome = json_result(await definition.handler(ctx, args)), "ok"
+    except Exception as exc:
+        result, outcome = _failure(name, exc)
+    await in_thread(ctx.owner, _with_checked_connections(_record), ctx, name, args, outcome, started)
+    return result
+
+
+AUDITED_IDENTIFIERS = ("name", "id", "collection", "path", "method", "integration", "workflow")
 
 
 def _audit(ctx, name, args, outcome, started):
+    """Audit summaries carry no payload: the arguments' names and the identifiers of what the
+    call acted on, never values such as entity data, inputs or documents (a key without the
+    resource's scope reads /api/audit/ too)."""
     if ctx.tenant is None:
         return
+    target = {k: args[k] for k in AUDITED_IDENTIFIERS if isinstance(args.get(k), str) and len(args[k]) <= 200}
     audit_record(
         tenant=ctx.tenant, actor=ctx.actor, action="mcp.tool_call", object_type="tool", object_id=name,
-        summary={"outcome": outcome, "durationMs": round((time.monotonic() - started) * 1000, 1), "arguments": redact(args)},
+        summary={"outcome": outcome, "durationMs": round((time.monotonic() - started) * 1000, 1),
+                 "arguments": sorted(str(k)[:100] for k in list(args)[:50]), "target": redact(target)},
     )
 
 
 async def call_tool(ctx, name, args):
     """Validate, run and record one tool call; always a CallToolResult, never an exception."""
     definition = REGISTRY.get(name) if name in ctx.allowed else None
-    return await sync_to_async(_call_sync, thread_sensitive=True)(ctx, name, definition, args if isinstance(args, dict) else {})
+    args = args if isinstance(args, dict) else {}
+    if definition is not None and definition.is_async:
+        return await _call_async(ctx, name, definition, args)
+    return await in_thread(ctx.owner, _call_sync, ctx, name, definition, args)
 
 
 async def _on_list_tools(request_ctx, params):

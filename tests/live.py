@@ -4,6 +4,7 @@ Children open the test database: on Postgres by name, on SQLite through the file
 conftest puts it in. Tests that use them need `transactional_db` so their rows are committed.
 """
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -11,7 +12,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
+from uuid import uuid4
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,6 +36,62 @@ def child_database_url():
     if db.get("PASSWORD"):
         auth += ":" + quote(db["PASSWORD"], safe="")
     return f"postgres://{auth + '@' if auth else ''}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{quote(db['NAME'], safe='')}"
+
+
+def postgres_admin_url():
+    """Where tests create private Postgres databases: the run's own server, else the local one
+    (BACKFLOW_TEST_POSTGRES_URL overrides)."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.postgresql":
+        auth = quote(db.get("USER") or "", safe="") + (":" + quote(db["PASSWORD"], safe="") if db.get("PASSWORD") else "")
+        return f"postgres://{auth + '@' if auth else ''}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/postgres"
+    return os.environ.get("BACKFLOW_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def postgres_url(admin, name, port=None):
+    """`admin`'s server and credentials, database `name` (through 127.0.0.1:`port` if given)."""
+    parts = urlsplit(admin)
+    netloc = parts.netloc if port is None else f"{parts.netloc.rpartition('@')[0] + '@' if '@' in parts.netloc else ''}127.0.0.1:{port}"
+    return f"{parts.scheme}://{netloc}/{name}?sslmode=disable"
+
+
+@contextlib.contextmanager
+def private_database(kind):
+    """DATABASE_URL of a new, empty database of `kind` ("sqlite" or "postgres") for server
+    children, dropped afterwards. Postgres needs a server that answers (skips the test if none)."""
+    import pytest
+
+    name = f"bf_private_{os.getpid()}_{uuid4().hex[:8]}"
+    if kind == "sqlite":
+        path = Path(tempfile.gettempdir()) / f"{name}.sqlite3"
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return
+    psycopg = pytest.importorskip("psycopg")
+    admin = postgres_admin_url()
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as db:
+            db.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        pytest.skip(f"no Postgres to create a private database on ({urlsplit(admin).netloc}): {exc}".strip())
+    try:
+        yield postgres_url(admin, name)
+    finally:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as db:
+            db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def manage(*args, env, timeout=180):
+    """`manage.py ARGS` in a child with `env` over this run's environment; its stdout (asserts success)."""
+    done = subprocess.run([sys.executable, "manage.py", *map(str, args)], cwd=ROOT, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, (args, done.stderr[-3000:])
+    return done.stdout
 
 
 def child_env(**overrides):

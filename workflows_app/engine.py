@@ -20,13 +20,15 @@ from backflow.errors import ServiceError
 from backflow.redaction import redact, scrub
 from backflow.templating import TemplateError, render
 from backflow.validation import without_nul
-from integrations_app.runtime import RouteFailure, call_endpoint, tenant_secrets
+from integrations_app.runtime import CallSettings, RouteFailure, call_endpoint, tenant_secrets
 from integrations_app.stores import DatabaseStore
+from tenants.models import Tenant
 from workflows_app import llm, mcp_client, selectors
 from workflows_app.models import StepRun, WorkflowRun
 
 logger = logging.getLogger("backflow.workflows")
 DEFAULT_STEP_TIMEOUT = 60.0
+DEFER_SECONDS = 1.0  # a run over its tenant's running-runs bound is looked at again this much later
 
 
 class StepFailed(Exception):
@@ -97,7 +99,8 @@ class RunContext:
     async def _integration(self, tool, params):
         integration = await asyncio.to_thread(self._integration_document, tool["params"]["integration"])
         return await call_endpoint(integration, tool["params"]["action"], params, client=shared_client(),
-                                   secrets=tenant_secrets(self.tenant), label=f"integration {tool['params']['integration']}")
+                                   secrets=tenant_secrets(self.tenant), call_settings=CallSettings(depth=self.run.depth + 1),
+                                   label=f"integration {tool['params']['integration']}")
 
     def _integration_document(self, name):
         close_old_connections()
@@ -132,12 +135,30 @@ class Heartbeat:
 
 
 def _claim(run_id):
-    """Move a queued run to running; None when another worker has it or it was cancelled."""
+    """Move a queued run to running; None when another worker has it, it was cancelled, or its
+    tenant already has BACKFLOW_TENANT_RUNNING_RUNS running (then it is queued again a moment
+    later, so one tenant's runs cannot take every worker)."""
     with transaction.atomic():
+        run = WorkflowRun.all_tenants.filter(pk=run_id, status=WorkflowRun.Status.QUEUED).only("tenant_id").first()
+        if run is None:
+            return None
+        # The tenant row serialises claims of one tenant's runs across workers (PostgreSQL; a SQLite
+        # write transaction is already exclusive), so the count below stays true until the update.
+        Tenant.objects.select_for_update().filter(pk=run.tenant_id).first()
+        running = WorkflowRun.all_tenants.filter(tenant_id=run.tenant_id, status=WorkflowRun.Status.RUNNING).count()
+        if running >= settings.BACKFLOW_TENANT_RUNNING_RUNS:
+            _defer(run_id)
+            return None
         now = timezone.now()
         claimed = WorkflowRun.all_tenants.filter(pk=run_id, status=WorkflowRun.Status.QUEUED).update(
             status=WorkflowRun.Status.RUNNING, started_at=now, heartbeat_at=now)
     return WorkflowRun.all_tenants.select_related("workflow", "tenant").get(pk=run_id) if claimed else None
+
+
+def _defer(run_id):
+    from workflows_app.tasks import execute_workflow_run
+
+    execute_workflow_run.using(run_after=timezone.now() + timedelta(seconds=DEFER_SECONDS)).enqueue(str(run_id))
 
 
 def _finish(run, status, *, output=None, error=""):

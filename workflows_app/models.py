@@ -59,6 +59,8 @@ class WorkflowRun(TenantOwned):
     output = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     created_by = models.CharField(max_length=200, blank=True)
+    depth = models.PositiveSmallIntegerField(
+        default=0, help_text="How many platform calls led to this run (a webhook called by a run's upstream call is 1 deeper).")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

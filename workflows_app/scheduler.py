@@ -6,6 +6,7 @@ import logging
 from django.db import close_old_connections
 from django.utils import timezone
 
+from backflow.errors import ServiceError
 from tenants.principals import Principal
 from workflows_app import engine, services
 from workflows_app.models import ScheduledTrigger
@@ -22,8 +23,12 @@ def tick(now=None):
             next_run_at=services.next_fire(trigger.cron, now))
         if not claimed:
             continue  # another worker took it
-        services.run_create(tenant=trigger.tenant, actor=Principal.system(trigger.tenant, "schedule"),
-                            workflow=trigger.workflow, input=trigger.input, trigger="schedule", entry=trigger.entry)
+        try:
+            services.run_create(tenant=trigger.tenant, actor=Principal.system(trigger.tenant, "schedule"),
+                                workflow=trigger.workflow, input=trigger.input, trigger="schedule", entry=trigger.entry)
+        except ServiceError as exc:  # e.g. the tenant's runs-per-minute bound: this firing is skipped, the next one comes
+            logger.warning("Schedule of %s/%s not queued: %s", trigger.tenant.slug, trigger.workflow.slug, exc)
+            continue
         queued += 1
     stale = engine.fail_stale_runs()
     if stale:

@@ -5,7 +5,7 @@ import uuid
 from django.core.exceptions import ImproperlyConfigured
 
 from backflow.errors import NotFound
-from backflow.templating import TemplateError, render
+from backflow.templating import TemplateError, operator_environment, render
 from integrations_app.services import secret_value
 from workflows_app.mcp_client import McpClientError, ServerSpec
 from workflows_app.models import McpServer, StepRun, Workflow, WorkflowRun
@@ -56,7 +56,7 @@ def mcp_server_get(*, tenant, name):
 def mcp_server_spec(server):
     """The connection spec of a server record: env placeholders and header secrets resolved now."""
     try:
-        env = tuple(sorted((k, str(render(v, {}))) for k, v in server.env.items()))
+        env = tuple(sorted((k, str(render(v, {}, env=operator_environment()))) for k, v in server.env.items()))
     except TemplateError as exc:
         raise McpClientError(f"MCP server {server.name!r}: {exc}") from exc
     headers, credentials = [], []

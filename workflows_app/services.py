@@ -1,13 +1,14 @@
 """Writes for workflows, runs and MCP servers: validate, write, audit, queue."""
 
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime, timedelta, timezone as dt_timezone
 
 from croniter import croniter
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from backflow.errors import Conflict, Forbidden, InvalidInput
+from backflow.errors import Conflict, Forbidden, InvalidInput, TooManyRequests
 from backflow.validation import nul_errors
 from backflow.writes import check_changes, unique
 from integrations_app.stores import DatabaseStore
@@ -88,8 +89,18 @@ def workflow_delete(*, tenant, actor, slug):
         _audit(tenant, actor, "workflow.delete", "workflow", slug, {"name": workflow.name})
 
 
-def run_create(*, tenant, actor, workflow, input=None, trigger="manual", entry=None):
-    """Queue a run; a worker (`manage.py run_worker`) executes it."""
+def _check_run_budget(tenant):
+    """A tenant queues at most BACKFLOW_TENANT_RUNS_PER_MINUTE runs a minute: a workflow that
+    triggers itself, or a flood of webhook calls, cannot fill the queue every tenant shares."""
+    recent = WorkflowRun.objects.for_tenant(tenant).filter(created_at__gte=timezone.now() - timedelta(seconds=60)).count()
+    if recent >= settings.BACKFLOW_TENANT_RUNS_PER_MINUTE:
+        raise TooManyRequests(f"This tenant queued {recent} runs in the last minute (the limit is "
+                              f"{settings.BACKFLOW_TENANT_RUNS_PER_MINUTE}); try again shortly.", retry_after=10)
+
+
+def run_create(*, tenant, actor, workflow, input=None, trigger="manual", entry=None, depth=0):
+    """Queue a run; a worker (`manage.py run_worker`) executes it. `depth`: how many platform calls
+    led here (a webhook called by a run's upstream call: integrations_app.runtime.call_depth)."""
     from workflows_app.tasks import execute_workflow_run
 
     if input is None:
@@ -103,7 +114,9 @@ def run_create(*, tenant, actor, workflow, input=None, trigger="manual", entry=N
     if entry not in entries:
         raise InvalidInput.single("workflow", f"No workflow named {entry!r} in this document ({', '.join(entries)}).")
     with transaction.atomic():
-        run = WorkflowRun.objects.create(tenant=tenant, workflow=workflow, entry=entry, trigger=trigger, input=input, created_by=str(actor))
+        _check_run_budget(tenant)
+        run = WorkflowRun.objects.create(tenant=tenant, workflow=workflow, entry=entry, trigger=trigger, input=input,
+                                         created_by=str(actor), depth=depth)
         _audit(tenant, actor, "workflow.run", "workflow_run", run.id, {"workflow": workflow.slug, "trigger": trigger})
         # Same database, same transaction: a worker cannot see the task before the run exists.
         execute_workflow_run.enqueue(str(run.id))

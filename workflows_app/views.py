@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 
 from backflow.errors import ServiceError
 from backflow.jsonbody import JsonBodyError, parse_json
+from integrations_app.runtime import DEPTH_HEADER, call_depth
 from tenants.principals import Principal
 from tenants.selectors import tenant_get
 from workflows_app import services
@@ -39,7 +40,10 @@ def webhook(request, tenant_slug, workflow_slug, token):
     if not isinstance(payload, dict):
         payload = {"body": payload}
     try:
-        run = services.run_create(tenant=tenant, actor=Principal.system(tenant, "webhook"), workflow=workflow, input=payload, trigger="webhook")
-    except ServiceError as exc:  # e.g. a NUL character in the payload, which cannot be stored
-        return JsonResponse(exc.as_dict(), status=exc.status_code)
+        depth = call_depth(request.headers.get(DEPTH_HEADER))
+        run = services.run_create(tenant=tenant, actor=Principal.system(tenant, "webhook"), workflow=workflow, input=payload,
+                                  trigger="webhook", depth=depth)
+    except ServiceError as exc:  # a NUL character in the payload, the runs-per-minute bound, a loop…
+        retry = getattr(exc, "retry_after", None)
+        return JsonResponse(exc.as_dict(), status=exc.status_code, headers={"Retry-After": str(retry)} if retry else None)
     return JsonResponse({"runId": str(run.id), "status": run.status}, status=202)

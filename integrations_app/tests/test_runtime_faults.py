@@ -152,7 +152,7 @@ def test_bad_json_request_body_is_a_400(acme, upstream, inprocess):
     make_integration(acme, "up", upstream.url, ENDPOINTS)
     route(acme, "/fetch", "fetch", method="post")
     response = inprocess.call("POST", "/t/acme/fetch", content=b'{"name": ', headers={"Content-Type": "application/json"})
-    assert "not valid JSON" in error_of(response, 400)
+    assert "not well-formed JSON" in error_of(response, 400)
     assert not upstream.calls()
 
 

@@ -53,14 +53,16 @@ def test_every_remote_tool_call_is_audited_with_credentials_redacted(acme, live_
     dumped = json.dumps([e.summary for e in events])
     for secret in SECRET_VALUES:
         assert secret not in dumped, f"{secret} leaked into the audit log: {dumped}"
-    refused = [e.summary["arguments"] for e in events if e.summary["arguments"].get("password")]
+    # No payload in the audit log (a key of any scope reads /api/audit/): the arguments' names and
+    # the identifiers of what the call acted on, never values such as documents or entity data.
+    refused = [e.summary for e in events if "password" in e.summary["arguments"]]
     assert len(refused) == 2, refused
-    for arguments in refused:
-        assert arguments["name"].startswith("audited-")  # ordinary values stay readable
-        assert arguments["password"] == arguments["token"] == arguments["nested"]["apiKey"] == "***redacted***"
-    created = [e.summary["arguments"] for e in events if e.object_id == "create_integration"]
-    assert created and all(a["auth"]["secret"] == "stripe_key" for a in created)  # a secret's name is not a credential
-    assert all(a["endpoints"][0]["headers"]["X-Trace"] == "kept" for a in created)
+    for summary in refused:
+        assert summary["target"]["name"].startswith("audited-")  # what was acted on stays readable
+        assert {"password", "token", "nested"} <= set(summary["arguments"])
+    created = [e.summary for e in events if e.object_id == "create_integration"]
+    assert created and all(set(s["arguments"]) >= {"name", "auth", "endpoints"} for s in created)
+    assert "kept" not in dumped and "stripe_key" not in dumped  # documents' contents are not copied
 
 
 def wait_for_a_fresh_window(window, margin=8.0):

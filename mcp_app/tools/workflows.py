@@ -1,10 +1,15 @@
 """Workflow tools (seed: "Workflow Tools", remote and tenant mode only)."""
 
+import time
+
+import anyio
+
+from backflow.sync import in_thread
 from entities_app.documents import APP_ID_PATTERN
 from integrations_app.documents import NAME_HELP
 from mcp_app.registry import tool
 from workflows_app import selectors, services
-from workflows_app.api.views import MAX_WAIT, wait_for
+from workflows_app.api.views import MAX_WAIT
 from workflows_app.documents import WORKFLOW_SCHEMA
 from workflows_app.models import WorkflowRun
 
@@ -68,12 +73,24 @@ def delete_workflow(ctx, args):
     "required": ["id"],
     "additionalProperties": False,
 })
-def run_workflow(ctx, args):
+async def run_workflow(ctx, args):
     """Queue a run of a workflow and wait (default up to 30 s) for its result: status, output, error
     and each step's result. A run still going after the wait comes back `queued` or `running`;
     read it later at /api/runs/<id>/."""
+    run = await in_thread(ctx.owner, _queue_run, ctx, args)
+    deadline = time.monotonic() + args.get("wait", 30)
+    # Polled without holding a thread while it waits: a long run stalls no other call.
+    while run.status not in WorkflowRun.FINISHED and time.monotonic() < deadline:
+        await anyio.sleep(0.1)
+        await in_thread(ctx.owner, run.refresh_from_db)
+    return await in_thread(ctx.owner, _run_document, run)
+
+
+def _queue_run(ctx, args):
     workflow = selectors.workflow_get(tenant=ctx.tenant, slug=args["id"])
-    run = services.run_create(tenant=ctx.tenant, actor=ctx.actor, workflow=workflow, input=args.get("input", {}),
-                              entry=args.get("workflow"))
-    run = wait_for(run, args.get("wait", 30))
+    return services.run_create(tenant=ctx.tenant, actor=ctx.actor, workflow=workflow, input=args.get("input", {}),
+                               entry=args.get("workflow"))
+
+
+def _run_document(run):
     return run.to_document(selectors.run_steps(run=run) if run.status in WorkflowRun.FINISHED else None)

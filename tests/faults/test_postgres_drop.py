@@ -25,12 +25,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 from uuid import uuid4
 
 import httpx
 import pytest
-from django.db import connection
 
 from integrations_app.tests.test_runtime_helpers import Reply, Upstream
 from mcp_app.tests.test_remote_multiprocess import call, streamable_result
@@ -44,7 +43,7 @@ from mcp_app.tests.test_remote_support import (
     run,
 )
 from tests.faults.helpers import TcpProxy, wait_until
-from tests.live import ROOT, Daphne, child_env
+from tests.live import ROOT, Daphne, child_env, postgres_admin_url, postgres_url
 from workflows_app.tests.helpers import Worker
 
 psycopg = pytest.importorskip("psycopg")
@@ -67,28 +66,13 @@ print(key)
 """
 
 
-def admin_url():
-    """Where to create the private database: the run's own Postgres server, else the local one."""
-    db = connection.settings_dict
-    if db["ENGINE"] == "django.db.backends.postgresql":
-        auth = quote(db.get("USER") or "", safe="") + (":" + quote(db["PASSWORD"], safe="") if db.get("PASSWORD") else "")
-        return f"postgres://{auth + '@' if auth else ''}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/postgres"
-    return os.environ.get("BACKFLOW_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-
-
-def with_database(url, name, port=None):
-    parts = urlsplit(url)
-    netloc = parts.netloc if port is None else f"{parts.netloc.rpartition('@')[0] + '@' if '@' in parts.netloc else ''}127.0.0.1:{port}"
-    return f"{parts.scheme}://{netloc}/{name}?sslmode=disable"
-
-
 class Stack:
     """A private database, a proxy to it, a daphne on the proxy, a local upstream."""
 
     def __init__(self, admin):
         self.admin = admin
         self.name = f"bf_faults_{os.getpid()}_{uuid4().hex[:8]}"
-        self.direct = with_database(admin, self.name)
+        self.direct = postgres_url(admin, self.name)
         self.proxy = self.server = self.upstream = None
 
     def start(self):
@@ -100,7 +84,7 @@ class Stack:
         self.key = setup.stdout.strip().splitlines()[-1]
         parts = urlsplit(self.admin)
         self.proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
-        self.proxied = with_database(self.admin, self.name, port=self.proxy.port)
+        self.proxied = postgres_url(self.admin, self.name, port=self.proxy.port)
         self.upstream = Upstream()
         self.upstream.on("GET", "/ping", Reply(body={"pong": True}))
         # REDIS_URL="": the in-memory layers, so that only the database fails here.
@@ -130,7 +114,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack():
-    admin = admin_url()
+    admin = postgres_admin_url()
     try:
         with psycopg.connect(admin, autocommit=True, connect_timeout=3) as probe:
             probe.execute("SELECT 1")
