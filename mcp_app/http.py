@@ -107,8 +107,10 @@ def _session_slot(owner):
                         [(b"retry-after", b"5")]) from None
 
 
-async def sse_stream(scope, receive, send, principal):
-    """Hold one SSE session open until the client goes away."""
+async def sse_stream(scope, receive, send, principal, url_token=None):
+    """Hold one SSE session open until the client goes away. `url_token`: the credential the stream
+    was opened with in its URL (`?token=`), handed back in the endpoint event so that a client
+    given only that URL sends it with every message too (a session is never a credential)."""
     session_id = uuid4().hex
     layer = get_channel_layer()
     channel = await layer.new_channel("mcp.sse.")
@@ -174,6 +176,8 @@ async def sse_stream(scope, receive, send, principal):
     endpoint = f"{MESSAGES_PATH}?sessionId={session_id}"
     if "scope" in query_params(scope):  # a tenant chosen with ?scope= must reach the POSTs too
         endpoint += "&" + urlencode({"scope": principal.tenant.slug})
+    if url_token:
+        endpoint += "&" + urlencode({"token": url_token})
     await emit(f"event: endpoint\ndata: {endpoint}\n\n")
     try:
         async with anyio.create_task_group() as tasks:
@@ -284,11 +288,12 @@ async def _dispatch(path, scope, receive, send):
             raise HttpError(405, "Open the SSE stream with GET.", [(b"allow", b"GET")])
         principal = await authenticate(scope, headers, query, allow_query_token=True)
         with _session_slot(owner_of(principal)):
-            return await sse_stream(scope, receive, send, principal)
+            url_token = query.get("token") if bearer_value(headers.get("authorization")) is None else None
+            return await sse_stream(scope, receive, send, principal, url_token)
     if path == MESSAGES_PATH:
         if method != "POST":
             raise HttpError(405, "POST messages here.", [(b"allow", b"POST")])
-        principal = await authenticate(scope, headers, query)
+        principal = await authenticate(scope, headers, query, allow_query_token=True)
         return await post_message(scope, receive, send, principal, query)
     principal = await authenticate(scope, headers, query)
     length = int(headers.get("content-length") or 0)  # daphne (Twisted) has refused one that is not a number

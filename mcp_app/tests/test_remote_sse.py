@@ -5,6 +5,7 @@ and the JSON-RPC answer arrives on the stream as `event: message`.
 """
 
 import json
+import time
 
 import anyio
 
@@ -62,7 +63,10 @@ def test_sse_flow_answers_on_the_stream_and_refuses_bad_requests(acme, globex, l
                 assert answer["result"]["structuredContent"] == {"integrations": []}
                 assert json.loads(answer["result"]["content"][0]["text"]) == {"integrations": []}
 
-                endpoint = stream.endpoint
+                # Opened with ?token=: the endpoint hands the same credential back, so a client given
+                # only the URL authenticates every message with it.
+                assert stream.endpoint.endswith(f"&token={acme.key}"), stream.endpoint
+                endpoint = stream.endpoint.partition("&token=")[0]
                 ping = rpc("ping", id=50)
                 # Another principal's session does not exist for you: another key of the same
                 # tenant, a key of another tenant, a JWT of the tenant's owner.
@@ -174,3 +178,48 @@ def test_sse_credentials_header_jwt_and_revocation(acme, live_daphne):
             await assert_session_gone(http, endpoint, jwt)
 
     run(main, timeout=60)
+
+
+def test_a_client_given_only_the_sse_url_works_and_each_message_is_still_authenticated(acme, globex, live_daphne):
+    """The seed's Method B: one URL, `/mcp/sse?token=KEY`, and no way to add a header. The SDK's
+    `sse_client(url)` posts to the endpoint the stream names, which carries the same credential back;
+    revoking the key refuses the very next message, another principal's token is 404, and the access
+    log never holds the key."""
+    from mcp import ClientSession
+    from mcp.client.sse import sse_client
+
+    server = live_daphne()
+    _, revocable = tenant_services.api_key_create(tenant=acme.tenant, actor=acme.actor, name="url-only")
+    other_key = acme.key_with("mcp:use", name="other")
+
+    async def main():
+        async with sse_client(f"{server.url}/mcp/sse?token={revocable}", timeout=10) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                assert {t.name for t in (await session.list_tools()).tools} >= {"list_integrations", "create_route"}
+                listed = await session.call_tool("list_integrations", {})
+                assert listed.is_error is False and listed.structured_content == {"integrations": []}
+
+        # Revocation acts on the very next message (the SDK's client only logs that 401 and waits:
+        # shown on the wire instead).
+        async with raw_client(server) as http, raw_sse(http, f"/mcp/sse?token={revocable}") as stream:
+            assert (await http.post(stream.endpoint, json=rpc("ping", id=1))).status_code == 202
+            with orm_in_loop():
+                tenant_services.api_key_revoke(tenant=acme.tenant, actor=acme.actor, prefix=key_prefix(revocable))
+            assert_401(await http.post(stream.endpoint, json=rpc("ping", id=2)))
+
+        # The session stays bound to its principal: the URL's token swapped for another one is 404.
+        async with raw_client(server) as http, raw_sse(http, f"/mcp/sse?token={acme.key}") as stream:
+            for other in (globex.key, other_key):
+                response = await http.post(stream.endpoint.replace(acme.key, other), json=rpc("ping", id=1))
+                assert response.status_code == 404, response.text
+            assert (await http.post(stream.endpoint, json=rpc("ping", id=2))).status_code == 202
+
+    run(main, timeout=60)
+    for _ in range(50):  # access log lines are written as daphne finishes each request
+        log = server.output(tail=None)
+        if "POST /mcp/messages?sessionId=" in log:
+            break
+        time.sleep(0.1)
+    assert "token=[redacted]" in log and "POST /mcp/messages?sessionId=" in log, log[-2000:]
+    assert revocable not in log and acme.key not in log

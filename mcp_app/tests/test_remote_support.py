@@ -34,7 +34,7 @@ def all_tools():
     assert INTEGRATION_TOOLS | ROUTE_TOOLS <= tools
     return tools
 
-ENDPOINT_DATA = re.compile(r"^/mcp/messages\?sessionId=([0-9a-f]{32})(?:&scope=([a-z0-9-]+))?$")
+ENDPOINT_DATA = re.compile(r"^/mcp/messages\?sessionId=([0-9a-f]{32})(?:&scope=([a-z0-9-]+))?(?:&token=([^&]+))?$")
 PROTOCOL_VERSION = "2025-11-25"
 REQUEST_TIMEOUT = 15  # seconds: a request whose POST failed would otherwise wait for its answer forever
 
