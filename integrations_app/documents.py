@@ -227,6 +227,10 @@ def clean_integration(document, *, allow_env=False):
         problems.add(["auth", part], f"not used by auth type {auth['type']!r}; remove it.")
     if not allow_env and isinstance(auth.get("secret"), str) and "{{" in auth["secret"]:
         problems.add(["auth", "secret"], "{{env.…}} is only for local mode: name a stored secret instead.")
+    if allow_env and isinstance(auth.get("secret"), str) and not re.fullmatch(ENV_REF_PATTERN, auth["secret"]):
+        # Local mode writes documents into files a user reviews and commits: never a credential.
+        problems.add(["auth", "secret"], "local mode reads credentials from the environment: write {{env.NAME}} "
+                                         "(e.g. {{env.STRIPE_KEY}}) and set NAME where the server runs, never the value itself.")
     _check_templates(problems, ["baseUrl"], doc["baseUrl"], roots=(), allow_env=allow_env)
     if "{{" not in doc["baseUrl"]:
         _check_base_url(problems, doc["baseUrl"])

@@ -33,6 +33,9 @@ CASES = [
     ("create_integration", {"name": "crm", "baseUrl": "ftp://files.example.com"}, ["baseUrl"], "http"),
     ("create_integration", {"name": "crm", "baseUrl": URL, "auth": {"type": "bearer"}}, ["auth.secret"], "secret"),
     ("create_integration", {"name": "crm", "baseUrl": URL, "auth": {"type": "bearer", "secret": "sk_live_ABC 123"}}, ["auth.secret"], "secret"),
+    # A raw credential would be written into integrations/crm.json, a file users commit: refused at once.
+    ("create_integration", {"name": "crm", "baseUrl": URL, "auth": {"type": "bearer", "secret": "sk_live_abc123"}}, ["auth.secret"], "{{env.NAME}}"),
+    ("create_integration", {"name": "crm", "baseUrl": URL, "auth": {"type": "basic", "username": "u", "secret": "hunter2"}}, ["auth.secret"], "{{env.NAME}}"),
     ("create_integration", {"name": "crm", "baseUrl": URL, "auth": {"type": "magic"}}, ["auth.type"], "magic"),
     ("create_integration", {"name": "crm", "baseUrl": URL, "auth": "bearer"}, ["auth"], "object"),
     ("create_integration", {"name": "crm", "baseUrl": URL, "endpoints": "listRecords"}, ["endpoints"], "array"),
