@@ -9,11 +9,12 @@ PEERS := tests/peers
 
 .PHONY: run test install migrate peers browser bench clean
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt pyproject.toml bridge/pyproject.toml $(wildcard bridge/backflow_bridge/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet --no-deps ./bridge
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt

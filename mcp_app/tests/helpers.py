@@ -20,9 +20,30 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
 PYTHON = sys.executable  # the project's .venv interpreter that runs pytest
 
-INTEGRATION_TOOLS = {"create_integration", "list_integrations", "get_integration", "update_integration", "delete_integration"}
-ROUTE_TOOLS = {"create_route", "list_routes", "get_route", "update_route", "delete_route"}
+# The tools each scope opens, written out here: tests state what they expect, they do not ask
+# the registry (a tool added or moved to another scope must change this table).
+TOOLS_BY_SCOPE = {
+    "integrations:read": {"list_integrations", "get_integration"},
+    "integrations:write": {"create_integration", "update_integration", "delete_integration"},
+    "routes:read": {"list_routes", "get_route"},
+    "routes:write": {"create_route", "update_route", "delete_route"},
+    "workflows:read": {"list_workflows", "get_workflow"},
+    "workflows:write": {"create_workflow", "update_workflow", "delete_workflow"},
+    "workflows:run": {"run_workflow"},
+    "apps:read": {"list_apps", "get_app"},
+    "apps:write": {"create_app", "update_app", "delete_app"},
+    "entities:read": {"list_collections", "list_entities", "get_entity"},
+    "entities:write": {"create_entity", "update_entity", "delete_entity"},
+    "mcp:use": set(),
+}
+INTEGRATION_TOOLS = TOOLS_BY_SCOPE["integrations:read"] | TOOLS_BY_SCOPE["integrations:write"]
+ROUTE_TOOLS = TOOLS_BY_SCOPE["routes:read"] | TOOLS_BY_SCOPE["routes:write"]
 LOCAL_TOOLS = INTEGRATION_TOOLS | ROUTE_TOOLS
+
+
+def tools_for(*scopes):
+    """The tool names a credential with these scopes may list and call."""
+    return set().union(*(TOOLS_BY_SCOPE[scope] for scope in scopes))
 
 # Variables of the test runner's own environment that would change what the child serves.
 _NOT_INHERITED = ("BACKFLOW_INTEGRATIONS_PATH", "BACKFLOW_CONFIG_PATH", "DEBUG", "LOG_LEVEL")

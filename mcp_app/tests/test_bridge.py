@@ -7,6 +7,7 @@ import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
@@ -139,8 +140,34 @@ def test_bridge_refuses_to_start_with_a_wrong_key_or_an_unreachable_endpoint(acm
 
 def test_importing_the_bridge_loads_no_django():
     code = ("import sys, mcp_app.bridge; "
-            "loaded = sorted(m for m in sys.modules if m == 'django' or m.startswith('django.') or m.startswith('backflow')); "
+            "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'backflow', 'tenants', 'integrations_app')); "
             "print(loaded); sys.exit(1 if loaded else 0)")
     proc = subprocess.run([PYTHON, "-c", code], env=bare_env(), cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_the_bridge_installs_on_its_own_and_serves_a_live_server(acme, live_daphne, tmp_path):
+    """`pip install ./bridge` into a new virtualenv: the MCP SDK and nothing of the server (no
+    Django), no build/ or *.egg-info left in the checkout, and its `backflow-mcp` serves the tools."""
+    server = live_daphne()
+    venv = tmp_path / "venv"
+    subprocess.run([PYTHON, "-m", "venv", str(venv)], check=True, timeout=120)
+    before = set((ROOT / "bridge").iterdir())
+    install = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", str(ROOT / "bridge")],
+                             capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-3000:]
+    assert set((ROOT / "bridge").iterdir()) == before, "installing left files in the checkout"
+    listed = subprocess.run([str(venv / "bin" / "pip"), "list", "--format=freeze"], capture_output=True, text=True, timeout=60).stdout
+    names = {line.split("==")[0].lower() for line in listed.splitlines()}
+    assert "backflow-mcp" in names and "mcp" in names, names
+    assert not {"django", "djangorestframework", "channels", "daphne", "backflow"} & names, names
+
+    async def main():
+        async with bridge([str(venv / "bin" / "backflow-mcp")], "--api-key", acme.key, "--endpoint", server.url,
+                          "--allow-integrations") as s:
+            assert await s.tool_names() == all_tools() - ROUTE_TOOLS
+            assert integration_names(await s.ok("list_integrations")) == []
+
+    run(main, timeout=60)

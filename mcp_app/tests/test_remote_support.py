@@ -20,19 +20,15 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from rest_framework.test import APIClient
 
-from mcp_app.tests.helpers import INTEGRATION_TOOLS, ROUTE_TOOLS, result_json, run  # noqa: F401  (re-exported)
+from mcp_app.tests.helpers import INTEGRATION_TOOLS, ROUTE_TOOLS, TOOLS_BY_SCOPE, result_json, run, tools_for  # noqa: F401  (re-exported)
 from tenants import services as tenant_services
 
 
 
 def all_tools():
-    """Every tool a full-scope credential sees (the registry grows as tool families are added)."""
-    from mcp_app.registry import visible_tools
-    from tenants.scopes import ALL_SCOPES
+    """Every tool a full-scope credential sees (pinned per scope in mcp_app/tests/helpers.py)."""
+    return tools_for(*TOOLS_BY_SCOPE)
 
-    tools = set(visible_tools(scopes=ALL_SCOPES))
-    assert INTEGRATION_TOOLS | ROUTE_TOOLS <= tools
-    return tools
 
 ENDPOINT_DATA = re.compile(r"^/mcp/messages\?sessionId=([0-9a-f]{32})(?:&scope=([a-z0-9-]+))?(?:&token=([^&]+))?$")
 PROTOCOL_VERSION = "2025-11-25"

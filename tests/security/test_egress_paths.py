@@ -23,9 +23,9 @@ from workflows_app.tests.helpers import run_now, step, workflow
 
 ROOT = Path(settings.BASE_DIR)
 APPS = ("backflow", "tenants", "integrations_app", "entities_app", "workflows_app", "mcp_app")
-# The one module allowed to build outbound clients; the bridge runs on the user's machine and calls
-# the Backflow server the user names, so it is not the platform's egress.
-BUILDERS = {"backflow/egress.py", "mcp_app/bridge.py"}
+# The one module allowed to build outbound clients (the bridge, bridge/, is another distribution that
+# runs on the user's machine and calls the Backflow server the user names: not the platform's egress).
+BUILDERS = {"backflow/egress.py"}
 CLIENT_CALLS = {"AsyncClient", "Client", "urlopen", "create_connection", "open_connection", "Session", "request"}
 NETWORK_MODULES = {"httpx", "httpx2", "requests", "urllib", "aiohttp", "socket", "asyncio", "http"}
 # The SDK's transports make their own client unless handed one (or a factory) of the guard.

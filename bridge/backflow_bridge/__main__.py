@@ -1,0 +1,3 @@
+from backflow_bridge.bridge import main
+
+main()
