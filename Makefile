@@ -49,7 +49,7 @@ peers: $(PEERS)/node_modules/.installed
 
 # Headless Chromium for the app page tests (Debian's package; Playwright drives it, downloads nothing).
 browser:
-	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 test: install $(VENV)/.installed-test peers browser
 	$(PY) manage.py collectstatic --noinput --verbosity 0
