@@ -137,6 +137,7 @@ class McpServer(TenantOwned):
 
     class Meta(TenantOwned.Meta):
         ordering = ["name"]
+        verbose_name = "MCP server"  # not Django's "mcp server" / "Mcp servers" in the admin
         constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="mcpserver_unique_name")]
 
     def __str__(self):
