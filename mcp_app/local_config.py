@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,10 @@ def load_local_config(path=None, environ=None):
         allow_route_creation=settings.get("allowRouteCreation", True),
         auto_reload=settings.get("autoReload", False),
     )
+    if not config.integrations_path.exists() and config.integrations_path.parent.is_dir():
+        # A first run in a new project: make the folder the assistant will write into.
+        config.integrations_path.mkdir()
+        print(f"backflow: created the integrations folder {config.integrations_path}", file=sys.stderr)
     if not config.integrations_path.is_dir():
         raise LocalConfigError(
             f"Integrations folder {config.integrations_path} does not exist: create it (mkdir -p) or set integrationsPath / BACKFLOW_INTEGRATIONS_PATH."

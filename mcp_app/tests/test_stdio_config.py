@@ -97,11 +97,25 @@ def test_enabled_false_refuses_to_start(site, tmp_path):
     assert site.files() == before
 
 
-def test_missing_integrations_folder_is_a_clear_error(site, tmp_path):
-    site.write_mcp_config(integrationsPath="./no-such-folder")
+def test_a_first_run_creates_the_integrations_folder_and_says_so(site, tmp_path):
+    """The seed's first step is `mcp_stdio` in a new project: no `mkdir integrations` needed first."""
+    site.write_mcp_config(integrationsPath="./fresh")
+
+    async def main():
+        async with mcp_server(site.mcp_config, cwd=tmp_path) as client:
+            await client.ok("create_integration", CRM)
+            return client.stderr()
+
+    stderr = run(main)
+    assert f"created the integrations folder {site.root / 'fresh'}" in stderr, stderr
+    assert (site.root / "fresh" / "crm.json").is_file()
+
+
+def test_an_integrations_folder_whose_parent_is_missing_is_a_clear_error(site, tmp_path):
+    site.write_mcp_config(integrationsPath="./no-such-parent/integrations")
     proc = run_command(site.mcp_config, cwd=tmp_path)
-    assert_refused_at_start(proc, str(site.root / "no-such-folder"), "does not exist")
-    assert not (site.root / "no-such-folder").exists()
+    assert_refused_at_start(proc, str(site.root / "no-such-parent" / "integrations"), "does not exist")
+    assert not (site.root / "no-such-parent").exists()
 
 
 def test_invalid_mcp_config_json_is_a_clear_error(site, tmp_path):
@@ -127,9 +141,13 @@ def test_missing_mcp_config_file_is_a_clear_error(tmp_path):
     assert_refused_at_start(proc, str(tmp_path / "nowhere" / "mcp-config.json"), "does not exist")
 
 
-def test_missing_default_folder_without_config_is_a_clear_error(tmp_path):
-    proc = run_command(cwd=tmp_path)
-    assert_refused_at_start(proc, str(tmp_path / "integrations"))
+def test_without_any_config_a_first_run_creates_the_default_folder(tmp_path):
+    async def main():
+        async with mcp_server(cwd=tmp_path) as client:
+            assert set(await client.tools()) == LOCAL_TOOLS
+
+    run(main)
+    assert (tmp_path / "integrations").is_dir()
 
 
 # -- where the files are -------------------------------------------------------------------------------

@@ -32,15 +32,17 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("config_json", help="Path to config.json (routes, mcpServers)")
         parser.add_argument("--tenant", required=True, help="Tenant slug")
-        parser.add_argument("--integrations", help="Folder of <name>.json files (default: integrations/ beside CONFIG_JSON)")
+        parser.add_argument("--integrations", help="Folder of <name>.json files (default: integrations/ beside CONFIG_JSON, if it exists)")
 
     def handle(self, config_json, tenant, integrations, **options):
         config_path = Path(config_json).resolve()
         if not config_path.is_file():
             raise CommandError(f"{config_path} does not exist.")
+        # The seed's MCP-client config.json holds only mcpServers: without --integrations, a missing
+        # integrations/ folder beside it just means there are none.
         integrations_path = Path(integrations).resolve() if integrations else config_path.parent / "integrations"
-        if not integrations_path.is_dir():
-            raise CommandError(f"Integrations folder {integrations_path} does not exist; name it with --integrations.")
+        if integrations and not integrations_path.is_dir():
+            raise CommandError(f"Integrations folder {integrations_path} does not exist; check --integrations.")
         tenant = tenant_or_error(tenant)
         source = FileStore(integrations_path=integrations_path, config_path=config_path)
         target = DatabaseStore(tenant=tenant, actor=Principal.system(tenant, "import_config"))

@@ -1,0 +1,25 @@
+"""The seed's own documents, byte for byte (tests/fixtures/seed/), work as pasted."""
+
+import json
+import shutil
+from io import StringIO
+from pathlib import Path
+
+from django.core.management import call_command
+
+from workflows_app import selectors
+
+SEED = Path(__file__).resolve().parent / "fixtures" / "seed"
+
+
+def test_the_seeds_mcp_client_config_imports_without_an_integrations_folder(acme, tmp_path):
+    config = tmp_path / "config.json"
+    shutil.copyfile(SEED / "config.json", config)
+    out = StringIO()
+    call_command("import_config", str(config), "--tenant", "acme", stdout=out)
+    report = json.loads(out.getvalue())
+    assert report["mcpServers"] == {"filesystem": "created", "github": "created", "sqlite": "created"}
+    assert report["integrations"] == {} and report["routes"] == {}
+    github = selectors.mcp_server_get(tenant=acme.tenant, name="github")
+    assert github.command == "npx" and github.env == {"GITHUB_TOKEN": "{{env.GITHUB_TOKEN}}"}
+    assert not (tmp_path / "integrations").exists()
