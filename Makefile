@@ -9,12 +9,12 @@ PEERS := tests/peers
 
 .PHONY: run test install migrate peers browser bench clean
 
-$(VENV)/.installed: requirements.txt pyproject.toml bridge/pyproject.toml $(wildcard bridge/backflow_bridge/*.py)
+$(VENV)/.installed: requirements.txt pyproject.toml bridge/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
-	$(PY) -m pip install --quiet --no-deps ./bridge
+	$(PY) -m pip install --quiet --no-deps -e ./bridge
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt

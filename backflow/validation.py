@@ -105,8 +105,9 @@ OPENAPI_30_UNSUPPORTED = {"propertyNames", "const", "prefixItems", "$defs", "if"
 
 
 def openapi_schema(schema):
-    """public_schema for OpenAPI 3.0: `"type": [X, "null"]` becomes `nullable: true`, and keywords
-    3.0 lacks are left out (the service still enforces them)."""
+    """public_schema for OpenAPI 3.0: `"type": [X, "null"]` becomes `nullable: true`, a longer list
+    of types (any JSON value) no `type` at all, and keywords 3.0 lacks are left out (the service
+    still enforces them)."""
     schema = public_schema(schema)
     if isinstance(schema, dict):
         schema = {k: openapi_schema(v) for k, v in schema.items() if k not in OPENAPI_30_UNSUPPORTED}
@@ -114,6 +115,8 @@ def openapi_schema(schema):
         if isinstance(kinds, list) and "null" in kinds and len(kinds) == 2:
             schema["type"] = next(kind for kind in kinds if kind != "null")
             schema["nullable"] = True
+        elif isinstance(kinds, list):
+            del schema["type"]
     elif isinstance(schema, list):
         schema = [openapi_schema(v) for v in schema]
     return schema

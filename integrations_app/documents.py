@@ -28,6 +28,7 @@ HTTP_METHOD = {
     "enum": HTTP_METHODS + [m.upper() for m in HTTP_METHODS],
     "description": "HTTP method, e.g. get or GET (stored lower-case).",
 }
+ANY_JSON = ["object", "array", "string", "number", "integer", "boolean", "null"]
 AUTH_TYPES = ["none", "bearer", "basic", "api_key", "oauth2_client_credentials"]
 READ_ONLY_FIELDS = ("id", "createdAt", "updatedAt")
 
@@ -83,7 +84,7 @@ ENDPOINT_SCHEMA = {
         "description": {"type": "string", "maxLength": 2000},
         "query": {"type": "object", "description": "Query parameters (values may be templates).", "maxProperties": 100},
         "headers": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 4000}, "maxProperties": 100},
-        "body": {"description": "JSON body template (any JSON value)."},
+        "body": {"type": ANY_JSON, "description": "JSON body template (any JSON value)."},
         "timeout": {"type": "number", "minimum": 0.1, "maximum": 120, "description": "Seconds the whole call may take (default 10)."},
     },
     "required": ["name", "method", "path"],
@@ -97,10 +98,10 @@ INTEGRATION_SCHEMA = {
     "properties": {
         "name": {"type": "string", "pattern": NAME_PATTERN, "x-pattern-help": NAME_HELP, "description": "Unique id, e.g. \"airtable\"."},
         "displayName": {"type": "string", "maxLength": 200, "description": "Human name, e.g. \"Airtable\"."},
-        "description": {"type": "string", "maxLength": 2000},
+        "description": {"type": "string", "maxLength": 2000, "description": "What the API is for, for people and assistants."},
         "baseUrl": {"type": "string", "pattern": r"^https?://[^\s/?#]+[^\s]*$", "maxLength": 2000, "x-pattern-help": "give an absolute http(s) URL such as https://api.airtable.com/v0.", "description": "Absolute http(s) URL every endpoint path is appended to."},
         "auth": AUTH_SCHEMA,
-        "endpoints": {"type": "array", "items": ENDPOINT_SCHEMA, "maxItems": 200},
+        "endpoints": {"type": "array", "items": ENDPOINT_SCHEMA, "maxItems": 200, "description": "The operations routes and workflows call by name."},
     },
     "required": ["name", "baseUrl"],
     "additionalProperties": False,
@@ -131,15 +132,16 @@ ROUTE_SCHEMA = {
     "properties": {
         "path": {"type": "string", "maxLength": 500, "description": "Starts with '/'; segments may be {param}, e.g. /bookings/{id}."},
         "method": HTTP_METHOD,
-        "description": {"type": "string", "maxLength": 2000},
+        "description": {"type": "string", "maxLength": 2000, "description": "What the route does, for its callers."},
         "requireAuth": {"type": "boolean", "description": "Callers need an API key or JWT of the tenant (default true)."},
         "integrations": {
             "type": "object",
+            "description": "The integration actions the route runs, in order (actions of one wave run concurrently).",
             "properties": {"actions": {"type": "array", "items": ACTION_SCHEMA, "minItems": 1, "maxItems": 50}},
             "required": ["actions"],
             "additionalProperties": False,
         },
-        "response": {"description": "Optional template of the answer, e.g. {\"classes\": \"{{steps.classes.result}}\"}; default: the last action's result."},
+        "response": {"type": ANY_JSON, "description": "Optional template of the answer, e.g. {\"classes\": \"{{steps.classes.result}}\"}; default: the last action's result."},
     },
     "required": ["path", "method", "integrations"],
     "additionalProperties": False,

@@ -1,7 +1,10 @@
 """One definition per MCP tool. A tool is a short adapter: JSON arguments in, service call, JSON out.
 
-Add a tool with the `tool` decorator: name, title, the scope it needs, its input JSON Schema and
-its hints; the docstring becomes the description the assistant reads.
+Add a tool with the `tool` decorator: name, title, the scope it needs, its input and output JSON
+Schemas and its hints; the docstring becomes the description the assistant reads. The hints say
+what the tool does, for clients that decide from them whether to ask the user: `read_only` (lists
+and gets), `destructive` (deletes, and updates that replace lists), `open_world` (it reaches
+systems outside Backflow: upstream APIs, MCP servers, LLMs).
 """
 
 import inspect
@@ -21,11 +24,16 @@ class ToolDefinition:
     description: str
     scope: str  # the key scope (or local-mode permission) needed to see and call it
     input_schema: dict  # validates arguments; published without our x-… keywords
+    output_schema: dict  # what every successful answer's structuredContent satisfies (mcp_app/outputs.py)
     handler: object  # (ctx: ToolContext, args: dict) -> JSON object
     read_only: bool = False
     destructive: bool = False
     idempotent: bool = False
+    open_world: bool = False
     local_mode: bool = False  # also offered by `mcp_stdio` on local files
+    # An update tool publishes the document's nested parts as plain objects and points at the create
+    # tool's schema (same document): tools/list stays compact; arguments are checked in full anyway.
+    same_as: str | None = None
 
     @property
     def is_async(self):
@@ -38,25 +46,40 @@ class ToolDefinition:
             name=self.name,
             title=self.title,
             description=self.description,
-            input_schema=public_schema(self.input_schema),
-            annotations=types.ToolAnnotations(
-                title=self.title,
+            input_schema=public_schema(self._published_input()),
+            output_schema=self.output_schema,
+            annotations=types.ToolAnnotations(  # the title is the tool's own, not repeated here
                 read_only_hint=self.read_only,
                 destructive_hint=self.destructive,
                 idempotent_hint=self.idempotent,
-                open_world_hint=False,
+                open_world_hint=self.open_world,
             ),
         )
 
 
-def tool(*, name, title, scope, schema, read_only=False, destructive=False, idempotent=False, local_mode=False):
+    def _published_input(self):
+        if self.same_as is None:
+            return self.input_schema
+        properties = {}
+        for key, spec in self.input_schema["properties"].items():
+            if spec.get("type") == "array" and "properties" in spec.get("items", {}):
+                spec = {"type": "array", "items": {"type": "object"},
+                        "description": f"{spec.get('description', '')} Each item as in {self.same_as}'s input schema.".strip()}
+            elif "properties" in spec:
+                spec = {"type": "object", "description": f"{spec.get('description', '')} As in {self.same_as}'s input schema.".strip()}
+            properties[key] = spec
+        return {**self.input_schema, "properties": properties}
+
+
+def tool(*, name, title, scope, schema, output, read_only=False, destructive=False, idempotent=False, open_world=False,
+         local_mode=False, same_as=None):
     def register(handler):
         if name in REGISTRY:
             raise ValueError(f"MCP tool {name!r} is defined twice.")
         REGISTRY[name] = ToolDefinition(
             name=name, title=title, description=inspect.cleandoc(handler.__doc__ or ""), scope=scope,
-            input_schema=schema, handler=handler, read_only=read_only, destructive=destructive,
-            idempotent=idempotent or read_only, local_mode=local_mode,
+            input_schema=schema, output_schema=output, handler=handler, read_only=read_only, destructive=destructive,
+            idempotent=idempotent or read_only, open_world=open_world, local_mode=local_mode, same_as=same_as,
         )
         return handler
 

@@ -39,9 +39,12 @@ INSTRUCTIONS = (
 
 
 def json_result(value, *, is_error=False):
+    """The value as JSON text, and (for a success) as structuredContent, which then satisfies the
+    tool's outputSchema. An error carries its JSON as text only: clients validate any
+    structuredContent against the outputSchema, errors included (the TypeScript SDK does)."""
     return types.CallToolResult(
         content=[types.TextContent(text=json.dumps(value, ensure_ascii=False, default=str))],
-        structured_content=value,
+        structured_content=None if is_error else value,
         is_error=is_error,
     )
 

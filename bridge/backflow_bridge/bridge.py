@@ -127,8 +127,8 @@ def build_bridge(remote, hidden):
 
 
 def _error(message):
-    body = {"error": message}  # like Backflow's own results: structuredContent and the same JSON as text
-    return types.CallToolResult(content=[types.TextContent(text=json.dumps(body))], structured_content=body, is_error=True)
+    body = {"error": message}  # like Backflow's own errors: the JSON as text (no structuredContent to break an outputSchema)
+    return types.CallToolResult(content=[types.TextContent(text=json.dumps(body))], is_error=True)
 
 
 async def serve(args):

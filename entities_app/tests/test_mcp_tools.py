@@ -27,7 +27,7 @@ from tests.live import child_database_url
 ENTITY_TOOLS = {"list_collections", "list_entities", "get_entity", "create_entity", "update_entity", "delete_entity"}
 APP_TOOLS = {"list_apps", "get_app", "create_app", "update_app", "delete_app"}
 READ_ONLY = {"list_collections", "list_entities", "get_entity", "list_apps", "get_app"}
-DESTRUCTIVE = {"delete_entity", "delete_app"}
+DESTRUCTIVE = {"delete_entity", "delete_app", "update_app"}  # update_app replaces the pages list
 
 MEMBERS = {
     "name": "members",

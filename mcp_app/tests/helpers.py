@@ -81,10 +81,12 @@ def run_command(*args, cwd=None, env=None, timeout=30):
 
 
 def result_json(result):
-    """The JSON of a tool result, after checking structuredContent is exactly the text's JSON."""
+    """The JSON of a tool result, after checking structuredContent is exactly the text's JSON (for a
+    success; an error is text only, since clients validate structuredContent against the outputSchema)."""
     assert result.content and result.content[0].type == "text", result
     parsed = json.loads(result.content[0].text)
-    assert result.structured_content == parsed, (result.structured_content, result.content[0].text)
+    expected = None if result.is_error else parsed
+    assert result.structured_content == expected, (result.structured_content, result.content[0].text)
     return parsed
 
 

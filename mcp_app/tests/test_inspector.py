@@ -70,4 +70,4 @@ def test_inspector_lists_and_calls_tools(site, tmp_path):
                      "--tool-arg", "name=stripe", "baseUrl=https://api.stripe.com/v1")
     assert proc.returncode == 5, (proc.returncode, proc.stdout, proc.stderr)
     result = output(proc)["result"]
-    assert result["isError"] is True and "already exists" in result["structuredContent"]["error"]
+    assert result["isError"] is True and "already exists" in json.loads(result["content"][0]["text"])["error"]

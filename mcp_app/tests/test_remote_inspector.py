@@ -76,7 +76,8 @@ def check_transport(tmp_path, server, acme, read_only, transport):
                      "--tool-arg", "name=nothing-here")
     assert proc.returncode == 5, (proc.returncode, proc.stdout, proc.stderr)
     result = output(proc)["result"]
-    assert result["isError"] is True and "nothing-here" in result["structuredContent"]["error"], result
+    assert result["isError"] is True and "nothing-here" in json.loads(result["content"][0]["text"])["error"], result
+    assert "structuredContent" not in result  # an error is text: clients validate structuredContent against outputSchema
 
     # No key: the inspector cannot connect (and never starts an interactive sign-in).
     proc = inspector(tmp_path, server, transport, None, "--method", "tools/list")

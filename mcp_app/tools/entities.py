@@ -1,8 +1,9 @@
 """Entity tools (seed: "Entity Tools", remote and tenant mode only)."""
 
 from entities_app import selectors, services
-from entities_app.documents import FILTERS_SCHEMA, MAX_LIMIT, SORT_SCHEMA
+from entities_app.documents import COLLECTION_SCHEMA, FILTERS_SCHEMA, MAX_LIMIT, SORT_SCHEMA
 from integrations_app.documents import NAME_HELP, NAME_PATTERN
+from mcp_app.outputs import DELETED_NAME, INTEGER, NULLABLE_STRING, STRING, document, listing, obj
 from mcp_app.registry import tool
 
 COLLECTION = {"type": "string", "pattern": NAME_PATTERN, "x-pattern-help": NAME_HELP, "description": "The collection's name, e.g. \"members\"."}
@@ -10,18 +11,23 @@ ENTITY_ID = {"type": "string", "description": "The entity's id (UUID)."}
 VERSION = {"type": "integer", "minimum": 1, "description": "The version you read; the write is refused (isError) if the entity changed since."}
 
 
+ENTITY = obj(id=STRING, collection=STRING, data={"type": "object"}, createdAt=STRING, updatedAt=STRING, version=INTEGER)
+COLLECTION_DOC = document(COLLECTION_SCHEMA, required=("name", "schema"))
+
+
 def _entity(entity, collection_name):
     return entity.to_document(collection_name)
 
 
 @tool(name="list_collections", title="List collections", scope="entities:read", read_only=True,
-      schema={"type": "object", "properties": {}, "additionalProperties": False})
+      schema={"type": "object", "properties": {}, "additionalProperties": False}, output=listing("collections", COLLECTION_DOC))
 def list_collections(ctx, args):
     """List all entity collections for the tenant, with each one's description and JSON Schema."""
     return {"collections": [c.to_document() for c in selectors.collection_list(tenant=ctx.tenant)]}
 
 
-@tool(name="list_entities", title="List entities", scope="entities:read", read_only=True, schema={
+@tool(name="list_entities", title="List entities", scope="entities:read", read_only=True,
+      output={**listing("entities", ENTITY, nextCursor=NULLABLE_STRING), "required": ["entities", "nextCursor"]}, schema={
     "type": "object",
     "properties": {
         "collection": COLLECTION,
@@ -47,7 +53,7 @@ def list_entities(ctx, args):
     return {"entities": [_entity(e, collection.name) for e in rows], "nextCursor": next_cursor}
 
 
-@tool(name="get_entity", title="Get entity", scope="entities:read", read_only=True, schema={
+@tool(name="get_entity", title="Get entity", scope="entities:read", read_only=True, output=ENTITY, schema={
     "type": "object", "properties": {"collection": COLLECTION, "id": ENTITY_ID}, "required": ["collection", "id"], "additionalProperties": False,
 })
 def get_entity(ctx, args):
@@ -57,7 +63,7 @@ def get_entity(ctx, args):
     return _entity(selectors.entity_get(tenant=ctx.tenant, collection=collection, entity_id=args["id"]), collection.name)
 
 
-@tool(name="create_entity", title="Create entity", scope="entities:write", schema={
+@tool(name="create_entity", title="Create entity", scope="entities:write", output=ENTITY, schema={
     "type": "object",
     "properties": {"collection": COLLECTION, "data": {"type": "object", "description": "The fields; checked against the collection's schema."}},
     "required": ["collection", "data"],
@@ -69,7 +75,7 @@ def create_entity(ctx, args):
     return _entity(entity, args["collection"])
 
 
-@tool(name="update_entity", title="Update entity", scope="entities:write", idempotent=True, schema={
+@tool(name="update_entity", title="Update entity", scope="entities:write", idempotent=True, output=ENTITY, schema={
     "type": "object",
     "properties": {
         "collection": COLLECTION, "id": ENTITY_ID,
@@ -88,7 +94,7 @@ def update_entity(ctx, args):
     return _entity(entity, args["collection"])
 
 
-@tool(name="delete_entity", title="Delete entity", scope="entities:write", destructive=True, idempotent=True, schema={
+@tool(name="delete_entity", title="Delete entity", scope="entities:write", destructive=True, idempotent=True, output=DELETED_NAME, schema={
     "type": "object", "properties": {"collection": COLLECTION, "id": ENTITY_ID, "version": VERSION},
     "required": ["collection", "id"], "additionalProperties": False,
 })

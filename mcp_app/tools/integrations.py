@@ -3,6 +3,7 @@
 from backflow.errors import NotFound
 from integrations_app import services
 from integrations_app.documents import INTEGRATION_SCHEMA, NAME_HELP, NAME_PATTERN
+from mcp_app.outputs import DELETED_NAME, STRING, array, document, listing, obj
 from mcp_app.registry import tool
 
 NAME_ONLY = {
@@ -12,6 +13,8 @@ NAME_ONLY = {
     "additionalProperties": False,
 }
 CREATE_SCHEMA = INTEGRATION_SCHEMA
+INTEGRATION = document(INTEGRATION_SCHEMA, required=("name", "baseUrl", "auth", "endpoints"))
+SUMMARY = obj(name=STRING, displayName=STRING, description=STRING, baseUrl=STRING, authType=STRING, endpoints=array(STRING))
 UPDATE_SCHEMA = {
     **CREATE_SCHEMA,
     "description": "Name the integration, then give only the fields to change; each given field replaces the stored one.",
@@ -27,7 +30,8 @@ def summary(doc):
 
 
 @tool(name="list_integrations", title="List integrations", scope="integrations:read", read_only=True, local_mode=True,
-      schema={"type": "object", "properties": {}, "additionalProperties": False})
+      schema={"type": "object", "properties": {}, "additionalProperties": False},
+      output=listing("integrations", SUMMARY, problems=array({"type": "object"})))
 def list_integrations(ctx, args):
     """List all custom integrations for the tenant: name, base URL, auth type and endpoint names.
     Use get_integration for one integration's full definition."""
@@ -38,7 +42,8 @@ def list_integrations(ctx, args):
     return result
 
 
-@tool(name="get_integration", title="Get integration", scope="integrations:read", read_only=True, local_mode=True, schema=NAME_ONLY)
+@tool(name="get_integration", title="Get integration", scope="integrations:read", read_only=True, local_mode=True, schema=NAME_ONLY,
+      output=INTEGRATION)
 def get_integration(ctx, args):
     """Get full details of a specific integration by name: baseUrl, auth (secret names only, never values) and every endpoint."""
     doc = ctx.store.get_integration(args["name"])
@@ -47,7 +52,8 @@ def get_integration(ctx, args):
     return doc
 
 
-@tool(name="create_integration", title="Create integration", scope="integrations:write", local_mode=True, schema=CREATE_SCHEMA)
+@tool(name="create_integration", title="Create integration", scope="integrations:write", local_mode=True, schema=CREATE_SCHEMA,
+      output=INTEGRATION)
 def create_integration(ctx, args):
     """Create a custom API integration with endpoints and auth config.
 
@@ -58,7 +64,8 @@ def create_integration(ctx, args):
     return services.integration_create(store=ctx.store, document=args)
 
 
-@tool(name="update_integration", title="Update integration", scope="integrations:write", idempotent=True, local_mode=True, schema=UPDATE_SCHEMA)
+@tool(name="update_integration", title="Update integration", scope="integrations:write", idempotent=True, destructive=True, same_as="create_integration",
+      local_mode=True, schema=UPDATE_SCHEMA, output=INTEGRATION)
 def update_integration(ctx, args):
     """Update an existing integration's config, endpoints, or auth.
 
@@ -68,7 +75,8 @@ def update_integration(ctx, args):
     return services.integration_update(store=ctx.store, name=args["name"], changes=changes, partial=True)
 
 
-@tool(name="delete_integration", title="Delete integration", scope="integrations:write", destructive=True, idempotent=True, local_mode=True, schema=NAME_ONLY)
+@tool(name="delete_integration", title="Delete integration", scope="integrations:write", destructive=True, idempotent=True, local_mode=True,
+      schema=NAME_ONLY, output=DELETED_NAME)
 def delete_integration(ctx, args):
     """Delete a custom integration by name. Refused while a route still calls it (delete or change those routes first)."""
     services.integration_delete(store=ctx.store, name=args["name"])

@@ -3,6 +3,7 @@
 from backflow.errors import NotFound
 from integrations_app import services
 from integrations_app.documents import HTTP_METHOD, ROUTE_SCHEMA
+from mcp_app.outputs import STRING, document, listing, obj
 from mcp_app.registry import tool
 
 ROUTE_PROPERTIES = ROUTE_SCHEMA["properties"]
@@ -29,18 +30,21 @@ UPDATE_SCHEMA = {
 }
 
 
+ROUTE = document(ROUTE_SCHEMA, required=("path", "method", "integrations"), id=STRING)
+
+
 def _method(args):
     return args["method"].lower()
 
 
 @tool(name="list_routes", title="List routes", scope="routes:read", read_only=True, local_mode=True,
-      schema={"type": "object", "properties": {}, "additionalProperties": False})
+      schema={"type": "object", "properties": {}, "additionalProperties": False}, output=listing("routes", ROUTE))
 def list_routes(ctx, args):
     """List all configured routes with their actions. A route answers at /t/<tenant><path> (local mode: /t/local<path>)."""
     return {"routes": ctx.store.list_routes()}
 
 
-@tool(name="get_route", title="Get route", scope="routes:read", read_only=True, local_mode=True, schema=LOCATOR)
+@tool(name="get_route", title="Get route", scope="routes:read", read_only=True, local_mode=True, schema=LOCATOR, output=ROUTE)
 def get_route(ctx, args):
     """Get details of a specific route by path and method."""
     route = ctx.store.get_route(path=args["path"], method=_method(args))
@@ -49,7 +53,7 @@ def get_route(ctx, args):
     return route
 
 
-@tool(name="create_route", title="Create route", scope="routes:write", local_mode=True, schema=ROUTE_SCHEMA)
+@tool(name="create_route", title="Create route", scope="routes:write", local_mode=True, schema=ROUTE_SCHEMA, output=ROUTE)
 def create_route(ctx, args):
     """Create an API route that chains integration actions.
 
@@ -60,7 +64,8 @@ def create_route(ctx, args):
     return services.route_create(store=ctx.store, document=args)
 
 
-@tool(name="update_route", title="Update route", scope="routes:write", idempotent=True, local_mode=True, schema=UPDATE_SCHEMA)
+@tool(name="update_route", title="Update route", scope="routes:write", idempotent=True, destructive=True, same_as="create_route", local_mode=True,
+      schema=UPDATE_SCHEMA, output=ROUTE)
 def update_route(ctx, args):
     """Update an existing route's config or integration actions.
 
@@ -74,7 +79,8 @@ def update_route(ctx, args):
     return services.route_update(store=ctx.store, path=args["path"], method=_method(args), changes=changes, partial=True)
 
 
-@tool(name="delete_route", title="Delete route", scope="routes:write", destructive=True, idempotent=True, local_mode=True, schema=LOCATOR)
+@tool(name="delete_route", title="Delete route", scope="routes:write", destructive=True, idempotent=True, local_mode=True, schema=LOCATOR,
+      output=obj(deleted=obj(path=STRING, method=STRING)))
 def delete_route(ctx, args):
     """Delete a route by path and method."""
     services.route_delete(store=ctx.store, path=args["path"], method=_method(args))

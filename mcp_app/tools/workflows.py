@@ -7,6 +7,7 @@ import anyio
 from backflow.sync import in_thread
 from entities_app.documents import APP_ID_PATTERN
 from integrations_app.documents import NAME_HELP
+from mcp_app.outputs import DELETED_NAME, INTEGER, NULLABLE_STRING, STRING, array, document, listing, obj
 from mcp_app.registry import tool
 from workflows_app import selectors, services
 from workflows_app.api.views import MAX_WAIT
@@ -15,10 +16,18 @@ from workflows_app.models import WorkflowRun
 
 WORKFLOW_ID = {"type": "string", "pattern": APP_ID_PATTERN, "x-pattern-help": NAME_HELP, "description": "The workflow's id, e.g. \"file-analysis\"."}
 ID_ONLY = {"type": "object", "properties": {"id": WORKFLOW_ID}, "required": ["id"], "additionalProperties": False}
+WORKFLOW = document(WORKFLOW_SCHEMA, required=("id", "name", "workflows", "tools", "triggers"), webhookUrl=STRING)
+SUMMARY = obj(id=STRING, name=STRING, description=STRING, workflows=array(obj(name=STRING, steps=INTEGER)), triggers=array(STRING))
+RUN = obj(
+    required=("id", "workflow", "entry", "status", "trigger", "input", "output", "error", "createdAt"),
+    id=STRING, workflow=STRING, entry=STRING, status={"type": "string", "enum": [s.value for s in WorkflowRun.Status]},
+    trigger=STRING, input={"type": "object"}, output={}, error=NULLABLE_STRING, createdAt=STRING,
+    startedAt=NULLABLE_STRING, finishedAt=NULLABLE_STRING, steps=array({"type": "object"}),
+)
 
 
 @tool(name="list_workflows", title="List workflows", scope="workflows:read", read_only=True,
-      schema={"type": "object", "properties": {}, "additionalProperties": False})
+      schema={"type": "object", "properties": {}, "additionalProperties": False}, output=listing("workflows", SUMMARY))
 def list_workflows(ctx, args):
     """List all workflows for the tenant: id, name, description, step counts and triggers."""
     return {"workflows": [
@@ -29,13 +38,13 @@ def list_workflows(ctx, args):
     ]}
 
 
-@tool(name="get_workflow", title="Get workflow", scope="workflows:read", read_only=True, schema=ID_ONLY)
+@tool(name="get_workflow", title="Get workflow", scope="workflows:read", read_only=True, schema=ID_ONLY, output=WORKFLOW)
 def get_workflow(ctx, args):
     """Get a workflow definition by ID: its workflows and steps, tools and triggers (and webhook URL)."""
     return selectors.workflow_get(tenant=ctx.tenant, slug=args["id"]).to_document()
 
 
-@tool(name="create_workflow", title="Create workflow", scope="workflows:write", schema=WORKFLOW_SCHEMA)
+@tool(name="create_workflow", title="Create workflow", scope="workflows:write", schema=WORKFLOW_SCHEMA, output=WORKFLOW)
 def create_workflow(ctx, args):
     """Create a new workflow with steps and triggers.
 
@@ -46,7 +55,7 @@ def create_workflow(ctx, args):
     return services.workflow_create(tenant=ctx.tenant, actor=ctx.actor, document=args).to_document()
 
 
-@tool(name="update_workflow", title="Update workflow", scope="workflows:write", idempotent=True,
+@tool(name="update_workflow", title="Update workflow", scope="workflows:write", idempotent=True, destructive=True, same_as="create_workflow", output=WORKFLOW,
       schema={**WORKFLOW_SCHEMA, "required": ["id"], "description": "Name the workflow by id; give only the fields to change."})
 def update_workflow(ctx, args):
     """Update an existing workflow's steps, triggers, or config: give `id` and the fields to change
@@ -55,14 +64,16 @@ def update_workflow(ctx, args):
     return services.workflow_update(tenant=ctx.tenant, actor=ctx.actor, slug=args["id"], changes=changes, partial=True).to_document()
 
 
-@tool(name="delete_workflow", title="Delete workflow", scope="workflows:write", destructive=True, idempotent=True, schema=ID_ONLY)
+@tool(name="delete_workflow", title="Delete workflow", scope="workflows:write", destructive=True, idempotent=True, schema=ID_ONLY,
+      output=DELETED_NAME)
 def delete_workflow(ctx, args):
     """Delete a workflow by ID, with its run history."""
     services.workflow_delete(tenant=ctx.tenant, actor=ctx.actor, slug=args["id"])
     return {"deleted": args["id"]}
 
 
-@tool(name="run_workflow", title="Run workflow", scope="workflows:run", schema={
+# Runs call upstream APIs, MCP servers and LLMs, which may change things there: open world, destructive.
+@tool(name="run_workflow", title="Run workflow", scope="workflows:run", open_world=True, destructive=True, output=RUN, schema={
     "type": "object",
     "properties": {
         "id": WORKFLOW_ID,

@@ -20,6 +20,7 @@ Runs when a Postgres server answers on 127.0.0.1:5432 (or BACKFLOW_TEST_POSTGRES
 that may create databases, whatever the run's own database; skipped otherwise.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -205,7 +206,7 @@ def test_postgres_dropped_mid_request_and_between_requests(stack):
                 answer = await exchange(http, sse, key, call(30, "create_integration", integration_doc("half-mcp", upstream)))
                 assert proxy.tripped.is_set()
                 assert answer["result"]["isError"] is True, answer
-                assert "database" in answer["result"]["structuredContent"]["error"], answer
+                assert "database" in json.loads(answer["result"]["content"][0]["text"])["error"], answer
                 proxy.accept()
                 await every_door_works(31, ["kept", "kept-mcp"])
 

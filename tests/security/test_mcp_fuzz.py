@@ -202,8 +202,9 @@ def arguments(schema, aims):
     return drawn.map(_short_wait) if "wait" in schema.get("properties", {}) else drawn
 
 
-def check(name, args, result, conforms):
-    """The answer to one call: never a crash; an error says what to fix."""
+def check(name, args, result, conforms, output):
+    """The answer to one call: never a crash; an error says what to fix; a success is what the
+    tool's outputSchema promises."""
     data = result_json(result)
     text = result.content[0].text
     shown = f"{name}({repr(args)[:300]}) -> {text[:500]}"
@@ -213,17 +214,20 @@ def check(name, args, result, conforms):
         assert conforms or data.get("errors"), f"the refusal names no field: {shown}"
     else:
         assert conforms, f"accepted arguments its inputSchema refuses: {shown}"
+        problems = [error.message for error in output.iter_errors(result.structured_content)]
+        assert not problems, f"structuredContent breaks the outputSchema ({problems[:3]}): {shown}"
 
 
 def fuzz(session, tool, aims):
     schema = tool.input_schema
     conforms = Draft202012Validator(schema).is_valid
-    check(tool.name, None, session.call(tool.name, None), conforms({}))
+    output = Draft202012Validator(tool.output_schema)
+    check(tool.name, None, session.call(tool.name, None), conforms({}), output)
 
     @FUZZ
     @given(arguments(schema, aims))
     def one_call(args):
-        check(tool.name, args, session.call(tool.name, args), conforms(args))
+        check(tool.name, args, session.call(tool.name, args), conforms(args), output)
 
     one_call()
 
