@@ -245,6 +245,12 @@ BACKFLOW_LLM_MODEL = env.str("BACKFLOW_LLM_MODEL", default="")
 BACKFLOW_PUBLIC_URL = env.str("BACKFLOW_PUBLIC_URL", default="")
 # Failed sign-ins (JWT token endpoint, sign-in page, admin sign-in) per client address and username: (failures, seconds).
 BACKFLOW_SIGN_IN_RATE_LIMIT = tuple(env.list("BACKFLOW_SIGN_IN_RATE_LIMIT", cast=int, default=[10, 300]))
+# Proxies in front of Backflow that append the address they saw to X-Forwarded-For (nginx's
+# $proxy_add_x_forwarded_for): the client address of every limit is the one the outermost of them
+# saw, the Nth entry from the right (tenants/client_address.py). 0: REMOTE_ADDR.
+BACKFLOW_TRUSTED_PROXIES = env.int("BACKFLOW_TRUSTED_PROXIES", default=0)
+if BACKFLOW_TRUSTED_PROXIES < 0:
+    raise ImproperlyConfigured("BACKFLOW_TRUSTED_PROXIES is the number of proxies in front of Backflow: 0 or more.")
 BACKFLOW_OAUTH_REGISTRATION_RATE_LIMIT = tuple(env.list("BACKFLOW_OAUTH_REGISTRATION_RATE_LIMIT", cast=int, default=[20, 3600]))
 OAUTH2_PROVIDER = {
     "SCOPES_BACKEND_CLASS": "tenants.oauth.TenantScopes",

@@ -29,6 +29,7 @@ from oauthlib.oauth2.rfc6749.errors import InvalidRedirectURIError
 from backflow.csp import allow_form_action, content_security_policy
 from backflow.jsonbody import JsonBodyError, JsonTooDeep, parse_json
 from backflow.ratelimit import retry_after
+from tenants.client_address import client_address
 from tenants.models import Membership
 from tenants.principals import Principal
 from tenants.scopes import ALL_SCOPES
@@ -278,7 +279,7 @@ class RegistrationView(DynamicClientRegistrationView):
     https, or http on a loopback address (native apps)."""
 
     def post(self, request, *args, **kwargs):
-        wait = retry_after(f"oauth-register:{request.META.get('REMOTE_ADDR', '')}", settings.BACKFLOW_OAUTH_REGISTRATION_RATE_LIMIT)
+        wait = retry_after(f"oauth-register:{client_address(request)}", settings.BACKFLOW_OAUTH_REGISTRATION_RATE_LIMIT)
         if wait:
             response = JsonResponse({"error": "slow_down", "error_description": f"Too many registrations; retry in {wait} s."}, status=429)
             response["Retry-After"] = str(wait)

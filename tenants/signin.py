@@ -9,12 +9,13 @@ from django.conf import settings
 from django.http import HttpResponse
 
 from backflow.ratelimit import retry_after
+from tenants.client_address import client_address
 
 
 def _key(request, username):
     # Hashed: a username may hold characters no cache key may (spaces, control characters).
     who = hashlib.sha256((username or "").strip().lower().encode()).hexdigest()[:32]
-    return f"sign-in:{request.META.get('REMOTE_ADDR', '')}:{who}"
+    return f"sign-in:{client_address(request)}:{who}"
 
 
 def sign_in_wait(request, username):
