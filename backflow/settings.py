@@ -243,8 +243,11 @@ BACKFLOW_LLM_MODEL = env.str("BACKFLOW_LLM_MODEL", default="")
 # OAuth 2.1 for remote MCP (django-oauth-toolkit). Behind a proxy, set BACKFLOW_PUBLIC_URL to the
 # address clients use (e.g. https://backflow.example.com): it names the issuer and the MCP resource.
 BACKFLOW_PUBLIC_URL = env.str("BACKFLOW_PUBLIC_URL", default="")
-# Failed sign-ins (JWT token endpoint, sign-in page, admin sign-in) per client address and username: (failures, seconds).
+# Failed password checks per client address and username, on every door (JWT token endpoint,
+# sign-in page, admin sign-in, password change): (failures, seconds). The one authentication
+# backend counts them (tenants/signin.py).
 BACKFLOW_SIGN_IN_RATE_LIMIT = tuple(env.list("BACKFLOW_SIGN_IN_RATE_LIMIT", cast=int, default=[10, 300]))
+AUTHENTICATION_BACKENDS = ["tenants.signin.SignInLimitedBackend"]
 # Proxies in front of Backflow that append the address they saw to X-Forwarded-For (nginx's
 # $proxy_add_x_forwarded_for): the client address of every limit is the one the outermost of them
 # saw, the Nth entry from the right (tenants/client_address.py). 0: REMOTE_ADDR.

@@ -18,12 +18,14 @@ from oauth2_provider.cimd import CIMDError
 from oauth2_provider.exceptions import FatalClientError
 from oauth2_provider.models import get_access_token_model, get_application_model
 from oauth2_provider.scopes import BaseScopes
+from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.views import (
     AuthorizationView,
     DynamicClientRegistrationManagementView,
     DynamicClientRegistrationView,
     OAuthProtectedResourceMetadataView,
 )
+from oauth2_provider.views import TokenView as DotTokenView
 from oauthlib.oauth2.rfc6749.errors import InvalidRedirectURIError
 
 from backflow.csp import allow_form_action, content_security_policy
@@ -295,6 +297,30 @@ class RegistrationManagementView(DynamicClientRegistrationManagementView):
         if isinstance(auth, HttpResponse):
             return auth
         return _redirect_uri_error(request.body) or super().put(request, client_id, *args, **kwargs)
+
+
+def _token_error(error, description, status=400):
+    response = JsonResponse({"error": error, "error_description": description}, status=status)
+    response["Cache-Control"] = "no-store"
+    response["Pragma"] = "no-cache"
+    return response
+
+
+class TokenView(DotTokenView):
+    """The token endpoint, for the grant types the server supports only (authorization_code,
+    refresh_token: OAUTH2_GRANT_TYPES_SUPPORTED). Any other grant type is refused before any
+    credential is looked at: oauthlib checks a password grant's username and password before it
+    refuses the grant type, so the answer (invalid_grant or unauthorized_client) told a right
+    password from a wrong one, without any limit."""
+
+    def post(self, request, *args, **kwargs):
+        supported = oauth2_settings.OAUTH2_GRANT_TYPES_SUPPORTED
+        asked = request.GET.getlist("grant_type") + request.POST.getlist("grant_type")
+        refused = next((grant for grant in asked or [""] if grant not in supported), None)
+        if refused is not None:  # as oauthlib answers a missing one
+            return _token_error("unsupported_grant_type",
+                                f"Grant type {refused[:100]!r} is not supported here; use one of: {', '.join(supported)}.")
+        return super().post(request, *args, **kwargs)
 
 
 class McpResourceMetadataView(OAuthProtectedResourceMetadataView):

@@ -3,13 +3,13 @@
 from django.urls import path
 from oauth2_provider import views
 
-from tenants.oauth import ConsentView, RegistrationManagementView, RegistrationView
+from tenants.oauth import ConsentView, RegistrationManagementView, RegistrationView, TokenView
 
 app_name = "oauth2_provider"
 
 urlpatterns = [
     path("authorize/", ConsentView.as_view(), name="authorize"),
-    path("token/", views.TokenView.as_view(), name="token"),
+    path("token/", TokenView.as_view(), name="token"),  # the supported grant types only
     path("revoke_token/", views.RevokeTokenView.as_view(), name="revoke-token"),
     path("introspect/", views.IntrospectTokenView.as_view(), name="introspect"),
     path("register/", RegistrationView.as_view(), name="dcr-register"),

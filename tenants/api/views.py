@@ -11,7 +11,7 @@ from tenants.api import serializers
 from tenants.authentication import TENANT_CLAIM
 from tenants.filtersets import AuditEventFilterSet
 from tenants.models import ApiKey, AuditEvent
-from tenants.signin import sign_in_failed, sign_in_wait
+from tenants.signin import TooManySignIns
 from tenants.viewsets import ERROR_RESPONSES, ERROR_SCHEMA, TenantScopedViewSet
 
 
@@ -81,13 +81,11 @@ class TokenObtainView(APIView):
     def post(self, request):
         data = serializers.TokenObtainSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        wait = sign_in_wait(request, data.validated_data["username"])
-        if wait:
-            return Response({"detail": f"Too many failed sign-ins; retry in {wait} s."}, status=status.HTTP_429_TOO_MANY_REQUESTS,
-                            headers={"Retry-After": str(wait)})
-        user = authenticate(request, username=data.validated_data["username"], password=data.validated_data["password"])
+        try:  # the authentication backend limits and counts failed password checks (tenants/signin.py)
+            user = authenticate(request, username=data.validated_data["username"], password=data.validated_data["password"])
+        except TooManySignIns as exc:
+            return Response({"detail": exc.detail}, status=status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(exc.wait)})
         if user is None:
-            sign_in_failed(request, data.validated_data["username"])
             return Response({"detail": "Wrong username or password."}, status=status.HTTP_401_UNAUTHORIZED)
         slugs = [m.tenant.slug for m in selectors.memberships_of(user=user)]
         wanted = data.validated_data.get("tenant")

@@ -36,8 +36,7 @@ PAGES = {
 # Pages that show no tenant's data: sign-in, OAuth protocol endpoints and metadata (the tenant of a
 # grant is chosen on the consent page, `authorize`), and the operators' admin (staff only).
 NOT_TENANT_PAGES = {
-    "login", "logout", "password_change", "password_change_done", "password_reset", "password_reset_done",
-    "password_reset_confirm", "password_reset_complete", "token", "revoke-token", "introspect", "dcr-register",
+    "login", "logout", "password_change", "password_change_done", "token", "revoke-token", "introspect", "dcr-register",
     "dcr-register-management", "oauth-server-metadata", "oauth-resource-metadata", "oauth-resource-metadata-mcp",
 }
 
