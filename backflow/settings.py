@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_simplejwt",
+    "rest_framework_simplejwt.token_blacklist",  # rotated and signed-out refresh tokens (/api/auth/logout)
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -200,6 +201,11 @@ SIMPLE_JWT = {
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=7)),
     "AUTH_HEADER_TYPES": ("Bearer",),
     "UPDATE_LAST_LOGIN": False,
+    # Each refresh answers a new refresh token and blacklists the one it was given (a stolen copy
+    # dies at its owner's next refresh). JWTs also carry fingerprints of the password and the
+    # memberships they were issued under (tenants/authentication.py).
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
 }
 
 SPECTACULAR_SETTINGS = {

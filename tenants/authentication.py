@@ -2,12 +2,21 @@
 
 `principal_for_token` turns a bearer value (API key or JWT) plus an optional tenant choice into a
 Principal: the tenant, the scopes and who is acting. DRF's authentication class wraps it.
+
+A JWT is bound to what it was issued under: the claim `pwd` holds a fingerprint (an HMAC keyed by
+SECRET_KEY) of the user's password hash, and `mbr` one of each membership (its id and role) per
+tenant. Every authentication and every refresh compares them with the current rows, so a
+password change ends every JWT of the user at once, and a membership removed, re-created or given
+another role ends every JWT for that tenant.
 """
 
+from hmac import compare_digest
+
 from django.contrib.auth import get_user_model
+from django.utils.crypto import salted_hmac
 from rest_framework import authentication, exceptions
 from rest_framework_simplejwt.exceptions import TokenError
-from rest_framework_simplejwt.tokens import AccessToken
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from tenants.principals import Principal
 from tenants.scopes import ALL_SCOPES
@@ -15,11 +24,65 @@ from tenants.selectors import membership_get, tenant_get
 from tenants.services import api_key_authenticate
 
 TENANT_CLAIM = "tenants"
+PASSWORD_CLAIM = "pwd"
+MEMBERSHIP_CLAIM = "mbr"
 SCOPE_HEADER = "HTTP_X_BACKFLOW_SCOPE"
 
 
 class AuthenticationError(Exception):
     """The credentials are missing, unknown, expired or revoked (HTTP 401)."""
+
+
+def password_fingerprint(user):
+    """Changes whenever the user's password hash does (a new password, or Django upgrading the
+    hash at a sign-in, as for Django's own sessions)."""
+    return salted_hmac("backflow.jwt.password", f"{user.pk}:{user.password}", algorithm="sha256").hexdigest()[:32]
+
+
+def membership_fingerprint(membership):
+    return salted_hmac("backflow.jwt.membership", f"{membership.pk}:{membership.user_id}:{membership.tenant_id}:{membership.role}",
+                       algorithm="sha256").hexdigest()[:32]
+
+
+def jwt_for(user, memberships):
+    """A new refresh token (its access token is `.access_token`) for `user` in the tenants of
+    `memberships`, bound to the user's password and to those memberships."""
+    refresh = RefreshToken.for_user(user)
+    refresh[TENANT_CLAIM] = [m.tenant.slug for m in memberships]
+    refresh[PASSWORD_CLAIM] = password_fingerprint(user)
+    refresh[MEMBERSHIP_CLAIM] = {m.tenant.slug: membership_fingerprint(m) for m in memberships}
+    return refresh
+
+
+def _same(claimed, current):
+    return isinstance(claimed, str) and compare_digest(claimed, current)
+
+
+def check_password_binding(token, user):
+    if not _same(token.get(PASSWORD_CLAIM), password_fingerprint(user)):
+        raise AuthenticationError("This token was issued before the password changed (or before sign-out was "
+                                  "possible); sign in again.")
+
+
+def check_membership_binding(token, slug, membership):
+    claimed = token.get(MEMBERSHIP_CLAIM)
+    if membership is None:
+        raise AuthenticationError(f"You are no longer a member of tenant {slug!r}.")
+    if not isinstance(claimed, dict) or not _same(claimed.get(slug), membership_fingerprint(membership)):
+        raise AuthenticationError(f"Your membership of tenant {slug!r} changed since this token was issued; sign in again.")
+
+
+def check_refresh_binding(token):
+    """Before a refresh token mints anything: its user is active, with the same password, and
+    still holds each membership it was issued under, unchanged."""
+    user = get_user_model().objects.filter(pk=token.get("user_id"), is_active=True).first()
+    if user is None:
+        raise AuthenticationError("The token's user no longer exists or is inactive.")
+    check_password_binding(token, user)
+    for slug in token.get(TENANT_CLAIM) or []:
+        tenant = tenant_get(slug=slug)
+        check_membership_binding(token, slug, membership_get(tenant=tenant, user=user) if tenant else None)
+    return user
 
 
 def principal_for_api_key(raw_key):
@@ -37,6 +100,7 @@ def principal_for_jwt(raw_token, requested_tenant=None):
     user = get_user_model().objects.filter(pk=token.get("user_id"), is_active=True).first()
     if user is None:
         raise AuthenticationError("The token's user no longer exists or is inactive.")
+    check_password_binding(token, user)
     tenants = token.get(TENANT_CLAIM) or []
     if requested_tenant is None:
         if len(tenants) != 1:
@@ -48,8 +112,7 @@ def principal_for_jwt(raw_token, requested_tenant=None):
         raise AuthenticationError(f"This token is not valid for tenant {requested_tenant!r}.")
     tenant = tenant_get(slug=requested_tenant)
     membership = membership_get(tenant=tenant, user=user) if tenant else None
-    if membership is None:
-        raise AuthenticationError(f"You are no longer a member of tenant {requested_tenant!r}.")
+    check_membership_binding(token, requested_tenant, membership)
     return Principal(
         tenant=tenant, label=f"user:{user.get_username()}", scopes=frozenset(ALL_SCOPES),
         user=user, role=membership.role,

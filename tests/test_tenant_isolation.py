@@ -34,7 +34,7 @@ from tests.isolation import (
 )
 
 # Endpoints under /api/ that are not tenant resources.
-EXEMPT = {"auth-token", "auth-refresh", "schema", "swagger-ui"}
+EXEMPT = {"auth-token", "auth-refresh", "auth-logout", "schema", "swagger-ui"}
 DETAIL_METHODS = ("get", "put", "patch", "delete")
 
 

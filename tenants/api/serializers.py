@@ -54,3 +54,7 @@ class TokenObtainSerializer(serializers.Serializer):
 class TokenPairSerializer(serializers.Serializer):
     access = serializers.CharField()
     refresh = serializers.CharField()
+
+
+class RefreshSerializer(serializers.Serializer):
+    refresh = serializers.CharField(help_text="A refresh token from /api/auth/token or the last /api/auth/refresh.")

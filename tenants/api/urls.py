@@ -1,6 +1,5 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
-from rest_framework_simplejwt.views import TokenRefreshView
 
 from tenants.api import views
 
@@ -11,6 +10,7 @@ router.register("oauth-authorizations", views.OAuthAuthorizationViewSet, basenam
 
 urlpatterns = [
     path("auth/token", views.TokenObtainView.as_view(), name="auth-token"),
-    path("auth/refresh", TokenRefreshView.as_view(), name="auth-refresh"),
+    path("auth/refresh", views.TokenRefreshView.as_view(), name="auth-refresh"),
+    path("auth/logout", views.LogoutView.as_view(), name="auth-logout"),
     *router.urls,
 ]

@@ -4,11 +4,12 @@ from rest_framework import mixins, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.exceptions import TokenBackendError, TokenError
+from rest_framework_simplejwt.tokens import RefreshToken, Token
 
 from tenants import selectors, services
 from tenants.api import serializers
-from tenants.authentication import TENANT_CLAIM
+from tenants.authentication import AuthenticationError, check_refresh_binding, jwt_for
 from tenants.filtersets import AuditEventFilterSet
 from tenants.models import ApiKey, AuditEvent
 from tenants.signin import TooManySignIns
@@ -87,20 +88,68 @@ class TokenObtainView(APIView):
             return Response({"detail": exc.detail}, status=status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(exc.wait)})
         if user is None:
             return Response({"detail": "Wrong username or password."}, status=status.HTTP_401_UNAUTHORIZED)
-        slugs = [m.tenant.slug for m in selectors.memberships_of(user=user)]
+        memberships = list(selectors.memberships_of(user=user))
         wanted = data.validated_data.get("tenant")
         if wanted is not None:
-            if wanted not in slugs:
+            memberships = [m for m in memberships if m.tenant.slug == wanted]
+            if not memberships:
                 return Response(
                     {"detail": f"You are not a member of an active tenant {wanted!r}.", "errors": {"tenant": ["Not one of your tenants."]}},
                     status=status.HTTP_401_UNAUTHORIZED,
                 )
-            slugs = [wanted]
-        if not slugs:
+        if not memberships:
             return Response({"detail": "You are not a member of any active tenant."}, status=status.HTTP_401_UNAUTHORIZED)
-        refresh = RefreshToken.for_user(user)
-        refresh[TENANT_CLAIM] = slugs
+        refresh = jwt_for(user, memberships)
         return Response({"access": str(refresh.access_token), "refresh": str(refresh)})
+
+
+class TokenRefreshView(APIView):
+    """Exchange a refresh token for a new pair. The refresh token given is blacklisted (rotation):
+    use the new one next time. Refused once the password changed or a membership the token covers
+    was removed or changed role."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=serializers.RefreshSerializer, responses={200: serializers.TokenPairSerializer, **ERROR_RESPONSES})
+    def post(self, request):
+        data = serializers.RefreshSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            refresh = RefreshToken(data.validated_data["refresh"])  # signature, expiry, type, blacklist
+            check_refresh_binding(refresh)
+        except (TokenError, AuthenticationError) as exc:
+            return Response({"detail": f"Invalid refresh token: {exc}"}, status=status.HTTP_401_UNAUTHORIZED)
+        _, first = refresh.blacklist()
+        if not first:  # two refreshes of one token at once: only one of them rotates it
+            return Response({"detail": "Invalid refresh token: Token is blacklisted"}, status=status.HTTP_401_UNAUTHORIZED)
+        refresh.set_jti()
+        refresh.set_exp()
+        refresh.set_iat()
+        refresh.outstand()
+        return Response({"access": str(refresh.access_token), "refresh": str(refresh)})
+
+
+class LogoutView(APIView):
+    """Sign out a JWT: its refresh token is blacklisted, so it mints no more access tokens (the
+    access tokens already issued live out their minutes; a password change ends them too)."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=serializers.RefreshSerializer, responses={204: None, **ERROR_RESPONSES})
+    def post(self, request):
+        data = serializers.RefreshSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        raw = data.validated_data["refresh"]
+        try:
+            refresh = RefreshToken(raw, verify=False)
+            refresh.token_backend.decode(raw, verify=True)  # the signature and the expiry
+            Token.verify(refresh)  # id and type, not the blacklist: signing out twice is signed out
+        except (TokenError, TokenBackendError) as exc:
+            return Response({"detail": f"Invalid refresh token: {exc}"}, status=status.HTTP_401_UNAUTHORIZED)
+        refresh.blacklist()
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 def _tenant_tokens(tenant):
