@@ -9,6 +9,7 @@ and the MCP door reads it back (re-checking the membership on every request).
 import hashlib
 import ipaddress
 import re
+import unicodedata
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -142,9 +143,13 @@ class ConsentView(AuthorizationView):
             requested = (form.data.get("scope") or "").split()
         else:
             requested = self.oauth2_data.get("scope") or self.oauth2_data.get("scopes") or []
+        redirect_uri = self.oauth2_data.get("redirect_uri") if hasattr(self, "oauth2_data") else None
+        if not redirect_uri and form is not None and form.is_bound:
+            redirect_uri = form.data.get("redirect_uri")
         context.update(
             memberships=self._memberships(),
             requested_scopes=[(s, SCOPE_DESCRIPTIONS[s]) for s in requested if s in SCOPE_DESCRIPTIONS],
+            client=describe_client(context.get("application"), redirect_uri),
         )
         return context
 
@@ -166,6 +171,87 @@ class ConsentView(AuthorizationView):
             chosen = [s for s in self.request.POST.getlist("scopes") if s in requested]
             form.cleaned_data["scope"] = " ".join([*chosen, f"{TENANT_SCOPE}{slug}"])
         return super().form_valid(form)
+
+
+# Names of well-known MCP clients and their makers, squashed (see squash_name). A self-registered
+# client whose name holds one of them is marked unverified on the consent page: any program can
+# register as "Claude". Short ones must be the whole name (as substrings they would catch words).
+WELL_KNOWN_CLIENTS = {
+    "claude": "Claude", "anthropic": "Anthropic", "chatgpt": "ChatGPT", "openai": "OpenAI", "codex": "Codex",
+    "cursor": "Cursor", "vscode": "VS Code", "visualstudio": "Visual Studio", "githubcopilot": "GitHub Copilot",
+    "copilot": "Copilot", "github": "GitHub", "microsoft": "Microsoft", "gemini": "Gemini", "google": "Google",
+    "windsurf": "Windsurf", "codeium": "Codeium", "perplexity": "Perplexity", "mistral": "Mistral",
+    "lechat": "Le Chat", "jetbrains": "JetBrains", "zed": "Zed", "cline": "Cline", "goose": "Goose",
+    "mcpinspector": "MCP Inspector", "backflow": "Backflow",
+}
+SHORT_NAME = 6  # names shorter than this match only the whole squashed name
+# Letters that look like Latin ones (Cyrillic, Greek) and digits standing in for letters.
+LOOKALIKES = str.maketrans({
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c", "т": "t",
+    "у": "y", "х": "x", "і": "i", "ї": "i", "ј": "j", "ѕ": "s", "ԁ": "d", "ɡ": "g", "ԛ": "q", "ԝ": "w", "ӏ": "l",
+    "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u",
+    "χ": "x", "γ": "y", "ϲ": "c", "ℓ": "l", "ı": "i",
+    "0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "7": "t", "$": "s", "@": "a", "|": "l", "!": "i",
+})
+
+
+def squash_name(name):
+    """`name` as it reads: compatibility forms folded (full-width, ligatures, styled letters),
+    accents dropped, case folded, lookalike letters and digits mapped to the Latin letter they
+    imitate, and everything but a-z removed (spaces, dots, dashes, zero-width characters)."""
+    text = unicodedata.normalize("NFKD", str(name or ""))
+    text = "".join(c for c in text if not unicodedata.combining(c)).casefold().translate(LOOKALIKES)
+    return re.sub(r"[^a-z]", "", text)
+
+
+def impersonated_client(name):
+    """The well-known client `name` looks like, or None."""
+    squashed = squash_name(name)
+    if not squashed:
+        return None
+    for known, label in WELL_KNOWN_CLIENTS.items():
+        if squashed == known or (len(known) >= SHORT_NAME and known in squashed):
+            return label
+    # "cl aude" with an "l" for an "I" and the like: also compare with l and i as one letter.
+    folded = squashed.replace("i", "l")
+    for known, label in WELL_KNOWN_CLIENTS.items():
+        known_folded = known.replace("i", "l")
+        if folded == known_folded or (len(known) >= SHORT_NAME and known_folded in folded):
+            return label
+    return None
+
+
+def describe_client(application, redirect_uri):
+    """What the consent page says about the client: its self-chosen name, whether it registered
+    itself (and so whether anyone vouches for the name), a well-known name it imitates, and the
+    host the answer goes to."""
+    if application is None:
+        return None
+    sources = application.RegistrationSource
+    self_registered = application.registration_source in (sources.DCR, sources.CIMD)
+    host = ""
+    if redirect_uri:
+        try:
+            parts = urlsplit(redirect_uri)
+            host = parts.netloc.rpartition("@")[2] or redirect_uri
+        except ValueError:
+            host = redirect_uri
+    document_host = ""
+    if application.registration_source == sources.CIMD:
+        try:
+            document_host = urlsplit(application.client_id).netloc
+        except ValueError:
+            document_host = application.client_id
+    name = application.name or application.client_id
+    return {
+        "name": name,
+        "self_registered": self_registered,
+        "metadata_document": application.registration_source == sources.CIMD,
+        "document_host": document_host,
+        "registered": application.created,
+        "imitates": impersonated_client(name) if self_registered else None,
+        "redirect_host": host,
+    }
 
 
 def _is_loopback(host):
