@@ -106,6 +106,9 @@ async def guarded(app, scope, receive, send):
         nonlocal started
         if message["type"] == "http.response.start":
             started = True
+            # Answers are JSON or event streams, never to be sniffed into something a browser runs.
+            if not any(name.lower() == b"x-content-type-options" for name, _ in message.get("headers", ())):
+                message = {**message, "headers": [*message.get("headers", ()), (b"x-content-type-options", b"nosniff")]}
         await send(message)
 
     try:

@@ -300,6 +300,8 @@ BACKFLOW_SYNC_THREADS_PER_TENANT = env.int("BACKFLOW_SYNC_THREADS_PER_TENANT", d
 BACKFLOW_ROUTE_CONCURRENCY_PER_TENANT = env.int("BACKFLOW_ROUTE_CONCURRENCY_PER_TENANT", default=50)
 # a tenant's runs executing at once (the rest wait in the queue) and runs queued per minute (429 beyond);
 BACKFLOW_TENANT_RUNNING_RUNS = env.int("BACKFLOW_TENANT_RUNNING_RUNS", default=4)
+# runs one `run_worker` process executes at once, each on a thread (a slow run holds up no other);
+BACKFLOW_WORKER_CONCURRENCY = env.int("BACKFLOW_WORKER_CONCURRENCY", default=4)
 BACKFLOW_TENANT_RUNS_PER_MINUTE = env.int("BACKFLOW_TENANT_RUNS_PER_MINUTE", default=120)
 # how deep webhook -> run -> upstream call -> webhook chains may go (X-Backflow-Depth; 508 beyond);
 BACKFLOW_MAX_CALL_DEPTH = env.int("BACKFLOW_MAX_CALL_DEPTH", default=3)

@@ -16,9 +16,8 @@ import json
 import re
 
 from django.conf import settings
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
+from backflow import tenant_schemas
 from backflow.errors import InvalidInput
 from backflow.jsonbody import depth_exceeds
 from backflow.validation import Problems, schema_errors
@@ -88,6 +87,21 @@ BINDING_SCHEMA = {
     "required": ["collection"],
     "additionalProperties": False,
 }
+COMPONENT_PROPS = {
+    "type": "object",
+    "description": "Per component: title; table/list pageSize (1-100); stat label, op (count|sum), field; "
+                   "detail entityId; form submitLabel; markdown text.",
+    "properties": {
+        "title": {"type": "string", "maxLength": 200},
+        "pageSize": {"type": "integer", "minimum": 1, "maximum": 100},
+        "label": {"type": "string", "maxLength": 200},
+        "op": {"type": "string", "enum": ["count", "sum"]},
+        "field": {"type": "string", "pattern": FIELD_PATTERN},
+        "entityId": {"type": "string", "maxLength": 100},
+        "submitLabel": {"type": "string", "maxLength": 100},
+        "text": {"type": "string", "maxLength": 100_000},
+    },
+}
 COMPONENT_SCHEMA = {
     "type": "object",
     "description": (
@@ -97,7 +111,7 @@ COMPONENT_SCHEMA = {
     ),
     "properties": {
         "type": {"type": "string", "enum": list(COMPONENT_TYPES)},
-        "props": {"type": "object"},
+        "props": COMPONENT_PROPS,
         "binding": BINDING_SCHEMA,
     },
     "required": ["type"],
@@ -139,11 +153,9 @@ def clean_collection(document):
     doc.setdefault("description", "")
     doc.setdefault("schema", None)
     if doc["schema"] is not None:
-        try:
-            Draft202012Validator.check_schema(doc["schema"])
-        except SchemaError as exc:
-            where = ".".join(str(p) for p in exc.absolute_path)
-            problems.add("schema" + (f".{where}" if where else ""), f"not a valid JSON Schema: {exc.message}")
+        for where, messages in tenant_schemas.schema_problems(doc["schema"]).items():
+            for message in messages:
+                problems.add(where, message)
         if doc["schema"].get("type", "object") not in ("object", ["object"]):
             problems.add("schema.type", "entity data is a JSON object: use \"type\": \"object\".")
     problems.raise_if_any()

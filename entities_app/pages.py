@@ -68,7 +68,8 @@ def _bind(tenant, component, view, query):
     collection = _collection(tenant, binding)
     view["collection"] = collection
     if kind in ("table", "list"):
-        limit = int(props.get("pageSize", DEFAULT_PAGE_SIZE))
+        size = props.get("pageSize")  # checked when saved; an app saved before that gets the default
+        limit = size if isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= 100 else DEFAULT_PAGE_SIZE
 
         def page(cursor):
             return selectors.entity_page(tenant=tenant, collection=collection, filters=binding.get("filters"),

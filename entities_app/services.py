@@ -8,8 +8,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
-from jsonschema import Draft202012Validator
 
+from backflow import tenant_schemas
 from backflow.errors import Conflict, InvalidInput
 from backflow.validation import field_path, nul_errors
 from backflow.writes import check_changes, unique
@@ -50,7 +50,7 @@ def collection_update(*, tenant, actor, name, changes, partial=True):
 
 
 def _check_existing_entities(tenant, collection, schema):
-    validator = Draft202012Validator(schema)
+    validator = tenant_schemas.validator_of(schema)
     rejected = []
     for entity in Entity.objects.for_tenant(tenant).filter(collection=collection).only("id", "data").iterator(chunk_size=2000):
         if not validator.is_valid(entity.data):
@@ -87,7 +87,11 @@ def clean_entity_data(collection, data):
         raise InvalidInput.single("data", f"Entity data is {size} bytes; the limit is {settings.BACKFLOW_ENTITY_MAX_BYTES}.")
     if collection.schema is not None:
         errors = {}
-        for error in Draft202012Validator(collection.schema).iter_errors(data):
+        try:
+            found = tenant_schemas.iter_errors(collection.schema, data)
+        except tenant_schemas.UnusableSchema as exc:  # saved before the schema rules: say so, never a 500
+            raise InvalidInput.single("data", str(exc)) from exc
+        for error in found:
             parts = ["data", *error.absolute_path]
             if error.validator == "required":
                 parts.append(error.message.split("'")[1])

@@ -88,7 +88,7 @@ class TenantSite:
             raise HttpError(401, "This route requires Authorization: Bearer <API key or JWT of the tenant>.",
                             [(b"www-authenticate", b'Bearer realm="backflow"')])
         try:
-            principal_for_token(raw, self.tenant.slug)
+            return principal_for_token(raw, self.tenant.slug).label
         except AuthenticationError as exc:
             raise HttpError(401, str(exc), [(b"www-authenticate", b'Bearer realm="backflow"')]) from exc
 
@@ -197,9 +197,9 @@ class RouteDispatcher:
         site = await self.sites.site(slug)
         route, path_params = site.table.match(method, path)
         query = query_params(scope)
-        wait = await in_thread(site.owner, reconnecting(self._admit), site, route, headers)
+        wait = await in_thread(site.owner, reconnecting(self._admit), site, route, headers, (scope.get("client") or ("",))[0])
         if wait:
-            raise HttpError(429, f"Too many requests for this tenant; retry in {wait} s.", [(b"retry-after", str(wait).encode())])
+            raise HttpError(429, f"Too many requests to this tenant's routes from you; retry in {wait} s.", [(b"retry-after", str(wait).encode())])
         raw = await read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         try:
             body = parse_json(raw) if raw.strip() else {}
@@ -231,11 +231,13 @@ class RouteDispatcher:
                             [(b"retry-after", b"1")]) from None
 
     @staticmethod
-    def _admit(site, route, headers):
-        """Authenticate (when the route requires it), then count the call: seconds to wait, or None."""
-        if route.get("requireAuth", True):
-            site.authenticate(headers)
-        return retry_after(site.rate_key, settings.BACKFLOW_ROUTE_RATE_LIMIT)
+    def _admit(site, route, headers, client):
+        """Authenticate (when the route requires it), then count the call against its caller's budget
+        at this tenant: seconds to wait, or None. Per caller (the credential, else the client's
+        address), so that anonymous callers of a public route cannot spend the tenant's whole
+        budget and lock its own callers out."""
+        caller = site.authenticate(headers) if route.get("requireAuth", True) else None
+        return retry_after(f"{site.rate_key}:{caller or 'ip:' + client}", settings.BACKFLOW_ROUTE_RATE_LIMIT)
 
     def _record(self, site, route, method, path, status, duration_ms, error):
         """After the answer is sent, off the request's path."""

@@ -89,12 +89,14 @@ def workflow_delete(*, tenant, actor, slug):
         _audit(tenant, actor, "workflow.delete", "workflow", slug, {"name": workflow.name})
 
 
-def _check_run_budget(tenant):
-    """A tenant queues at most BACKFLOW_TENANT_RUNS_PER_MINUTE runs a minute: a workflow that
-    triggers itself, or a flood of webhook calls, cannot fill the queue every tenant shares."""
-    recent = WorkflowRun.objects.for_tenant(tenant).filter(created_at__gte=timezone.now() - timedelta(seconds=60)).count()
+def _check_run_budget(tenant, trigger):
+    """A tenant queues at most BACKFLOW_TENANT_RUNS_PER_MINUTE runs a minute per kind of trigger: a
+    workflow that triggers itself, or a flood of webhook calls, cannot fill the queue every tenant
+    shares; and whoever holds a webhook URL cannot use up the tenant's own manual and scheduled runs."""
+    recent = WorkflowRun.objects.for_tenant(tenant).filter(
+        trigger=trigger, created_at__gte=timezone.now() - timedelta(seconds=60)).count()
     if recent >= settings.BACKFLOW_TENANT_RUNS_PER_MINUTE:
-        raise TooManyRequests(f"This tenant queued {recent} runs in the last minute (the limit is "
+        raise TooManyRequests(f"This tenant queued {recent} {trigger} runs in the last minute (the limit is "
                               f"{settings.BACKFLOW_TENANT_RUNS_PER_MINUTE}); try again shortly.", retry_after=10)
 
 
@@ -114,7 +116,7 @@ def run_create(*, tenant, actor, workflow, input=None, trigger="manual", entry=N
     if entry not in entries:
         raise InvalidInput.single("workflow", f"No workflow named {entry!r} in this document ({', '.join(entries)}).")
     with transaction.atomic():
-        _check_run_budget(tenant)
+        _check_run_budget(tenant, trigger)
         run = WorkflowRun.objects.create(tenant=tenant, workflow=workflow, entry=entry, trigger=trigger, input=input,
                                          created_by=str(actor), depth=depth)
         _audit(tenant, actor, "workflow.run", "workflow_run", run.id, {"workflow": workflow.slug, "trigger": trigger})

@@ -6,7 +6,6 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 
 from backflow.errors import ServiceError
 from backflow.jsonbody import JsonBodyError, parse_json
@@ -18,8 +17,10 @@ from workflows_app.models import Workflow
 
 
 @csrf_exempt
-@require_POST
 def webhook(request, tenant_slug, workflow_slug, token):
+    if request.method != "POST":  # Django's require_POST answers an HTML page
+        return JsonResponse({"detail": f"POST the webhook's JSON body here; {request.method} is not allowed."}, status=405,
+                            headers={"Allow": "POST"})
     tenant = tenant_get(slug=tenant_slug)
     workflow = Workflow.objects.for_tenant(tenant).filter(slug=workflow_slug).first() if tenant and tenant.is_active else None
     valid = workflow is not None and any(t["type"] == "webhook" for t in workflow.definition.get("triggers", []))

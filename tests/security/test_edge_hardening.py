@@ -530,3 +530,20 @@ def test_consent_in_chromium_reaches_the_client_under_the_policy(acme, live_daph
                 assert query["error"] == "access_denied"
             assert violations(messages) == [], messages
     assert [c.path for c in upstream.calls("/callback")] == ["/callback", "/callback"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_raw_asgi_answers_are_never_sniffed(acme):
+    """The MCP endpoints and tenant routes (served beside Django, without its middleware) send
+    X-Content-Type-Options: nosniff like Django's pages, on their own answers and the SDK's."""
+    headers = {"Authorization": f"Bearer {acme.key}", "Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    answers = asgi([("POST", "/mcp", headers, json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"})),
+                    ("GET", "/mcp", headers, None), ("GET", "/t/acme/nothing", {}, None), ("GET", "/t/nobody/x", {}, None)])
+    for response in answers:
+        assert response.headers.get("x-content-type-options") == "nosniff", (response.status_code, response.headers)
+
+
+@pytest.mark.django_db
+def test_a_webhook_refuses_other_methods_with_json(client):
+    response = client.get("/hooks/acme/wf/token")
+    assert response.status_code == 405 and response["Allow"] == "POST" and "POST" in response.json()["detail"]

@@ -16,6 +16,7 @@ import time
 
 import httpx
 import pytest
+from asgiref.sync import async_to_sync
 from rest_framework.test import APIClient
 
 from backflow import sync
@@ -74,20 +75,21 @@ def _noop_workflow(ctx, slug="wf", triggers=None):
 
 @pytest.mark.django_db(transaction=True)
 def test_runs_queued_per_minute_are_bounded_on_every_door(acme, globex, settings):
-    settings.BACKFLOW_TENANT_RUNS_PER_MINUTE = 3
+    settings.BACKFLOW_TENANT_RUNS_PER_MINUTE = 2
     wf = _noop_workflow(acme, triggers=[{"type": "webhook"}])
     for _ in range(2):
         assert acme.client().post("/api/workflows/wf/runs/", {"input": {}}, format="json").status_code in (201, 202)
-    assert APIClient().post(wf.to_document()["webhookUrl"], {}, format="json").status_code == 202
-
     refused = acme.client().post("/api/workflows/wf/runs/", {"input": {}}, format="json")
     assert refused.status_code == 429 and int(refused["Retry-After"]) >= 1 and "runs" in refused.json()["detail"], refused.content
-    hook = APIClient().post(wf.to_document()["webhookUrl"], {}, format="json")
-    assert hook.status_code == 429 and hook["Content-Type"].startswith("application/json"), hook.content
     with fuzz_session(connection_for(principal_for_token(acme.key))) as session:
         result = session.call("run_workflow", {"id": "wf", "wait": 0})
     assert result.is_error and result_json(result)["retryAfterSeconds"] >= 1, result
-    assert WorkflowRun.objects.for_tenant(acme.tenant).count() == 3
+
+    # Whoever holds the webhook URL floods it: webhook runs meet their bound, not the tenant's own runs.
+    hooks = [APIClient().post(wf.to_document()["webhookUrl"], {}, format="json") for _ in range(3)]
+    assert [h.status_code for h in hooks] == [202, 202, 429], [h.content for h in hooks]
+    assert hooks[-1]["Content-Type"].startswith("application/json")
+    assert WorkflowRun.objects.for_tenant(acme.tenant).count() == 4
 
     _noop_workflow(globex)  # another tenant queues as usual
     assert globex.client().post("/api/workflows/wf/runs/", {"input": {}}, format="json").status_code in (201, 202)
@@ -244,3 +246,94 @@ def test_an_integration_cannot_call_the_platform_itself(acme, settings):
         response = acme.client().post("/api/integrations/", {"name": "odd", "baseUrl": base}, format="json")
         assert response.status_code == 400 and "baseUrl" in response.json()["errors"], response.content
     assert acme.client().post("/api/integrations/", {"name": "fine", "baseUrl": "https://api.example.com"}, format="json").status_code == 201
+
+
+def test_anonymous_callers_cannot_spend_the_tenants_route_budget(acme, upstream, tripwire, monkeypatch, settings):
+    """Found by the outside review: 6,000 anonymous calls to a public route that answered 400 used up
+    the tenant's whole budget, and every one of its routes, private ones included, answered 429."""
+    import asyncio as aio
+    import time as clock
+
+    from django.core.cache import cache
+
+    from backflow.asgi import application
+    from backflow.egress import guarded_client
+    from integrations_app import dispatch
+
+    settings.BACKFLOW_EGRESS_ALLOW, settings.BACKFLOW_ROUTE_RATE_LIMIT = ["127.0.0.1"], (3, 60)
+    client = guarded_client(inner_backend=tripwire)
+    monkeypatch.setattr(dispatch, "shared_client", lambda: client)
+    upstream.on("GET", "/ok", Reply(body={"ok": True}))
+    make_integration(acme, "up", upstream.url, [{"name": "ok", "method": "get", "path": "/ok"}])
+    make_route(acme, "/public", [{"integration": "up", "action": "ok"}], requireAuth=False)
+    make_route(acme, "/private", [{"integration": "up", "action": "ok"}])
+    window = int(clock.time() // 60)
+    for caller in ("ip:10.9.8.7", "ip:10.1.1.1", acme.actor.label):
+        cache.delete(f"ratelimit:routes:{acme.tenant.pk}:{caller}:{window}")
+
+    async def main():
+        def http(address):
+            transport = httpx.ASGITransport(app=application, client=(address, 40000))
+            return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+        async with http("10.9.8.7") as attacker, http("10.1.1.1") as customer:
+            flood = [(await attacker.get("/t/acme/public")).status_code for _ in range(6)]
+            others = [(await customer.get("/t/acme/public")).status_code,
+                      (await customer.get("/t/acme/private", headers={"Authorization": f"Bearer {acme.key}"})).status_code]
+        await client.aclose()
+        while dispatch.routes_asgi._background:
+            await aio.gather(*list(dispatch.routes_asgi._background), return_exceptions=True)
+        return flood, others
+
+    flood, others = async_to_sync(main)()
+    assert flood == [200, 200, 200, 429, 429, 429], flood  # the flooder meets its own limit
+    assert others == [200, 200], others  # and nobody else does
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_one_worker_runs_another_tenants_run_while_one_hangs(acme, globex, upstream):
+    """Found by the outside review: one `run_worker` executed runs strictly one after another, so a
+    tenant's run waiting on a slow upstream held up every other tenant's runs."""
+    tarpit = Tarpit()
+    upstream.on("GET", "/ok", Reply(body={"ok": True}))
+    for ctx, base, path in ((acme, tarpit.url, "/hang"), (globex, upstream.url, "/ok")):
+        make_integration(ctx, "up", base, [{"name": "call", "method": "get", "path": path, "timeout": 60}])
+    slow = workflow_services.workflow_create(tenant=acme.tenant, actor=acme.actor, document=workflow(
+        "slow", [step("s", "call", timeout=60)], tools=[{"name": "call", "type": "integration", "params": {"integration": "up", "action": "call"}}]))
+    fast = workflow_services.workflow_create(tenant=globex.tenant, actor=globex.actor, document=workflow(
+        "fast", [step("s", "call")], tools=[{"name": "call", "type": "integration", "params": {"integration": "up", "action": "call"}}]))
+    worker = Worker(BACKFLOW_EGRESS_ALLOW="127.0.0.1")
+    try:
+        hanging = workflow_services.run_create(tenant=acme.tenant, actor=acme.actor, workflow=slow)
+        deadline = time.monotonic() + 20
+        while WorkflowRun.all_tenants.get(pk=hanging.pk).status != WorkflowRun.Status.RUNNING:
+            assert time.monotonic() < deadline, "the worker never picked up the slow run"
+            time.sleep(0.1)
+        queued = time.monotonic()
+        run = workflow_services.run_create(tenant=globex.tenant, actor=globex.actor, workflow=fast)
+        while WorkflowRun.all_tenants.get(pk=run.pk).status not in WorkflowRun.FINISHED:
+            assert time.monotonic() - queued < 15, "the other tenant's run waited for the hanging one"
+            time.sleep(0.1)
+        assert WorkflowRun.all_tenants.get(pk=run.pk).status == WorkflowRun.Status.SUCCEEDED
+        assert WorkflowRun.all_tenants.get(pk=hanging.pk).status == WorkflowRun.Status.RUNNING  # still stuck on the tarpit
+    finally:
+        worker.stop()
+        tarpit.close()
+
+
+def test_app_component_props_are_checked_and_a_stored_bad_one_renders(acme):
+    """Found by the outside review: a pageSize of "x", null or a list was stored, then the public
+    page answered an HTML 500."""
+    from entities_app.models import App
+
+    acme.client().post("/api/collections/", {"name": "things"}, format="json")
+    app = {"id": "site", "name": "Site", "public": True, "pages": [{"path": "", "components": [
+        {"type": "table", "props": {"pageSize": "x"}, "binding": {"collection": "things", "fields": ["name"]}}]}]}
+    refused = acme.client().post("/api/apps/", app, format="json")
+    assert refused.status_code == 400 and "pages[0].components[0].props.pageSize" in refused.json()["errors"], refused.content
+    app["pages"][0]["components"][0]["props"]["pageSize"] = 10
+    assert acme.client().post("/api/apps/", app, format="json").status_code == 201
+    App.objects.for_tenant(acme.tenant).filter(slug="site").update(pages=[{"path": "", "title": "", "components": [
+        {"type": "table", "props": {"pageSize": ["x"]}, "binding": {"collection": "things", "fields": ["name"]}}]}])
+    assert acme.client().get("/apps/acme/site/").status_code == 200
