@@ -20,6 +20,11 @@ in words a client can act on:
 
 The size of the body is the caller's to bound (DATA_UPLOAD_MAX_MEMORY_SIZE, 413) before it
 reads it all.
+
+Peers' answers (upstreams, OAuth token endpoints, the LLM, tenants' MCP servers) go through the
+same parse: `parse_peer_json(raw)` is `parse_json` with messages worded for an answer the platform
+received rather than a body a client sent, and `check_value(value)` applies the same rules (finite
+numbers, bounded nesting) to a value another parser already built (the MCP SDK's).
 """
 
 import json
@@ -46,8 +51,23 @@ def max_depth():
     return getattr(settings, "BACKFLOW_JSON_MAX_DEPTH", DEFAULT_MAX_DEPTH)
 
 
-def _constant(name):
-    raise JsonNotJson(f"{name} is not JSON; send numbers as finite values (or a string).")
+# What the messages say: to a client about its body, or about an answer a peer sent.
+_WORDS = {
+    False: {"constant": "{name} is not JSON; send numbers as finite values (or a string).",
+            "deep": "arrays and objects are nested more than {limit} levels deep; flatten the body.",
+            "utf8": "not UTF-8 (byte {start}); send JSON encoded as UTF-8."},
+    True: {"constant": "{name} is not JSON (numbers must be finite).",
+           "deep": "arrays and objects are nested more than {limit} levels deep (BACKFLOW_JSON_MAX_DEPTH).",
+           "utf8": "not UTF-8 (byte {start})."},
+}
+
+
+def _constant(name, peer=False):
+    raise JsonNotJson(_WORDS[peer]["constant"].format(name=name))
+
+
+def _peer_constant(name):
+    _constant(name, peer=True)
 
 
 def _float(text):
@@ -57,8 +77,8 @@ def _float(text):
     return value
 
 
-def _too_deep(limit):
-    return JsonTooDeep(f"arrays and objects are nested more than {limit} levels deep; flatten the body.")
+def _too_deep(limit, peer=False):
+    return JsonTooDeep(_WORDS[peer]["deep"].format(limit=limit))
 
 
 def depth_exceeds(value, limit):
@@ -79,16 +99,17 @@ def depth_exceeds(value, limit):
     return False
 
 
-def parse_json(raw, *, limit=None):
+def parse_json(raw, *, limit=None, peer=False):
     """The JSON value of `raw` (bytes as UTF-8, or str), nested at most `limit` levels
     (default: settings.BACKFLOW_JSON_MAX_DEPTH). Raises JsonTooDeep or JsonNotJson (both
-    JsonBodyError, a ValueError) naming why; never RecursionError."""
+    JsonBodyError, a ValueError) naming why; never RecursionError. `peer=True` words the messages
+    for an answer a peer sent (see parse_peer_json)."""
     limit = max_depth() if limit is None else limit
     if isinstance(raw, (bytes, bytearray, memoryview)):
         try:
             text = bytes(raw).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise JsonNotJson(f"not UTF-8 (byte {exc.start}); send JSON encoded as UTF-8.") from None
+            raise JsonNotJson(_WORDS[peer]["utf8"].format(start=exc.start)) from None
     elif isinstance(raw, str):
         text = raw
     else:
@@ -96,13 +117,38 @@ def parse_json(raw, *, limit=None):
     if text.startswith("\ufeff"):  # a byte order mark before UTF-8: tolerated (json.loads of bytes does too)
         text = text[1:]
     try:
-        value = json.loads(text, parse_constant=_constant, parse_float=_float)
+        value = json.loads(text, parse_constant=_peer_constant if peer else _constant, parse_float=_float)
     except RecursionError:
-        raise _too_deep(limit) from None
+        raise _too_deep(limit, peer) from None
     except JsonBodyError:
         raise
     except ValueError as exc:  # JSONDecodeError, and ints past Python's 4300-digit limit
         raise JsonNotJson(f"not well-formed JSON: {exc}.") from None
     if depth_exceeds(value, limit):
-        raise _too_deep(limit)
+        raise _too_deep(limit, peer)
     return value
+
+
+def parse_peer_json(raw, *, limit=None):
+    """parse_json for what a peer answered: the same rules, messages that do not ask the reader to
+    send anything (`NaN is not JSON (numbers must be finite).`)."""
+    return parse_json(raw, limit=limit, peer=True)
+
+
+def check_value(value, *, limit=None, peer=True):
+    """Raise what parse_json would for `value`, a value another parser built: JsonNotJson for a
+    float that is not finite (NaN, Infinity: what `1e999` becomes), JsonTooDeep for nesting past
+    `limit`. Iterative, so safe on any value; tuples count as arrays."""
+    limit = max_depth() if limit is None else limit
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                name = "NaN" if math.isnan(item) else ("Infinity" if item > 0 else "-Infinity")
+                raise JsonNotJson(_WORDS[peer]["constant"].format(name=name))
+        elif isinstance(item, (dict, list, tuple)):
+            if depth + 1 > limit:
+                raise _too_deep(limit, peer)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
