@@ -29,7 +29,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 from backflow.egress import EgressRefused
 from backflow.errors import InvalidInput, LoopDetected, NotFound
+from backflow.jsonbody import JsonBodyError, parse_peer_json
 from backflow.outages import REDIS_ERRORS
+from backflow.peer_bodies import ACCEPT_ENCODING, PeerBodyError, read_body
 from backflow.redaction import scrub
 from backflow.templating import EmptyPathValue, TemplateError, expressions, placeholder_names, render, render_path
 from integrations_app.documents import HEADER_UNSAFE
@@ -42,6 +44,10 @@ RETRY_STATUSES = {502, 503, 504}
 QUERY_METHODS = {"get", "head", "options", "delete"}
 DEFAULT_TIMEOUT = 10.0
 MAX_REDIRECTS = 5
+# A token endpoint's answer is a few hundred bytes; the token itself travels in a header.
+TOKEN_ANSWER_MAX_BYTES = 64 * 1024
+TOKEN_MAX_CHARS = 16 * 1024
+TOKEN_MAX_LIFETIME = 24 * 3600  # seconds a token is cached at most, whatever `expires_in` says
 
 
 class RouteFailure(Exception):
@@ -260,6 +266,10 @@ async def _apply_auth(request, integration, secrets, client, label):
 
 
 async def _oauth2_token(auth, client_secret, namespace, integration_name, client, label):
+    """The access token of an oauth2_client_credentials integration, cached (per tenant, token URL,
+    client and secret) for the lifetime the endpoint gives. The endpoint's answer is a peer's:
+    read up to TOKEN_ANSWER_MAX_BYTES (decoded), parsed strictly, and its token must be header-safe
+    text."""
     fingerprint = hashlib.sha256(f"{auth['tokenUrl']}|{auth['clientId']}|{client_secret}".encode()).hexdigest()[:32]
     key = f"oauth2:{namespace}:{integration_name}:{fingerprint}"
     try:
@@ -271,22 +281,43 @@ async def _oauth2_token(auth, client_secret, namespace, integration_name, client
     form = {"grant_type": "client_credentials", "client_id": auth["clientId"], "client_secret": client_secret}
     if auth.get("scopes"):
         form["scope"] = " ".join(auth["scopes"])
+    where = f"{label}: the OAuth token endpoint"
     try:
         with anyio.fail_after(DEFAULT_TIMEOUT):
-            response = await client.post(auth["tokenUrl"], data=form, headers={"Accept": "application/json"})
-        payload = response.json()
+            async with client.stream("POST", auth["tokenUrl"], data=form,
+                                     headers={"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING}) as response:
+                status = response.status_code
+                raw = await read_body(response, limit=TOKEN_ANSWER_MAX_BYTES, what=f"{where}'s answer")
     except TimeoutError as exc:
-        raise RouteFailure(504, f"{label}: the OAuth token endpoint did not answer in time.") from exc
+        raise RouteFailure(504, f"{where} did not answer in time.") from exc
     except EgressRefused as exc:
         raise RouteFailure(502, f"{label}: OAuth token endpoint: {exc}") from exc
-    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
-        raise RouteFailure(502, f"{label}: the OAuth token endpoint failed ({exc.__class__.__name__}).") from exc
-    if response.status_code >= 400 or not isinstance(payload, dict) or "access_token" not in payload:
-        raise RouteFailure(502, f"{label}: the OAuth token endpoint refused the client credentials ({response.status_code}).")
-    lifetime = int(payload.get("expires_in") or 300)
+    except PeerBodyError as exc:
+        raise RouteFailure(502, str(exc)) from exc
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise RouteFailure(502, f"{where} failed ({exc.__class__.__name__}).") from exc
+    if status >= 400:
+        raise RouteFailure(502, f"{where} refused the client credentials ({status}).")
+    try:
+        payload = parse_peer_json(raw)
+    except JsonBodyError as exc:
+        raise RouteFailure(502, f"{where} answered something other than acceptable JSON: {exc}") from exc
+    token = payload.get("access_token") if isinstance(payload, dict) else None
+    if not isinstance(token, str) or not token or len(token) > TOKEN_MAX_CHARS or HEADER_UNSAFE.search(token):
+        raise RouteFailure(502, f"{where} answered {status} without a usable access_token (it must be text of at most "
+                                f"{TOKEN_MAX_CHARS} characters, without control characters).")
     with contextlib.suppress(*REDIS_ERRORS):
-        await cache.aset(key, payload["access_token"], timeout=max(1, lifetime - 30))
-    return payload["access_token"]
+        await cache.aset(key, token, timeout=max(1, _lifetime(payload.get("expires_in")) - 30))
+    return token
+
+
+def _lifetime(expires_in):
+    """Seconds to keep a token: `expires_in` when it is a sensible number, else 300; at most a day."""
+    try:
+        seconds = int(expires_in) if isinstance(expires_in, (int, float, str)) and not isinstance(expires_in, bool) else 0
+    except (ValueError, OverflowError):
+        seconds = 0
+    return min(seconds, TOKEN_MAX_LIFETIME) if seconds > 0 else 300
 
 
 async def _send(client, request, endpoint, call_settings, label):
@@ -314,9 +345,12 @@ async def _send(client, request, endpoint, call_settings, label):
 
 
 async def _follow(client, request, max_bytes, label):
-    """Send, following redirects hop by hop (each hop passes the egress guard)."""
+    """Send, following redirects hop by hop (each hop passes the egress guard), and read the answer
+    through backflow.peer_bodies: decoded by the platform, never more than `max_bytes`."""
     method, url, params = request.method.upper(), request.url, request.params
     has_body, json_body, headers = request.has_body, request.json, request.headers
+    if not any(name.lower() == "accept-encoding" for name in headers):
+        headers = {**headers, "Accept-Encoding": ACCEPT_ENCODING}  # only what peer_bodies decodes
     origin = _origin(url)
     for _ in range(MAX_REDIRECTS + 1):
         kwargs = {"params": params, "headers": headers}
@@ -331,12 +365,11 @@ async def _follow(client, request, max_bytes, label):
                 if response.status_code in (301, 302, 303) and method not in ("GET", "HEAD"):
                     method, has_body, json_body = "GET", False, None
                 continue
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body.extend(chunk)
-                if len(body) > max_bytes:
-                    raise RouteFailure(502, f"{label}: the upstream answer is larger than {max_bytes} bytes.")
-            return response.status_code, response.headers.get("content-type", ""), bytes(body)
+            try:
+                body = await read_body(response, limit=max_bytes, what="the upstream answer", setting="BACKFLOW_UPSTREAM_MAX_BYTES")
+            except PeerBodyError as exc:
+                raise RouteFailure(502, f"{label}: {exc}") from exc
+            return response.status_code, response.headers.get("content-type", ""), body
     raise RouteFailure(502, f"{label}: more than {MAX_REDIRECTS} redirects.")
 
 
@@ -346,12 +379,14 @@ def _origin(url):
 
 
 def _result(status, content_type, body, label, credentials=()):
+    """The upstream's answer as a value: JSON parsed strictly (backflow.jsonbody: no NaN or
+    Infinity, nesting bounded), other types as text; scrubbed of the credentials sent."""
     text = body.decode("utf-8", errors="replace")
     if "json" in content_type:
         try:
-            value = json.loads(text) if text.strip() else None
-        except ValueError as exc:
-            raise RouteFailure(502, f"{label}: the upstream said JSON but sent something else.", upstreamStatus=status) from exc
+            value = parse_peer_json(text) if text.strip() else None
+        except JsonBodyError as exc:
+            raise RouteFailure(502, f"{label}: the upstream said JSON but sent something else: {exc}", upstreamStatus=status) from exc
     else:
         value = text
     value = scrub(value, credentials)
