@@ -16,6 +16,7 @@ before any connection is attempted.
 """
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import weakref
@@ -24,6 +25,8 @@ import anyio
 import httpcore
 import httpx
 from django.conf import settings
+
+from backflow.peer_bodies import ACCEPT_ENCODING, PeerBodyError, decoded_chunks
 
 
 class EgressRefused(Exception):
@@ -111,6 +114,7 @@ class EgressPolicy:
         return addresses
 
 
+@functools.cache
 def _guarded_transport_class(client_module, core_module):
     """GuardedTransport for one client library: httpx (integrations) or httpx2 (the MCP SDK)."""
 
@@ -174,13 +178,75 @@ def shared_client():
     return client
 
 
-def guarded_mcp_http_client(headers=None, timeout=None, auth=None):
-    """The MCP SDK's client factory (httpx2), guarded the same way: for tenants' HTTP/SSE MCP servers."""
-    import httpcore2
+def guarded_mcp_http_client(headers=None, timeout=None, auth=None, *, max_message_bytes=None, on_refused=None):
+    """The MCP SDK's client factory (httpx2), guarded the same way: for tenants' HTTP/SSE MCP servers.
+
+    Every answer is read through backflow.peer_bodies: decoded by the platform (one gzip or deflate
+    at most), and at most `max_message_bytes` (default BACKFLOW_MCP_MAX_MESSAGE_BYTES) per JSON
+    answer, or per event of an event stream (which may last for hours). Beyond it, reading the body
+    fails with an error the SDK hands to the waiting call (a StreamError for a JSON answer, which
+    it turns into that request's JSON-RPC error; an SSEError for a stream), and `on_refused(message)`
+    is called first, so the caller can say why in its own words."""
     import httpx2
 
-    transport = _guarded_transport_class(httpx2, httpcore2)(policy=EgressPolicy.from_settings())
-    return httpx2.AsyncClient(
+    transport = _bounded_mcp_transport_class()(
+        policy=EgressPolicy.from_settings(),
+        max_message_bytes=max_message_bytes or settings.BACKFLOW_MCP_MAX_MESSAGE_BYTES,
+        on_refused=on_refused,
+    )
+    client = httpx2.AsyncClient(
         transport=transport, headers=headers, auth=auth, follow_redirects=False, trust_env=False,
         timeout=timeout or httpx2.Timeout(30.0, read=300.0),
     )
+    client.headers["Accept-Encoding"] = ACCEPT_ENCODING  # only what peer_bodies decodes
+    return client
+
+
+@functools.cache
+def _bounded_mcp_transport_class():
+    import httpcore2
+    import httpx2
+
+    class MessageTooLarge(httpx2.StreamError):
+        """A JSON answer refused while it was read (the SDK catches StreamError for that request)."""
+
+    class EventRefused(httpx2.SSEError):
+        """An event stream refused while it was read (the SDK catches SSEError for that stream)."""
+
+    class BoundedStream(httpx2.AsyncByteStream):
+        def __init__(self, inner, *, content_encoding, limit, event_stream, on_refused):
+            self.inner, self.content_encoding, self.limit = inner, content_encoding, limit
+            self.event_stream, self.on_refused = event_stream, on_refused
+
+        async def __aiter__(self):
+            what = "its event stream" if self.event_stream else "its answer"
+            try:
+                async for piece in decoded_chunks(self.inner, content_encoding=self.content_encoding, limit=self.limit,
+                                                  what=what, setting="BACKFLOW_MCP_MAX_MESSAGE_BYTES",
+                                                  per_event=self.event_stream):
+                    yield piece
+            except PeerBodyError as exc:
+                if self.on_refused is not None:
+                    self.on_refused(str(exc))
+                raise (EventRefused if self.event_stream else MessageTooLarge)(str(exc)) from None
+
+        async def aclose(self):
+            await self.inner.aclose()
+
+    class BoundedMcpTransport(_guarded_transport_class(httpx2, httpcore2)):
+        def __init__(self, *, policy, max_message_bytes, on_refused=None, **kwargs):
+            super().__init__(policy=policy, **kwargs)
+            self.max_message_bytes, self.on_refused = max_message_bytes, on_refused
+
+        async def handle_async_request(self, request):
+            response = await super().handle_async_request(request)
+            media_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+            stream = BoundedStream(response.stream, content_encoding=response.headers.get("content-encoding"),
+                                   limit=self.max_message_bytes, event_stream=media_type == "text/event-stream",
+                                   on_refused=self.on_refused)
+            # Decoded here: the client must not decode again, and the length is no longer the header's.
+            headers = [(name, value) for name, value in response.headers.raw
+                       if name.lower() not in (b"content-encoding", b"content-length")]
+            return httpx2.Response(response.status_code, headers=headers, stream=stream, extensions=response.extensions)
+
+    return BoundedMcpTransport

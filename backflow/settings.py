@@ -233,6 +233,9 @@ BACKFLOW_SECRETS_KEY = _required(
 BACKFLOW_EGRESS_ALLOW = env.list("BACKFLOW_EGRESS_ALLOW", default=[])
 # Upstream answers above this size fail the route (502) instead of filling memory.
 BACKFLOW_UPSTREAM_MAX_BYTES = env.int("BACKFLOW_UPSTREAM_MAX_BYTES", default=5 * 1024 * 1024)
+# One message read from a tenant's HTTP/SSE MCP server (a JSON answer, or one SSE event: a stream
+# may last for hours), decoded; a larger one fails the call (backflow/peer_bodies.py).
+BACKFLOW_MCP_MAX_MESSAGE_BYTES = env.int("BACKFLOW_MCP_MAX_MESSAGE_BYTES", default=1024 * 1024)
 # A running workflow run whose worker has not signalled for this long is failed (worker died).
 BACKFLOW_RUN_STALE_SECONDS = env.int("BACKFLOW_RUN_STALE_SECONDS", default=120)
 # How often each worker looks for due schedules and stale runs.

@@ -8,11 +8,18 @@ flight per server, and stdio children stopped when the process exits.
 Whatever a server sends can carry back the credentials it was sent (a tenant's server echoing its
 Authorization header): every answer, every McpClientError and every log line made while talking
 to a server is scrubbed of the spec's `credentials` here, at the source, so no caller has to.
+
+What an HTTP/SSE server sends is bounded (backflow.egress.guarded_mcp_http_client): a JSON answer,
+or one SSE event, of more than BACKFLOW_MCP_MAX_MESSAGE_BYTES (decoded) fails the call that waited
+for it, saying so; results and tool lists holding NaN, Infinity or nesting deeper than
+BACKFLOW_JSON_MAX_DEPTH are refused (backflow.jsonbody.check_value: the SDK's parser accepts them);
+a tool list may span at most MAX_TOOL_PAGES pages.
 """
 
 import asyncio
 import atexit
 import contextvars
+import functools
 import hashlib
 import json
 import logging
@@ -29,11 +36,19 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from django.conf import settings
+
 from backflow.egress import guarded_mcp_http_client
+from backflow.jsonbody import JsonBodyError, check_value
 from backflow.redaction import scrub, scrub_text
 
 logger = logging.getLogger("backflow.mcp_client")
 BACKOFF_MAX = 30.0
+MAX_TOOL_PAGES = 20  # tools/list pages read per listing (a server whose cursor never ends)
+# The SDK's SSE transport reads each event with its own 1 MiB bound (mcp.shared._httpx_utils
+# sse_within_origin, not configurable): over SSE, the platform's bound is at most that, so that its
+# clearer error comes first.
+SDK_SSE_EVENT_LIMIT = 1024 * 1024
 
 
 class McpClientError(Exception):
@@ -44,6 +59,10 @@ class McpClientError(Exception):
 # The credentials of the server being talked to, in every task that talks to it (connection
 # tasks inherit it), so that what the SDK and httpx log there is scrubbed as it is recorded.
 _CREDENTIALS_IN_PLAY = contextvars.ContextVar("backflow_mcp_credentials", default=())
+# Why the HTTP client refused what the server sent, for the call waiting on it: the SDK reads a
+# request's answer in a task that runs in a copy of the calling task's context, so the list set by
+# ServerConnection._call is the one the refusal lands in.
+_CALL_REFUSALS = contextvars.ContextVar("backflow_mcp_refusals", default=None)
 
 
 def _scrub_record(record, credentials):
@@ -128,6 +147,7 @@ class ServerConnection:
         self._slots = asyncio.Semaphore(spec.max_concurrency)
         self._failures = 0
         self._retry_at = 0.0
+        self._stream_refusal = None  # a refusal on a stream no call was waiting on (SSE)
 
     @property
     def connected(self):
@@ -150,20 +170,38 @@ class ServerConnection:
             return f"the connection did not open within {seconds:g} s"
         return f"no answer to the MCP handshake (initialize) within {seconds:g} s"
 
+    def _note_refusal(self, message):
+        """Called by the HTTP client when it refuses what the server sent (too large, bad encoding)."""
+        waiting = _CALL_REFUSALS.get()
+        if waiting is not None:
+            waiting.append(message)
+        else:
+            self._stream_refusal = message
+
+    def _refused(self, waiting):
+        """McpClientError naming what the client refused for this call (or on the connection's
+        stream, which ended the call), or None."""
+        message = waiting[0] if waiting else self._stream_refusal
+        self._stream_refusal = None
+        return self._error(f"MCP server {self.spec.name!r}: {message}") if message else None
+
     def _transport(self, stack):
         spec = self.spec
+        limit = settings.BACKFLOW_MCP_MAX_MESSAGE_BYTES
         if spec.transport == "stdio":
             params = StdioServerParameters(command=spec.command, args=list(spec.args), env=dict(spec.env) or None)
             return stack.enter_async_context(stdio_client(params))
         if spec.transport == "sse":
+            factory = functools.partial(guarded_mcp_http_client, max_message_bytes=min(limit, SDK_SSE_EVENT_LIMIT),
+                                        on_refused=self._note_refusal)
             return stack.enter_async_context(sse_client(spec.url, headers=dict(spec.headers), timeout=spec.timeout,
-                                                        httpx_client_factory=guarded_mcp_http_client))
-        http = guarded_mcp_http_client(headers=dict(spec.headers))
-        return self._http(stack, http)
+                                                        httpx_client_factory=factory))
+        http = guarded_mcp_http_client(headers=dict(spec.headers), max_message_bytes=limit, on_refused=self._note_refusal)
+        return self._http(stack, http, limit)
 
-    async def _http(self, stack, http):
+    async def _http(self, stack, http, limit):
         await stack.enter_async_context(http)
-        return await stack.enter_async_context(streamable_http_client(self.spec.url, http_client=http))
+        return await stack.enter_async_context(streamable_http_client(self.spec.url, http_client=http, max_sse_event_size=limit))
 
     async def _run(self, ready):
         """Own the transport in one task (anyio scopes must open and close in the same task).
@@ -172,6 +210,7 @@ class ServerConnection:
         MCP handshake) must finish within the server's timeout; a connected session lives until
         closed or lost."""
         _CREDENTIALS_IN_PLAY.set(self.spec.credentials)
+        _CALL_REFUSALS.set(None)  # this task outlives the call that started it: its refusals are the stream's
         connecting = anyio.CancelScope(deadline=anyio.current_time() + self.spec.timeout)
         try:
             try:
@@ -240,6 +279,9 @@ class ServerConnection:
 
     async def _call(self, operation, timeout):
         # Errors that quote the server are raised `from None`: the cause's own text is unscrubbed.
+        # What the HTTP client refused (too large, bad encoding) is said first, and never retried.
+        refusals = []
+        _CALL_REFUSALS.set(refusals)
         for attempt in (1, 2):
             session = await self.ensure(timeout)
             try:
@@ -247,8 +289,13 @@ class ServerConnection:
                     with anyio.fail_after(timeout):
                         return await operation(session)
             except TimeoutError as exc:
+                if refused := self._refused(refusals):
+                    raise refused from None
                 raise self._error(f"MCP server {self.spec.name!r} did not answer within {timeout:g} s.") from exc
             except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+                if refused := self._refused(refusals):
+                    await self.close()
+                    raise refused from None
                 # The connection died (server crashed or went away): reconnect once and retry.
                 await self.close()
                 if attempt == 2:
@@ -256,6 +303,10 @@ class ServerConnection:
             except McpClientError:
                 raise
             except Exception as exc:
+                if refused := self._refused(refusals):
+                    if _connection_lost(exc):
+                        await self.close()
+                    raise refused from None
                 if _connection_lost(exc):  # e.g. the stdio server was killed: start it again, once
                     await self.close()
                     if attempt == 2:
@@ -267,22 +318,34 @@ class ServerConnection:
                     continue
                 raise self._error(f"MCP server {self.spec.name!r} refused the call: {exc}") from None
 
+    def _strict(self, model, what):
+        """The answer, if it is JSON the platform accepts (the SDK's parser takes NaN, Infinity and
+        1e999, and ~200 levels of nesting); else McpClientError naming why."""
+        try:
+            check_value(model.model_dump(by_alias=True, exclude_none=True))
+        except JsonBodyError as exc:
+            raise self._error(f"MCP server {self.spec.name!r} answered {what} that is not acceptable JSON: {exc}") from None
+        return model
+
     async def list_tools(self, timeout=None):
         if self.tools is None or self.session is None:
             async def fetch(session):
                 tools, cursor = [], None
-                while True:
-                    page = await session.list_tools(cursor=cursor) if cursor else await session.list_tools()
+                for _ in range(MAX_TOOL_PAGES):
+                    page = await session.list_tools(params=types.PaginatedRequestParams(cursor=cursor) if cursor else None)
                     tools += page.tools
                     cursor = page.next_cursor
                     if not cursor:
                         return tools
-            self.tools = [self._scrubbed(tool) for tool in await self._call(fetch, timeout or self.spec.timeout)]
+                raise self._error(f"MCP server {self.spec.name!r} lists its tools over more than {MAX_TOOL_PAGES} pages "
+                                  "(its cursor does not end); the platform reads at most that many.")
+            tools = await self._call(fetch, timeout or self.spec.timeout)
+            self.tools = [self._scrubbed(self._strict(tool, "a tool list")) for tool in tools]
         return self.tools
 
     async def call_tool(self, name, arguments, timeout=None):
         result = await self._call(lambda session: session.call_tool(name, arguments or {}), timeout or self.spec.timeout)
-        return self._scrubbed(result)
+        return self._scrubbed(self._strict(result, f"a result of {name!r}"))
 
 
 class ConnectionManager:
