@@ -236,6 +236,9 @@ BACKFLOW_UPSTREAM_MAX_BYTES = env.int("BACKFLOW_UPSTREAM_MAX_BYTES", default=5 *
 # One message read from a tenant's HTTP/SSE MCP server (a JSON answer, or one SSE event: a stream
 # may last for hours), decoded; a larger one fails the call (backflow/peer_bodies.py).
 BACKFLOW_MCP_MAX_MESSAGE_BYTES = env.int("BACKFLOW_MCP_MAX_MESSAGE_BYTES", default=1024 * 1024)
+# A workflow step's result, in bytes of JSON; a larger one fails the step (the run's output is the
+# last step's result, so it is bounded too).
+BACKFLOW_STEP_RESULT_MAX_BYTES = env.int("BACKFLOW_STEP_RESULT_MAX_BYTES", default=1024 * 1024)
 # A running workflow run whose worker has not signalled for this long is failed (worker died).
 BACKFLOW_RUN_STALE_SECONDS = env.int("BACKFLOW_RUN_STALE_SECONDS", default=120)
 # How often each worker looks for due schedules and stale runs.

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from backflow.egress import shared_client
 from backflow.errors import ServiceError
+from backflow.jsonbody import JsonBodyError, max_depth, parse_peer_json
 from backflow.redaction import redact, scrub
 from backflow.templating import TemplateError, render
 from backflow.validation import without_nul
@@ -180,27 +181,46 @@ def execute(run_id):
 
 
 def _execute_steps(run):
-    context = RunContext(run)
-    entry = next(w for w in run.workflow.definition["workflows"] if w["name"] == run.entry)
-    values = {"input": run.input, "steps": {}}
-    last = None
-    for position, step in enumerate(entry["steps"]):
-        if _cancelled(run):
-            return WorkflowRun.Status.CANCELLED
-        record = StepRun.objects.create(tenant=run.tenant, run=run, position=position, step_id=step["id"], action=step["action"])
-        started = time.monotonic()
-        result, error = _run_step(context, step, values, record)
-        record.duration_ms = round((time.monotonic() - started) * 1000, 2)
-        record.status = "failed" if error else "succeeded"
-        record.result, record.error = result, error or ""
-        record.save(update_fields=["duration_ms", "status", "result", "error", "params", "attempts"])
-        values["steps"][step["id"]] = {"result": result, "error": error}
-        if error and not step.get("continueOnError"):
-            _finish(run, WorkflowRun.Status.FAILED, error=f"Step {step['id']!r} ({step['action']}) failed: {error}")
-            return WorkflowRun.Status.FAILED
-        last = result
-    _finish(run, WorkflowRun.Status.SUCCEEDED, output=last)
-    return WorkflowRun.Status.SUCCEEDED
+    """The steps in order, each recorded. The run ends `succeeded`, `failed` or `cancelled` here
+    whatever happens: a step record the database refuses fails that step (stored without its
+    result, saying so), and a fault of ours fails the run; none is left `running` for the
+    stale-run sweep to blame on a live worker. The run's output is the last step's result as
+    stored (so it too is at most BACKFLOW_STEP_RESULT_MAX_BYTES)."""
+    try:
+        context = RunContext(run)
+        entry = next(w for w in run.workflow.definition["workflows"] if w["name"] == run.entry)
+        values = {"input": run.input, "steps": {}}
+        last = None
+        fields = ["duration_ms", "status", "result", "error", "params", "attempts"]
+        for position, step in enumerate(entry["steps"]):
+            if _cancelled(run):
+                return WorkflowRun.Status.CANCELLED
+            record = StepRun.objects.create(tenant=run.tenant, run=run, position=position, step_id=step["id"], action=step["action"])
+            started = time.monotonic()
+            result, error = _run_step(context, step, values, record)
+            record.duration_ms = round((time.monotonic() - started) * 1000, 2)
+            record.status = "failed" if error else "succeeded"
+            record.result, record.error = result, error or ""
+            try:
+                with transaction.atomic():
+                    record.save(update_fields=fields)
+            except Exception as exc:
+                logger.exception("run %s step %s: the step record could not be saved", run.pk, step["id"])
+                result, error = None, f"the step's result could not be stored ({exc.__class__.__name__}); the operator's log has the details"
+                record.status, record.result, record.error = "failed", None, error
+                with transaction.atomic():
+                    record.save(update_fields=fields)
+            values["steps"][step["id"]] = {"result": result, "error": error}
+            if error and not step.get("continueOnError"):
+                _finish(run, WorkflowRun.Status.FAILED, error=f"Step {step['id']!r} ({step['action']}) failed: {error}")
+                return WorkflowRun.Status.FAILED
+            last = result
+        _finish(run, WorkflowRun.Status.SUCCEEDED, output=last)
+        return WorkflowRun.Status.SUCCEEDED
+    except Exception as exc:
+        logger.exception("run %s: unexpected error", run.pk)
+        _finish(run, WorkflowRun.Status.FAILED, error=f"internal error ({exc.__class__.__name__}); the operator's log has the details")
+        return WorkflowRun.Status.FAILED
 
 
 def _run_step(context, step, values, record):
@@ -215,22 +235,45 @@ def _run_step(context, step, values, record):
         record.attempts = attempt + 1
         try:
             result = context.call(step["action"], params, timeout)
-            return _jsonable(result), None
         except StepFailed as exc:
             error = without_nul(str(exc))
             logger.info("run %s step %s attempt %d failed: %s", context.run.pk, step["id"], attempt + 1, error)
+            continue
         except Exception as exc:
             # A fault of ours or of the set-up, not of the step: fail it now rather than leave the run
             # "running" until the stale-run sweep blames a worker that is alive.
             logger.exception("run %s step %s: unexpected error", context.run.pk, step["id"])
             return None, f"internal error ({exc.__class__.__name__}); the operator's log has the details"
+        try:  # a result that cannot be stored is no transient failure: not retried
+            return _jsonable(result), None
+        except StepFailed as exc:
+            return None, without_nul(str(exc))
     return None, error
 
 
 def _jsonable(value):
-    """What a step returned, as storable JSON: text of any data PostgreSQL cannot store (U+0000,
-    which MCP servers, LLMs and upstreams may send) replaced, so the step's record can be saved."""
-    return without_nul(json.loads(json.dumps(value, default=str)))
+    """What a step returned, as storable JSON, or StepFailed saying why not. The value comes from a
+    peer (an MCP server, the LLM, an upstream) through a parser that may be lenient (the MCP SDK's
+    takes NaN, 1e999 and ~200 levels): it goes through the strict parser (backflow.jsonbody), so
+    NaN and Infinity (not JSON; PostgreSQL refuses them) and nesting deeper than
+    BACKFLOW_JSON_MAX_DEPTH are refused, as is more than BACKFLOW_STEP_RESULT_MAX_BYTES of JSON;
+    U+0000 (which PostgreSQL cannot store) is replaced."""
+    try:
+        text = json.dumps(value, default=str, ensure_ascii=False)
+    except RecursionError:
+        raise StepFailed(f"the result is not storable JSON: arrays and objects are nested more than {max_depth()} levels deep "
+                         "(BACKFLOW_JSON_MAX_DEPTH).") from None
+    except ValueError as exc:  # a circular reference
+        raise StepFailed(f"the result is not storable JSON ({exc}).") from None
+    size = len(text.encode("utf-8", errors="surrogatepass"))
+    limit = settings.BACKFLOW_STEP_RESULT_MAX_BYTES
+    if size > limit:
+        raise StepFailed(f"the result is {size} bytes of JSON, more than BACKFLOW_STEP_RESULT_MAX_BYTES ({limit}); "
+                         "have the step return less (select fields, a page), or ask the operator to raise the limit.")
+    try:
+        return without_nul(parse_peer_json(text))
+    except JsonBodyError as exc:
+        raise StepFailed(f"the result is not storable JSON: {exc}") from None
 
 
 def fail_stale_runs():
