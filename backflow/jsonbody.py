@@ -29,6 +29,7 @@ numbers, bounded nesting) to a value another parser already built (the MCP SDK's
 
 import json
 import math
+import re
 
 from django.conf import settings
 
@@ -126,7 +127,33 @@ def parse_json(raw, *, limit=None, peer=False):
         raise JsonNotJson(f"not well-formed JSON: {exc}.") from None
     if depth_exceeds(value, limit):
         raise _too_deep(limit, peer)
+    if SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+        raise JsonNotJson("a string holds an unpaired surrogate escape (such as \\ud800), which is not Unicode text: "
+                          "send each character of the text as itself or as a valid \\u escape pair.")
     return value
+
+
+# Only an escape can make a lone surrogate (UTF-8 cannot carry one): look for one before walking.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value):
+    """Whether a key or string of `value` holds a surrogate code point outside a valid pair: it
+    cannot be stored as text (PostgreSQL refuses it, SQLite keeps it and every read then fails)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def parse_peer_json(raw, *, limit=None):

@@ -30,7 +30,7 @@ from oauth2_provider.views import TokenView as DotTokenView
 from oauthlib.oauth2.rfc6749.errors import InvalidRedirectURIError
 
 from backflow.csp import allow_form_action, content_security_policy
-from backflow.jsonbody import JsonBodyError, JsonTooDeep, parse_json
+from backflow.jsonbody import JsonBodyError, parse_json
 from backflow.ratelimit import retry_after
 from tenants.client_address import client_address
 from tenants.models import Membership
@@ -323,16 +323,13 @@ def registered_redirect_uris_problem(application):
 
 def _redirect_uri_error(body):
     """The RFC 7591 error response for registration metadata that is not acceptable JSON (too deep,
-    NaN: DOT's own parse crashed on a deep body) or whose redirect URIs break the rules (see
-    redirect_uri_problem), or None when they are fine (or when the body is malformed in another
-    way, which DOT reports as invalid_client_metadata)."""
+    NaN, a lone surrogate: DOT's own parse crashed on a deep body, and stored the others) or whose
+    redirect URIs break the rules (see redirect_uri_problem), or None when they are fine."""
     try:
         data = parse_json(body or b"{}")
-    except JsonTooDeep as exc:
+    except JsonBodyError as exc:
         return JsonResponse({"error": "invalid_client_metadata", "error_description": f"The body is not acceptable JSON: {exc}"},
                             status=400)
-    except JsonBodyError:
-        return None
     if not isinstance(data, dict) or "redirect_uris" not in data:
         return None
     uris = data["redirect_uris"]

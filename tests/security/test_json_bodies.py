@@ -163,3 +163,31 @@ def test_a_deep_registration_body_is_an_rfc_7591_error_not_a_500(db, client):
     from oauth2_provider.models import get_application_model
 
     assert not get_application_model().objects.exists()
+
+
+LONE_SURROGATE = b'{"name": "x\\ud800", "data": {"name": "x\\ud800"}, "text": "\\udfff", "input": {"a": "\\ud800"}}'
+
+
+def test_a_lone_surrogate_is_refused_on_every_door_and_never_stored(acme, client):
+    """Found by the outside review: `"\\ud800"` (an escape JSON allows, which is not Unicode text) was
+    stored by a webhook and an entity create, and every later read of it answered 500."""
+    from entities_app import services as entity_services
+    from workflows_app import services as workflow_services
+    from workflows_app.models import WorkflowRun
+    from workflows_app.tests.helpers import step, workflow
+
+    entity_services.collection_create(tenant=acme.tenant, actor=acme.actor, document={"name": "notes"})
+    wf = workflow_services.workflow_create(tenant=acme.tenant, actor=acme.actor, document=workflow(
+        "hook", [step("s", "ask", {"prompt": "hi"})], tools=[{"name": "ask", "type": "llm_call", "params": {}}],
+        triggers=[{"type": "webhook"}]))
+    answers = [
+        acme.client().generic("POST", "/api/collections/notes/entities/", LONE_SURROGATE, content_type="application/json"),
+        acme.client().generic("POST", "/api/workflows/hook/runs/", LONE_SURROGATE, content_type="application/json"),
+        client.generic("POST", wf.to_document()["webhookUrl"], LONE_SURROGATE, content_type="application/json"),
+        client.generic("POST", "/o/register/", b'{"client_name": "\\ud800", "redirect_uris": ["https://a.example/cb"]}',
+                       content_type="application/json"),
+    ]
+    for response in answers:
+        assert response.status_code == 400 and "surrogate" in response.content.decode(), response.content
+    assert not Entity.objects.for_tenant(acme.tenant).exists()
+    assert not WorkflowRun.objects.for_tenant(acme.tenant).exists()
