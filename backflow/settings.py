@@ -309,6 +309,8 @@ BACKFLOW_TENANT_RUNNING_RUNS = env.int("BACKFLOW_TENANT_RUNNING_RUNS", default=4
 # runs one `run_worker` process executes at once, each on a thread (a slow run holds up no other);
 BACKFLOW_WORKER_CONCURRENCY = env.int("BACKFLOW_WORKER_CONCURRENCY", default=4)
 BACKFLOW_TENANT_RUNS_PER_MINUTE = env.int("BACKFLOW_TENANT_RUNS_PER_MINUTE", default=120)
+# schedule triggers over all of a tenant's workflows (each fires at most once a minute; 400 beyond);
+BACKFLOW_SCHEDULES_PER_TENANT = env.int("BACKFLOW_SCHEDULES_PER_TENANT", default=20)
 # how deep webhook -> run -> upstream call -> webhook chains may go (X-Backflow-Depth; 508 beyond);
 BACKFLOW_MAX_CALL_DEPTH = env.int("BACKFLOW_MAX_CALL_DEPTH", default=3)
 # open SSE streams per API key, JWT user or OAuth grant (429 beyond).

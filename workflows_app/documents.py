@@ -1,5 +1,8 @@
 """The seed's workflow document and the tenant's MCP server records: schemas and checks."""
 
+import re
+from datetime import datetime, timezone
+
 from croniter import croniter
 
 from backflow.errors import InvalidInput
@@ -12,6 +15,16 @@ BUILTIN_ACTIONS = {"mcp.listTools": ("server",), "mcp.execute": ("server", "tool
 TOOL_TYPES = ("mcp_tool", "llm_call", "integration")
 TOOL_REQUIRED_PARAMS = {"mcp_tool": ("mcpServer", "toolName"), "llm_call": (), "integration": ("integration", "action")}
 TRIGGER_TYPES = ("manual", "webhook", "schedule")
+# Schedules: five-field cron (minute hour day-of-month month day-of-week, UTC) or one of these
+# aliases of it, so no trigger fires more than once a minute. croniter also reads a sixth field as
+# seconds and a seventh as the year, and `R` as a random value drawn anew at each computation: none
+# of those is accepted. Each workflow has at most MAX_SCHEDULES_PER_WORKFLOW schedule triggers
+# (and each tenant BACKFLOW_SCHEDULES_PER_TENANT, checked by the service).
+CRON_ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+CRON_FIELDS = ("minute", "hour", "day of month", "month", "day of week")
+CRON_HELP = ('give a cron expression of five fields (minute hour day-of-month month day-of-week, UTC), e.g. "*/15 * * * *", '
+             "or @hourly, @daily, @weekly, @monthly or @yearly")
+MAX_SCHEDULES_PER_WORKFLOW = 5
 
 STEP_SCHEMA = {
     "type": "object",
@@ -45,7 +58,10 @@ TRIGGER_SCHEMA = {
     "description": "manual (API/MCP), webhook (POST /hooks/<tenant>/<id>/<token>), schedule {cron, input?}.",
     "properties": {
         "type": {"type": "string", "enum": list(TRIGGER_TYPES)},
-        "cron": {"type": "string", "maxLength": 100, "description": "schedule: a cron expression, e.g. \"*/15 * * * *\" (UTC)."},
+        "cron": {"type": "string", "maxLength": 100, "description": (
+            "schedule: a five-field cron expression (minute hour day-of-month month day-of-week, UTC), e.g. \"*/15 * * * *\", "
+            "or @hourly/@daily/@weekly/@monthly/@yearly; at most once a minute, no seconds field. At most "
+            f"{MAX_SCHEDULES_PER_WORKFLOW} schedule triggers per workflow.")},
         "workflow": {"type": "string", "description": "Which entry of `workflows` to run (default: the first)."},
         "input": {"type": "object", "description": "schedule: the input of each run."},
     },
@@ -159,17 +175,49 @@ def clean_workflow(document, *, mcp_server_exists, find_integration):
             except TemplateError as exc:
                 problems.add(f"{where}.params", str(exc))
             earlier.append(step["id"])
+    schedules = 0
     for index, trigger in enumerate(doc["triggers"]):
         where = f"triggers[{index}]"
         if trigger["type"] == "schedule":
-            if not isinstance(trigger.get("cron"), str) or not croniter.is_valid(trigger["cron"]):
-                problems.add(f"{where}.cron", "give a valid cron expression, e.g. \"0 * * * *\".")
+            schedules += 1
+            if schedules > MAX_SCHEDULES_PER_WORKFLOW:
+                problems.add(where, f"a workflow has at most {MAX_SCHEDULES_PER_WORKFLOW} schedule triggers; "
+                                    "one cron expression can list several times (e.g. \"0 9,17 * * 1-5\").")
+            problem = cron_problem(trigger.get("cron"))
+            if problem:
+                problems.add(f"{where}.cron", problem)
         elif "cron" in trigger or "input" in trigger:
             problems.add(where, "cron and input belong to schedule triggers.")
         if "workflow" in trigger and trigger["workflow"] not in names:
             problems.add(f"{where}.workflow", f"no workflow named {trigger['workflow']!r} in this document.")
     problems.raise_if_any()
     return doc
+
+
+def cron_problem(expression):
+    """What is wrong with a schedule's cron expression, or None. Five fields (or an alias of
+    them), as croniter reads them, that match some time: at most one firing a minute."""
+    if not isinstance(expression, str) or not expression.strip():
+        return f"a schedule trigger needs cron: {CRON_HELP}."
+    text = expression.strip()
+    if text.startswith("@"):
+        if text.lower() not in CRON_ALIASES:
+            return f"{text!r} is not a supported alias: {CRON_HELP}."
+    else:
+        fields = text.split()
+        if len(fields) != len(CRON_FIELDS):
+            extra = " (a sixth field would be seconds: schedules fire at most once a minute)" if len(fields) > 5 else ""
+            return f"{len(fields)} field{'s' if len(fields) != 1 else ''}{extra}: {CRON_HELP}."
+        for name, field in zip(CRON_FIELDS, fields):
+            if any(token.upper() in ("R", "H") or "(" in token for token in re.split(r"[,/\-#]", field)):
+                return f"the {name} field {field!r} asks for a random or hashed value, which is not supported: {CRON_HELP}."
+    if not croniter.is_valid(text):
+        return f"{text!r} is not a valid cron expression: {CRON_HELP}."
+    try:
+        croniter(text, datetime.now(timezone.utc)).get_next(datetime)
+    except Exception:  # croniter's CroniterBadDateError (e.g. "0 0 31 2 *") and whatever else it raises
+        return f"{text!r} never matches a date (e.g. the 31st of a shorter month): {CRON_HELP}."
+    return None
 
 
 def _check_step(problems, where, step, tools, mcp_server_exists):

@@ -41,9 +41,28 @@ def next_fire(cron, after=None):
     return croniter(cron, base.astimezone(dt_timezone.utc)).get_next(datetime)
 
 
+def _check_schedule_budget(workflow, schedules):
+    """A tenant has at most BACKFLOW_SCHEDULES_PER_TENANT schedule triggers over all its workflows
+    (each fires at most once a minute): 400 naming the first trigger beyond the bound. Runs in the
+    write's transaction with the tenant row locked, so two writes cannot both take the last one."""
+    from tenants.models import Tenant
+
+    limit = settings.BACKFLOW_SCHEDULES_PER_TENANT
+    Tenant.objects.select_for_update().filter(pk=workflow.tenant_id).first()
+    others = ScheduledTrigger.objects.for_tenant(workflow.tenant).exclude(workflow=workflow).count()
+    if others + len(schedules) > limit:
+        index = schedules[max(limit - others, 0)]
+        raise InvalidInput.single(f"triggers[{index}]", (
+            f"this tenant already has {others} schedule trigger{'s' if others != 1 else ''} on other workflows and may have "
+            f"{limit} in all (BACKFLOW_SCHEDULES_PER_TENANT); remove some, or list several times in one cron expression."))
+
+
 def _sync_schedules(workflow):
     ScheduledTrigger.objects.for_tenant(workflow.tenant).filter(workflow=workflow).delete()
     default_entry = workflow.definition["workflows"][0]["name"]
+    schedules = [index for index, trigger in enumerate(workflow.definition["triggers"]) if trigger["type"] == "schedule"]
+    if schedules:
+        _check_schedule_budget(workflow, schedules)
     for trigger in workflow.definition["triggers"]:
         if trigger["type"] == "schedule":
             ScheduledTrigger.objects.create(
