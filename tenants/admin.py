@@ -31,11 +31,39 @@ class TenantAdmin(admin.ModelAdmin):
     list_filter = ["is_active"]
     search_fields = ["slug", "name"]
     inlines = [MembershipInline]
+    actions = ["deactivate", "activate"]
 
     def save_model(self, request, obj, form, change):
+        # Activation goes through the service: deactivating fails the tenant's queued runs in this
+        # same transaction and is audited as tenant.deactivate (the rest as tenant.update).
+        activation = change and "is_active" in form.changed_data
+        active = obj.is_active
+        if activation:
+            obj.is_active = not active
         super().save_model(request, obj, form, change)
-        _audit(request, obj, "tenant.update" if change else "tenant.create", obj.slug,
-               {field: form.cleaned_data[field] for field in form.changed_data})
+        changed = [field for field in form.changed_data if not (activation and field == "is_active")]
+        if changed or not activation:
+            _audit(request, obj, "tenant.update" if change else "tenant.create", obj.slug,
+                   {field: form.cleaned_data[field] for field in changed})
+        if activation:
+            self._set_active(request, obj, active)
+
+    def _set_active(self, request, tenant, active):
+        failed = services.tenant_set_active(tenant=tenant, actor=operator(request, tenant), active=active)
+        if failed:
+            messages.warning(request, f"{tenant.slug}: {failed} queued run(s) failed (the tenant is inactive).")
+
+    @admin.action(description="Deactivate selected tenants (refused everywhere; queued runs fail, schedules stop)")
+    def deactivate(self, request, queryset):
+        for tenant in queryset:
+            self._set_active(request, tenant, False)
+        messages.success(request, "Deactivated.")
+
+    @admin.action(description="Activate selected tenants")
+    def activate(self, request, queryset):
+        for tenant in queryset:
+            self._set_active(request, tenant, True)
+        messages.success(request, "Activated.")
 
     def save_formset(self, request, form, formset, change):
         super().save_formset(request, form, formset, change)

@@ -42,6 +42,48 @@ def tenant_create(*, slug, name=""):
     return tenant
 
 
+def tenant_set_active(*, tenant, actor, active):
+    """Activate or deactivate a tenant; returns how many queued runs were failed.
+
+    Every door checks the tenant row at each request, so a deactivated tenant is refused from the
+    next one on. Here, in one transaction with the change and its audit event: the tenant's queued
+    runs end `failed` (saying the tenant is inactive). Running runs stop before their next step and
+    no schedule fires while the tenant is inactive: the engine and the scheduler check the row
+    themselves (workflows_app.engine, workflows_app.scheduler), so an inactive tenant runs
+    nothing even when it was deactivated some other way. On activation, schedules that fell due
+    meanwhile move to their next time instead of all firing at once."""
+    from workflows_app.engine import inactive_error
+    from workflows_app.models import ScheduledTrigger, WorkflowRun
+    from workflows_app.scheduler import next_run
+
+    active = bool(active)
+    with transaction.atomic():
+        # The row lock orders this against workers claiming the tenant's runs (workflows_app.engine._claim).
+        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        was_active = locked.is_active
+        if was_active != active:
+            locked.is_active = active
+            locked.save(update_fields=["is_active"])
+        failed, moved, now = 0, 0, timezone.now()
+        if not active:
+            failed = WorkflowRun.objects.for_tenant(locked).filter(status=WorkflowRun.Status.QUEUED).update(
+                status=WorkflowRun.Status.FAILED, finished_at=now, error=inactive_error(locked.slug))
+        elif not was_active:
+            for trigger in ScheduledTrigger.objects.for_tenant(locked).filter(next_run_at__lte=now):
+                try:
+                    trigger.next_run_at = next_run(trigger.cron, now)
+                except Exception:  # an unusable stored cron: the scheduler deals with it
+                    continue
+                trigger.save(update_fields=["next_run_at"])
+                moved += 1
+        if was_active != active or failed:
+            summary = {"isActive": active, "failedRuns": failed} if not active else {"isActive": active, "schedulesMoved": moved}
+            audit_record(tenant=locked, actor=actor, action="tenant.activate" if active else "tenant.deactivate",
+                         object_type="tenant", object_id=locked.slug, summary=summary)
+    tenant.is_active = active
+    return failed
+
+
 def membership_set(*, tenant, user, role):
     if role not in Membership.Role.values:
         raise InvalidInput.single("role", f"Choose one of {', '.join(Membership.Role.values)}.")

@@ -135,17 +135,28 @@ class Heartbeat:
         self._thread.join(5)
 
 
+def inactive_error(slug):
+    """Why a run of a deactivated tenant ends `failed` (queued, or stopped before its next step)."""
+    return f"Tenant {slug!r} is inactive: its runs do not execute and its schedules do not fire until an operator activates it again."
+
+
 def _claim(run_id):
-    """Move a queued run to running; None when another worker has it, it was cancelled, or its
-    tenant already has BACKFLOW_TENANT_RUNNING_RUNS running (then it is queued again a moment
-    later, so one tenant's runs cannot take every worker)."""
+    """Move a queued run to running; None when another worker has it, it was cancelled, its
+    tenant is inactive (the run is failed, saying so), or its tenant already has
+    BACKFLOW_TENANT_RUNNING_RUNS running (then it is queued again a moment later, so one tenant's
+    runs cannot take every worker)."""
     with transaction.atomic():
         run = WorkflowRun.all_tenants.filter(pk=run_id, status=WorkflowRun.Status.QUEUED).only("tenant_id").first()
         if run is None:
             return None
         # The tenant row serialises claims of one tenant's runs across workers (PostgreSQL; a SQLite
-        # write transaction is already exclusive), so the count below stays true until the update.
-        Tenant.objects.select_for_update().filter(pk=run.tenant_id).first()
+        # write transaction is already exclusive), so the count below stays true until the update;
+        # a deactivation (tenants.services.tenant_set_active) waits for it, or it sees the deactivation.
+        tenant = Tenant.objects.select_for_update().filter(pk=run.tenant_id).first()
+        if not tenant.is_active:
+            WorkflowRun.all_tenants.filter(pk=run_id, status=WorkflowRun.Status.QUEUED).update(
+                status=WorkflowRun.Status.FAILED, finished_at=timezone.now(), error=inactive_error(tenant.slug))
+            return None
         running = WorkflowRun.all_tenants.filter(tenant_id=run.tenant_id, status=WorkflowRun.Status.RUNNING).count()
         if running >= settings.BACKFLOW_TENANT_RUNNING_RUNS:
             _defer(run_id)
@@ -168,16 +179,28 @@ def _finish(run, status, *, output=None, error=""):
 
 
 def _cancelled(run):
-    return WorkflowRun.all_tenants.filter(pk=run.pk, status=WorkflowRun.Status.CANCELLED).exists()
+    """Whether the run must stop before its next step: it was cancelled (or ended by someone else,
+    such as the stale-run sweep, or deleted with its workflow), or its tenant was deactivated —
+    then it ends `failed` here, saying why."""
+    row = WorkflowRun.all_tenants.filter(pk=run.pk).values_list("status", "tenant__is_active").first()
+    if row is None or row[0] != WorkflowRun.Status.RUNNING:
+        return True
+    if not row[1]:
+        _finish(run, WorkflowRun.Status.FAILED, error=inactive_error(run.tenant.slug))
+        return True
+    return False
 
 
 def execute(run_id):
-    """Run a queued run to its end. Returns the final status."""
+    """Run a queued run to its end. Returns the final status (None when this worker did not run it)."""
     run = _claim(run_id)
     if run is None:
         return None
     with Heartbeat(run.pk):
-        return _execute_steps(run)
+        status = _execute_steps(run)
+    if status == WorkflowRun.Status.CANCELLED:  # stopped before a step: cancelled, or failed for an inactive tenant
+        status = WorkflowRun.all_tenants.filter(pk=run.pk).values_list("status", flat=True).first() or status
+    return status
 
 
 def _execute_steps(run):

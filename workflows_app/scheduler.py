@@ -1,7 +1,9 @@
 """Due schedule triggers and stale runs, checked by every worker; a schedule fires once even with
 many workers, because each claims it by moving `next_run_at` with a compare-and-swap.
 
-A trigger fires at most once a minute whatever its cron says: expressions finer than a minute (six-field
+Only active tenants' schedules fire (a deactivated tenant's wait, unclaimed, until it is active
+again; tenants.services.tenant_set_active moves them past the time it was inactive). A trigger
+fires at most once a minute whatever its cron says: expressions finer than a minute (six-field
 cron, stored before documents were limited to five fields) are held to the minute.
 """
 
@@ -29,10 +31,10 @@ def next_run(cron, now):
 
 
 def tick(now=None):
-    """Queue every due schedule and fail stale runs; returns the number of runs queued."""
+    """Queue every due schedule of an active tenant and fail stale runs; returns the number of runs queued."""
     now = now or timezone.now()
     queued = 0
-    due = ScheduledTrigger.all_tenants.filter(next_run_at__lte=now).select_related("workflow", "tenant")
+    due = ScheduledTrigger.all_tenants.filter(next_run_at__lte=now, tenant__is_active=True).select_related("workflow", "tenant")
     for trigger in due:
         usable = True
         try:
