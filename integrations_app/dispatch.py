@@ -125,10 +125,18 @@ class DatabaseSites:
 
 
 class LocalSite:
-    """The seed's files (`serve_local`): tenant slug `local`, secrets from {{env.NAME}}."""
+    """The seed's files (`serve_local`): tenant slug `local`, secrets from {{env.NAME}}.
+
+    `token`: what routes with requireAuth need as `Authorization: Bearer …` (serve_local always
+    gives one: BACKFLOW_LOCAL_TOKEN, or one it makes at start); None serves them openly (in-process
+    use only). Browsers' cross-site requests are refused before any route runs (`refuse_cross_site`)."""
 
     rate_key = "routes:local"
     owner = "local"
+    # Sec-Fetch-Site values a browser sends for requests the page's own origin, or the person
+    # (typed URL, bookmark), started; clients that are not browsers send none.
+    ALLOWED_FETCH_SITES = ("same-origin", "none")
+
 
     def __init__(self, store, token=None):
         self.store, self.token = store, token
@@ -150,10 +158,23 @@ class LocalSite:
         except TemplateError as exc:
             raise RouteFailure(502, f"{label}: {exc}") from exc
 
+    @classmethod
+    def refuse_cross_site(cls, headers):
+        """403 for a request another site's page made the developer's browser send. Browsers name
+        the initiator in Sec-Fetch-Site on every request — an <img>, a link, a form, fetch() — and
+        pages cannot set it; `cross-site` and `same-site` (another port or subdomain) are refused,
+        so {{env.NAME}} credentials are never spent on another site's behalf, whatever the route's
+        requireAuth. Requests without the header (curl, scripts, old browsers) pass to the routes."""
+        fetch_site = (headers.get("sec-fetch-site") or "").strip().lower()
+        if fetch_site and fetch_site not in cls.ALLOWED_FETCH_SITES:
+            raise HttpError(403, f"Local mode refuses requests started by another site's page (Sec-Fetch-Site: {fetch_site[:40]}); "
+                                 "call it from a script, curl or a page it serves itself.")
+
     def authenticate(self, headers):
         raw = bearer_value(headers.get("authorization")) or ""
         if self.token and not tokens.compare_digest(raw.encode(), self.token.encode()):
-            raise HttpError(401, "This route requires Authorization: Bearer <BACKFLOW_LOCAL_TOKEN>.",
+            raise HttpError(401, "This route requires Authorization: Bearer <BACKFLOW_LOCAL_TOKEN> (serve_local printed the "
+                                 "token at start when the variable was not set).",
                             [(b"www-authenticate", b'Bearer realm="backflow-local"')])
 
     def record(self, route, method, path, status, duration_ms, error):
