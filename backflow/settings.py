@@ -244,6 +244,10 @@ BACKFLOW_RUN_STALE_SECONDS = env.int("BACKFLOW_RUN_STALE_SECONDS", default=120)
 # How often each worker looks for due schedules and stale runs.
 BACKFLOW_SCHEDULER_INTERVAL = env.float("BACKFLOW_SCHEDULER_INTERVAL", default=10.0)
 
+# Local mode (mcp_stdio, serve_local, import_config): the largest integrations/<name>.json or
+# config.json read or written, in bytes; only regular files are read (FIFOs and devices are reported).
+BACKFLOW_LOCAL_FILE_MAX_BYTES = env.int("BACKFLOW_LOCAL_FILE_MAX_BYTES", default=1024 * 1024)
+
 # Largest entity `data` document, in bytes of JSON.
 BACKFLOW_ENTITY_MAX_BYTES = env.int("BACKFLOW_ENTITY_MAX_BYTES", default=256 * 1024)
 # Route invocations allowed per tenant: (calls, seconds); 429 beyond.

@@ -4,11 +4,16 @@ Writes are atomic (temp file + rename) and serialised across processes by a file
 write re-reads the files under that lock and changes only the entry it is about, so another
 writer's change, a hand edit, unknown keys of config.json (`mcpServers`, …) and even malformed
 entries survive. A malformed file or entry is reported by name and reason; the rest still load.
+
+Only regular files of at most BACKFLOW_LOCAL_FILE_MAX_BYTES are read (`read_local_file`): a FIFO
+named `integrations/a.json` would wait for a writer forever, and a link to /dev/zero would never
+end; they are reported like malformed files, before anything is read from them.
 """
 
 import json
 import logging
 import os
+import stat
 import tempfile
 import threading
 import uuid
@@ -16,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.conf import settings
 from filelock import FileLock
 
 from backflow.errors import InvalidInput, NotFound
@@ -34,14 +40,74 @@ class Snapshot:
     stamp: tuple = ()
 
 
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def local_file_limit():
+    return settings.BACKFLOW_LOCAL_FILE_MAX_BYTES
+
+
+def _not_regular(mode):
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    return ValueError(f"it is {kind}, not a regular file; local mode reads only regular JSON files (a link to one is fine).")
+
+
+def _too_large(size, limit):
+    return ValueError(f"it holds {size} bytes, more than the {limit} a local-mode file may hold (BACKFLOW_LOCAL_FILE_MAX_BYTES).")
+
+
+def read_local_file(path):
+    """The UTF-8 text of `path` when it is a regular file (or a link to one) of at most
+    BACKFLOW_LOCAL_FILE_MAX_BYTES; FileNotFoundError when it does not exist; ValueError saying what
+    is wrong otherwise. Never blocks: what the name leads to is judged before opening, and what was
+    opened (without waiting, so a FIFO swapped in meanwhile cannot hold it) is judged again."""
+    limit = local_file_limit()
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise _not_regular(mode)
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ValueError(f"it cannot be opened ({exc.strerror}).") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _not_regular(info.st_mode)
+        if info.st_size > limit:
+            raise _too_large(info.st_size, limit)
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(65536, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:  # it grew while being read
+            raise _too_large(size, limit)
+    finally:
+        os.close(fd)
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"it is not UTF-8 text ({exc.reason} at byte {exc.start}).") from exc
+
+
+def encode_json(data):
+    """How local-mode files are written: 2-space indent, non-ASCII kept, a final newline."""
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
 def write_json_atomic(path: Path, data):
     """Write JSON to `path` so that readers see the old or the new file, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
+            handle.write(encode_json(data))
             handle.flush()
             os.fsync(handle.fileno())
         if path.exists():
@@ -83,21 +149,26 @@ class FileStore(IntegrationStore):
         if self.integrations_path.is_dir():
             for entry in os.scandir(self.integrations_path):
                 if entry.name.endswith(".json") and not entry.name.startswith("."):
-                    stat = entry.stat()
-                    entries.append((entry.name, stat.st_mtime_ns, stat.st_size))
+                    try:
+                        info = entry.stat()
+                        entries.append((entry.name, info.st_mtime_ns, info.st_size, info.st_mode))
+                    except OSError:  # a dangling link, say: reported when loading
+                        entries.append((entry.name, 0, -1, 0))
         try:
-            stat = self.config_path.stat()
-            entries.append(("config.json", stat.st_mtime_ns, stat.st_size))
-        except FileNotFoundError:
+            info = self.config_path.stat()
+            entries.append(("config.json", info.st_mtime_ns, info.st_size, info.st_mode))
+        except OSError:
             pass
         return tuple(sorted(entries))
 
     def read_config(self):
         """config.json as a dict ({} when absent); ValueError naming the problem when unreadable."""
         try:
-            text = self.config_path.read_text(encoding="utf-8")
+            text = read_local_file(self.config_path)
         except FileNotFoundError:
             return {}
+        except ValueError as exc:
+            raise ValueError(f"{self.config_path}: {exc}") from exc
         try:
             config = json.loads(text) if text.strip() else {}
         except json.JSONDecodeError as exc:
@@ -110,15 +181,17 @@ class FileStore(IntegrationStore):
 
     def _load(self):
         snap = Snapshot(stamp=self._stamp())
-        for name, _, _ in snap.stamp:
+        for name, *_ in snap.stamp:
             if name == "config.json":
                 continue
             path = self.integrations_path / name
             try:
-                doc = clean_integration(json.loads(path.read_text(encoding="utf-8")), allow_env=True)
+                doc = clean_integration(json.loads(read_local_file(path)), allow_env=True)
                 if f"{doc['name']}.json" != name:
                     raise ValueError(f"its name {doc['name']!r} does not match the file name; rename one of them.")
                 snap.integrations[doc["name"]] = doc
+            except FileNotFoundError:  # a dangling link, or removed since the folder was listed
+                snap.problems.append({"file": str(path), "error": "it does not exist (a link to a missing file?)."})
             except (OSError, ValueError, InvalidInput) as exc:
                 snap.problems.append({"file": str(path), "error": str(exc)})
         try:
@@ -185,9 +258,18 @@ class FileStore(IntegrationStore):
     def _integration_file(self, name):
         return self.integrations_path / f"{name}.json"
 
+    @staticmethod
+    def _write(path, data, field):
+        """Write a file no bigger than local mode reads back (400 naming `field` otherwise)."""
+        size, limit = len(encode_json(data).encode("utf-8")), local_file_limit()
+        if size > limit:
+            raise InvalidInput.single(field, f"{path.name} would hold {size} bytes, more than the {limit} a local-mode file "
+                                             "may hold (BACKFLOW_LOCAL_FILE_MAX_BYTES); make it smaller.")
+        write_json_atomic(path, data)
+
     def save_integration(self, doc, *, create):
         with self.transaction():
-            write_json_atomic(self._integration_file(doc["name"]), doc)
+            self._write(self._integration_file(doc["name"]), doc, "body")
             self._snapshot = None
         return doc
 
@@ -220,7 +302,7 @@ class FileStore(IntegrationStore):
                 raw_routes.append(doc)
             else:
                 raw_routes[self._raw_index(raw_routes, route_id)] = doc
-            write_json_atomic(self.config_path, config)
+            self._write(self.config_path, config, "config.json")
             self._snapshot = None
         return doc
 
@@ -228,7 +310,7 @@ class FileStore(IntegrationStore):
         with self.transaction():
             config, raw_routes = self._raw_routes()
             del raw_routes[self._raw_index(raw_routes, route_id)]
-            write_json_atomic(self.config_path, config)
+            self._write(self.config_path, config, "config.json")
             self._snapshot = None
 
     def update_config(self, key, value):
@@ -236,7 +318,7 @@ class FileStore(IntegrationStore):
         with self.transaction():
             config, _ = self._raw_routes()
             config[key] = value
-            write_json_atomic(self.config_path, config)
+            self._write(self.config_path, config, "config.json")
             self._snapshot = None
 
     def record(self, action, object_type, object_id, summary):
