@@ -5,6 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from oauth2_provider.views import OAuthServerMetadataView
 
+from backflow.pages import guide, home
 from tenants.oauth import McpResourceMetadataView
 from tenants.signin import LimitedPasswordChangeView, limit_failed_sign_ins
 
@@ -26,6 +27,8 @@ admin.site.login = limit_failed_sign_ins(admin.site.login)
 admin.site.password_change = lambda request, extra_context=None: redirect("password_change")
 
 urlpatterns = [
+    path("", home, name="home"),
+    path("docs/<slug:name>.md", guide, name="guide"),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
     path("agent/mcp/", include(agent_urlpatterns)),

@@ -37,6 +37,7 @@ from mcp_app.context import ToolContext
 from mcp_app.registry import visible_tools
 from mcp_app.server import CONNECTION, build_server, check_message
 from tenants.authentication import AuthenticationError, bearer_value, principal_for_token
+from tenants.scopes import ALL_SCOPES
 
 logger = logging.getLogger("backflow.mcp")
 
@@ -51,9 +52,17 @@ def public_base(scope, headers):
     return f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"
 
 
-def www_authenticate(base):
-    """Points OAuth-capable clients at the protected resource metadata (RFC 9728)."""
-    return [(b"www-authenticate", f'Bearer realm="backflow", resource_metadata="{base}/.well-known/oauth-protected-resource/mcp"'.encode())]
+def www_authenticate(base, error=None):
+    """The challenge of a 401 (RFC 6750 §3, MCP authorization): the protected resource metadata
+    (RFC 9728) and the scopes to ask for; `invalid_token` when a credential was sent but refused."""
+    parts = ['Bearer realm="backflow"']
+    if error:
+        parts.append(f'error="{error}", error_description="{WWW_DESCRIPTIONS[error]}"')
+    parts.append(f'resource_metadata="{base}/.well-known/oauth-protected-resource/mcp", scope="{" ".join(ALL_SCOPES)}"')
+    return [(b"www-authenticate", ", ".join(parts).encode())]
+
+
+WWW_DESCRIPTIONS = {"invalid_token": "The access token is invalid, expired or revoked"}
 
 
 async def authenticate(scope, headers, query, *, allow_query_token=False):
@@ -67,7 +76,7 @@ async def authenticate(scope, headers, query, *, allow_query_token=False):
     try:
         principal = await in_thread(None, reconnecting(principal_for_token), raw, requested, base + STREAMABLE_PATH)
     except AuthenticationError as exc:
-        raise HttpError(401, str(exc), www_authenticate(base)) from exc
+        raise HttpError(401, str(exc), www_authenticate(base, error="invalid_token")) from exc
     if not principal.tenant.is_active:
         raise HttpError(403, f"Tenant {principal.tenant.slug!r} is inactive.")
     return principal

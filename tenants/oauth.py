@@ -16,7 +16,7 @@ from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from oauth2_provider.cimd import CIMDError
-from oauth2_provider.exceptions import FatalClientError
+from oauth2_provider.exceptions import FatalClientError, OAuthToolkitError
 from oauth2_provider.models import get_access_token_model, get_application_model
 from oauth2_provider.scopes import BaseScopes
 from oauth2_provider.settings import oauth2_settings
@@ -27,7 +27,7 @@ from oauth2_provider.views import (
     OAuthProtectedResourceMetadataView,
 )
 from oauth2_provider.views import TokenView as DotTokenView
-from oauthlib.oauth2.rfc6749.errors import InvalidRedirectURIError
+from oauthlib.oauth2.rfc6749.errors import CustomOAuth2Error, InvalidRedirectURIError
 
 from backflow.csp import allow_form_action, content_security_policy
 from backflow.jsonbody import JsonBodyError, parse_json
@@ -87,6 +87,17 @@ def mcp_resource(base):
     return base + MCP_RESOURCE_PATH
 
 
+def foreign_resource(request, resources):
+    """The first resource indicator (RFC 8707) among `resources` that /mcp would refuse a token
+    for, and the description of the `invalid_target` error it earns; (None, None) when all are
+    ours. "Ours" is what the resource server accepts: the MCP endpoint or a URL prefix of it."""
+    ours = mcp_resource(public_base(request))
+    for resource in resources:
+        if not oauth2_settings.RESOURCE_SERVER_TOKEN_RESOURCE_VALIDATOR(ours, [resource]):
+            return resource, f"This server issues tokens for {ours} only, not {resource[:200]!r}; ask with resource={ours}."
+    return None, None
+
+
 @method_decorator(content_security_policy, name="dispatch")
 class ConsentView(AuthorizationView):
     """Sign-in and consent: the member picks the tenant and may narrow the requested scopes.
@@ -102,6 +113,11 @@ class ConsentView(AuthorizationView):
     def validate_authorization_request(self, request):
         scopes, credentials = super().validate_authorization_request(request)
         self._refuse_rule_breaking_client(credentials.get("client_id"))
+        resource, problem = foreign_resource(request, request.GET.getlist("resource"))
+        if resource is not None:  # the redirect URI is checked by now: the client hears why
+            raise OAuthToolkitError(error=CustomOAuth2Error(error="invalid_target", description=problem,
+                                                            state=credentials.get("state")),
+                                    redirect_uri=credentials["redirect_uri"])
         return scopes, credentials
 
     @staticmethod
@@ -162,6 +178,11 @@ class ConsentView(AuthorizationView):
         except FatalClientError as exc:
             error = {"error": exc.oauthlib_error.error, "description": exc.oauthlib_error.description}
             return self.render_to_response(self.get_context_data(form=form, error=error), status=400)
+        resource, problem = foreign_resource(self.request, (form.cleaned_data.get("resource") or "").split())
+        if resource is not None:  # a tampered form: the GET refused it already
+            return self.render_to_response(self.get_context_data(form=form, error={"error": "invalid_target", "description": problem}), status=400)
+        # A client that names no resource gets a token for the MCP endpoint, the only place it works.
+        form.cleaned_data["resource"] = form.cleaned_data.get("resource") or mcp_resource(public_base(self.request))
         if form.cleaned_data.get("allow"):
             slug = self.request.POST.get("tenant", "")
             if slug not in {m.tenant.slug for m in self._memberships()}:
@@ -403,6 +424,9 @@ class TokenView(DotTokenView):
         if refused is not None:  # as oauthlib answers a missing one
             return _token_error("unsupported_grant_type",
                                 f"Grant type {refused[:100]!r} is not supported here; use one of: {', '.join(supported)}.")
+        resource, problem = foreign_resource(request, request.GET.getlist("resource") + request.POST.getlist("resource"))
+        if resource is not None:
+            return _token_error("invalid_target", problem)
         return super().post(request, *args, **kwargs)
 
 
@@ -417,12 +441,16 @@ class McpResourceMetadataView(OAuthProtectedResourceMetadataView):
 
 
 def principal_for_oauth_token(raw, audience, requested_tenant=None):
-    """The principal of a live access token issued for `audience` (the MCP resource)."""
-    if audience is None:
-        raise OAuthError("OAuth access tokens are issued for the MCP endpoint only; use an API key or a JWT here.")
+    """The principal of a live access token issued for `audience` (the MCP resource). Without an
+    audience (REST, tenant routes), a live token is told where it works, and anything else is just
+    an unknown credential."""
     token = (get_access_token_model().objects.select_related("user", "application")
              .filter(token_checksum=hashlib.sha256(raw.encode()).hexdigest()).first())
-    if token is None or token.is_expired():
+    live = token is not None and not token.is_expired()
+    if audience is None:
+        raise OAuthError("OAuth access tokens are issued for the MCP endpoint only; use an API key or a JWT here."
+                         if live else "Invalid, expired or revoked token.")
+    if not live:
         raise OAuthError("Invalid, expired or revoked access token.")
     if not token.resource or not token.allows_audience(audience):
         raise OAuthError(f"This access token was not issued for {audience}; request it with resource={audience}.")

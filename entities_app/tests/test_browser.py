@@ -320,3 +320,24 @@ def test_visitors_public_apps_and_other_tenants_in_chromium(acme, globex, live_d
         owner.wait_for_url(f"{server.url}/apps/acme/studio/")
         assert [cells for _, cells in table_rows(owner)] == [["Ana", "active", "34"]]
         assert owner.goto(f"{server.url}/apps/globex/studio/").status == 404
+
+
+def test_newcomer_signs_in_from_the_landing_page_in_chromium(acme, live_daphne, collected_static):
+    from playwright.sync_api import expect
+
+    password_for_the_server(acme)
+    server = live_daphne()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        console = watch_console(page)
+        page.goto(server.url + "/")
+        expect(page.locator("main h1")).to_have_text("Backflow")
+        expect(page.locator("#mcp-url")).to_have_text(server.url + "/mcp")
+        page.click("main a[href='/accounts/login/']")
+        sign_in(page, acme)
+        page.wait_for_url(server.url + "/")  # LOGIN_REDIRECT_URL: a page that exists
+        expect(page.locator("main h2").nth(1)).to_have_text(f"Signed in as {acme.owner.username}")
+        expect(page.locator("main table")).to_contain_text("acme")
+        page.click("main a[href='/docs/mcp-guide.md']")
+        expect(page.locator("article.guide h1").first).to_be_visible()
+        assert not csp_violations(console), console

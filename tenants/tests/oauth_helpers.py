@@ -128,9 +128,25 @@ def query_of(url):
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query, keep_blank_values=True).items()}
 
 
+ALL_SCOPES_PINNED = ("integrations:read integrations:write routes:read routes:write workflows:read workflows:write "
+                     "workflows:run apps:read apps:write entities:read entities:write mcp:use")
+
+
+def sent_a_credential(request):
+    """Whether the refused request carried a bearer credential (header, or ?token= on /mcp/sse)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    query_token = request.url.path.rstrip("/").endswith("/mcp/sse") and request.url.params.get("token")
+    return bool((scheme.lower() == "bearer" and value.strip()) or query_token)
+
+
 def www_authenticate_ok(response, base):
-    value = response.headers.get("www-authenticate", "")
-    return value == f'Bearer realm="backflow", resource_metadata="{base}/.well-known/oauth-protected-resource/mcp"'
+    """The RFC 6750 challenge: the metadata URL and the scopes always; `invalid_token` exactly when
+    a credential was sent and refused."""
+    error = ('error="invalid_token", error_description="The access token is invalid, expired or revoked", '
+             if sent_a_credential(response.request) else "")
+    expected = (f'Bearer realm="backflow", {error}resource_metadata="{base}/.well-known/oauth-protected-resource/mcp", '
+                f'scope="{ALL_SCOPES_PINNED}"')
+    return response.headers.get("www-authenticate", "") == expected
 
 
 def checksum(raw):

@@ -107,6 +107,16 @@ def test_bad_keys_are_401(acme):
         assert bearer(value).post("/api/integrations/", {"name": "x", "baseUrl": "https://x.example"}, format="json").status_code == 401
 
 
+def test_a_token_that_is_neither_key_nor_jwt_is_told_it_is_unknown(acme):
+    # Not the OAuth-only hint: that is for a live OAuth access token sent to REST.
+    for value in ("garbage", "not-a-real-token", "x" * 64):
+        response = bearer(value).get("/api/integrations/")
+        assert response.status_code == 401, response.content
+        assert response.json()["detail"] == "Invalid, expired or revoked token.", (value, response.content)
+    response = bearer("bf_zzzzzzzz_" + "A" * 32).get("/api/integrations/")
+    assert response.json()["detail"] == "Invalid, expired or revoked API key."
+
+
 def test_key_of_other_tenant_with_scope_header_is_401(acme, globex):
     client = acme.client()
     assert client.get("/api/integrations/", HTTP_X_BACKFLOW_SCOPE="acme").status_code == 200

@@ -254,13 +254,28 @@ def test_the_mcp_door_refuses_tokens_it_must_not_honour(acme, globex, oauth_serv
                 response = await http.get(f"{base}/api/integrations/", headers={**bearer(good["access_token"]), **headers})
                 assert response.status_code == 401, (response.status_code, response.text)
 
-            # Another audience (only a name: nothing is sent there), or no audience at all.
-            foreign = await obtain_tokens(http, browser, client, tenant="acme", resource="http://other.example/mcp")
-            assert access_token_row(foreign["access_token"]).resource == ["http://other.example/mcp"]
-            assert "not issued for" in await refused(foreign["access_token"])
+            # Another audience (only a name: nothing is sent there) is refused before anything is
+            # issued (RFC 8707 invalid_target), at the authorization endpoint as at the token endpoint;
+            # a token for no audience at all is bound to this MCP endpoint, where it works.
+            grants = Grant.objects.count()
+            for foreign in ("http://other.example/mcp", f"{base}/api", f"{base}/mcp-evil", base.replace("127.0.0.1", "localhost") + "/mcp"):
+                answer = assert_error_redirect(await browser.http.get(client.authorize_url(challenge=pkce()[1], resource=foreign)),
+                                               client, "invalid_target")
+                assert f"{base}/mcp" in answer["error_description"], answer
+            url = client.authorize_url(challenge=pkce()[1])
+            response, form = await browser.open(url)
+            form.hidden["resource"] = "http://other.example/mcp"  # a tampered consent form
+            response = await browser.decide(url, form, tenant="acme")
+            assert response.status_code == 400 and "invalid_target" in response.text, (response.status_code, response.text[:500])
+            assert Grant.objects.count() == grants
             unbound = await obtain_tokens(http, browser, client, tenant="acme", resource=None)
-            assert access_token_row(unbound["access_token"]).resource == []
-            await refused(unbound["access_token"])
+            assert access_token_row(unbound["access_token"]).resource == [f"{base}/mcp"]
+            assert (await mcp_initialize(http, base, unbound["access_token"])).status_code == 200
+            prefix = await obtain_tokens(http, browser, client, tenant="acme", resource=base)  # a URL prefix of /mcp serves it
+            assert (await mcp_initialize(http, base, prefix["access_token"])).status_code == 200
+            # A token row from before the binding (no resource) is refused at /mcp.
+            AccessToken.objects.filter(pk=access_token_row(unbound["access_token"]).pk).update(resource=[])
+            assert "not issued for" in await refused(unbound["access_token"])
 
             # Expired.
             expired = await obtain_tokens(http, browser, client, tenant="acme")
