@@ -10,6 +10,7 @@ named `integrations/a.json` would wait for a writer forever, and a link to /dev/
 end; they are reported like malformed files, before anything is read from them.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -130,6 +131,14 @@ def stable_route_id(doc):
     return str(uuid.uuid5(ROUTE_ID_NAMESPACE, f"{method} {path}"))
 
 
+def lock_path(config_path):
+    """Where writers of one project meet: outside the project's folder (a `config.json.lock` beside
+    the files was committed by mistake), one per config file, the same for every process of this user."""
+    folder = Path(tempfile.gettempdir()) / f"backflow-locks-{os.getuid()}"  # per user: another's is not writable
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return str(folder / (hashlib.sha256(str(Path(config_path).resolve()).encode()).hexdigest()[:32] + ".lock"))
+
+
 class FileStore(IntegrationStore):
     allow_env = True
 
@@ -137,7 +146,7 @@ class FileStore(IntegrationStore):
         self.integrations_path = Path(integrations_path)
         self.config_path = Path(config_path)
         self.auto_reload = auto_reload
-        self._lock = FileLock(str(self.config_path) + ".lock", thread_local=False)
+        self._lock = FileLock(lock_path(self.config_path), thread_local=False)
         self._depth = 0
         self._mutex = threading.RLock()
         self._snapshot = None

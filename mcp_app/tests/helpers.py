@@ -175,11 +175,8 @@ class LocalSite:
         return sorted(p.stem for p in self.integrations.glob("*.json"))
 
     def files(self):
-        """{relative path: bytes} of everything the server may write (not its lock file)."""
-        return {
-            str(p.relative_to(self.root)): p.read_bytes()
-            for p in sorted(self.root.rglob("*")) if p.is_file() and not p.name.endswith(".lock")
-        }
+        """{relative path: bytes} of every file in the project's folder (a lock file too: there must be none)."""
+        return {str(p.relative_to(self.root)): p.read_bytes() for p in sorted(self.root.rglob("*")) if p.is_file()}
 
     def assert_no_temp_files(self):
         leftovers = [p.name for p in self.root.rglob("*.tmp")]

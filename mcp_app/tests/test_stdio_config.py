@@ -109,6 +109,7 @@ def test_a_first_run_creates_the_integrations_folder_and_says_so(site, tmp_path)
     stderr = run(main)
     assert f"created the integrations folder {site.root / 'fresh'}" in stderr, stderr
     assert (site.root / "fresh" / "crm.json").is_file()
+    assert not list(site.root.rglob("*.lock")), "a lock file was left in the project, where users commit it"
 
 
 def test_an_integrations_folder_whose_parent_is_missing_is_a_clear_error(site, tmp_path):
