@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
@@ -321,30 +322,40 @@ def _lifetime(expires_in):
 
 
 async def _send(client, request, endpoint, call_settings, label):
+    """Send with retries (idempotent methods), all within the endpoint's `timeout`: the budget is
+    for the whole call, so a slow upstream is a 504 naming it, not three reads and a 502."""
     timeout = float(endpoint.get("timeout") or DEFAULT_TIMEOUT)
+    deadline = time.monotonic() + timeout
     attempts = 1 + (call_settings.retries if request.method in IDEMPOTENT else 0)
+    too_slow = f"{label}: the upstream did not answer within {timeout:g} s (the endpoint's timeout{{}})."
     for attempt in range(attempts):
+        remaining = deadline - time.monotonic()
         try:
-            with anyio.fail_after(timeout):
-                status, content_type, body = await _follow(client, request, call_settings.max_bytes, label)
-        except TimeoutError as exc:
-            raise RouteFailure(504, f"{label}: the upstream did not answer within {timeout:g} s.") from exc
+            if remaining <= 0:
+                raise TimeoutError
+            with anyio.fail_after(remaining):
+                status, content_type, body = await _follow(client, request, call_settings.max_bytes, label, remaining)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise RouteFailure(504, too_slow.format(", retries included" if attempt else "")) from exc
         except EgressRefused as exc:
             raise RouteFailure(502, f"{label}: {exc}") from exc
         except httpx.InvalidURL as exc:
             raise RouteFailure(502, f"{label}: the upstream URL is not valid ({exc}).") from exc
         except httpx.TransportError as exc:
-            if attempt + 1 < attempts:
-                await anyio.sleep(call_settings.backoff * 2**attempt)
+            pause = call_settings.backoff * 2**attempt
+            if attempt + 1 < attempts and time.monotonic() + pause < deadline:
+                await anyio.sleep(pause)
                 continue
             raise RouteFailure(502, f"{label}: cannot reach the upstream ({exc.__class__.__name__}).") from exc
-        if status in RETRY_STATUSES and attempt + 1 < attempts:
-            await anyio.sleep(call_settings.backoff * 2**attempt)
+        request.status = status
+        pause = call_settings.backoff * 2**attempt
+        if status in RETRY_STATUSES and attempt + 1 < attempts and time.monotonic() + pause < deadline:
+            await anyio.sleep(pause)
             continue
         return _result(status, content_type, body, label, request.credentials)
 
 
-async def _follow(client, request, max_bytes, label):
+async def _follow(client, request, max_bytes, label, timeout):
     """Send, following redirects hop by hop (each hop passes the egress guard), and read the answer
     through backflow.peer_bodies: decoded by the platform, never more than `max_bytes`."""
     method, url, params = request.method.upper(), request.url, request.params
@@ -353,7 +364,7 @@ async def _follow(client, request, max_bytes, label):
         headers = {**headers, "Accept-Encoding": ACCEPT_ENCODING}  # only what peer_bodies decodes
     origin = _origin(url)
     for _ in range(MAX_REDIRECTS + 1):
-        kwargs = {"params": params, "headers": headers}
+        kwargs = {"params": params, "headers": headers, "timeout": timeout}  # not the client's shorter default
         if has_body:
             kwargs["json"] = json_body
         async with client.stream(method, url, **kwargs) as response:

@@ -204,3 +204,27 @@ def test_a_secret_that_no_longer_decrypts_is_a_502_naming_it(acme, upstream, inp
     error = error_of(inprocess.call("GET", "/t/acme/locked"), 502)
     assert "'token' cannot be decrypted" in error and "BACKFLOW_SECRETS_KEY" in error
     assert upstream.calls() == []
+
+
+def test_an_upstream_that_never_answers_is_a_504_at_the_endpoints_timeout_retries_included(acme, upstream, inprocess):
+    """It was a 502 "cannot reach the upstream (ReadTimeout)" after about 15 s: the client's own 5 s
+    read timeout fired before the endpoint's, three times (one try and two retries)."""
+    upstream.on("GET", "/never", Reply(body={"late": True}, delay=30))
+    make_integration(acme, "up", upstream.url, [{"name": "never", "method": "get", "path": "/never", "timeout": 7}])
+    route(acme, "/never", "never")
+    started = time.monotonic()
+    error = error_of(inprocess.call("GET", "/t/acme/never", timeout=40), 504)
+    elapsed = time.monotonic() - started
+    assert "did not answer within 7 s (the endpoint's timeout)" in error, error
+    assert 6.5 < elapsed < 12, f"a 7 s endpoint timeout answered after {elapsed:.2f} s"
+
+
+def test_the_default_timeout_bounds_the_whole_call_with_its_retries(acme, upstream, inprocess, settings):
+    upstream.on("GET", "/flaky", Reply(status=503, body={"busy": True}, delay=4))
+    make_integration(acme, "up", upstream.url, [{"name": "flaky", "method": "get", "path": "/flaky"}])  # default 10 s
+    route(acme, "/flaky", "flaky")
+    started = time.monotonic()
+    response = inprocess.call("GET", "/t/acme/flaky", timeout=40)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 504 and "retries included" in response.json()["error"], response.text
+    assert elapsed < 14, f"the 10 s budget answered after {elapsed:.2f} s"
