@@ -71,19 +71,15 @@ TRIGGER_SCHEMA = {
 WORKFLOW_SCHEMA = {
     "type": "object",
     "title": "Workflow",
-    "description": (
-        "Steps that call MCP tools, an LLM and integrations, passing results along. Example: {\"id\": \"file-analysis\", "
-        "\"name\": \"File analysis\", \"workflows\": [{\"name\": \"analyze\", \"steps\": [{\"id\": \"read-file\", \"action\": "
-        "\"read_file\", \"params\": {\"path\": \"{{input.filePath}}\"}}, {\"id\": \"analyze\", \"action\": \"llm\", \"params\": "
-        "{\"prompt\": \"Analyze:\\n{{steps.read-file.result}}\"}}]}], \"tools\": [{\"name\": \"read_file\", \"type\": \"mcp_tool\", "
-        "\"params\": {\"mcpServer\": \"filesystem\", \"toolName\": \"read_file\"}}, {\"name\": \"llm\", \"type\": \"llm_call\"}]}"
-    ),
+    "description": "Steps that call MCP tools, an LLM and integrations, passing results along (the seed's document; "
+                   "example: backflow://docs/workflows).",
     "properties": {
         "id": {"type": "string", "pattern": APP_ID_PATTERN, "x-pattern-help": NAME_HELP, "description": "e.g. \"file-analysis\" (default: from the name)."},
-        "name": {"type": "string", "minLength": 1, "maxLength": 200},
-        "description": {"type": "string", "maxLength": 2000},
+        "name": {"type": "string", "minLength": 1, "maxLength": 200, "description": "Shown to people (default: the id)."},
+        "description": {"type": "string", "maxLength": 2000, "description": "What the workflow does."},
         "workflows": {
             "type": "array", "minItems": 1, "maxItems": 20,
+            "description": "Named step lists; a run executes one (the first unless it names another).",
             "items": {
                 "type": "object",
                 "properties": {
@@ -94,10 +90,10 @@ WORKFLOW_SCHEMA = {
                 "additionalProperties": False,
             },
         },
-        "tools": {"type": "array", "items": TOOL_SCHEMA, "maxItems": 100},
-        "triggers": {"type": "array", "items": TRIGGER_SCHEMA, "maxItems": 20},
+        "tools": {"type": "array", "items": TOOL_SCHEMA, "maxItems": 100, "description": "The tools steps call by name."},
+        "triggers": {"type": "array", "items": TRIGGER_SCHEMA, "maxItems": 20, "description": "What starts a run (default: manual)."},
     },
-    "required": ["name", "workflows"],
+    "required": ["workflows"],
     "additionalProperties": False,
 }
 
@@ -135,7 +131,11 @@ def clean_workflow(document, *, mcp_server_exists, find_integration):
     if not isinstance(document, dict):
         raise InvalidInput.single("body", "Send a JSON object.")
     doc = {k: v for k, v in document.items() if k not in ("createdAt", "updatedAt", "webhookUrl")}
+    if "name" not in doc and isinstance(doc.get("id"), str):
+        doc["name"] = doc["id"]  # the seed's own document has an id and no name
     problems = Problems(schema_errors(WORKFLOW_SCHEMA, doc))
+    if "name" not in doc:
+        problems.add("name", "give the workflow a name (or an id, which then names it).")
     problems.raise_if_any()
     doc.setdefault("description", "")
     doc.setdefault("tools", [])
