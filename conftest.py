@@ -2,6 +2,7 @@
 server processes (`live_daphne`)."""
 
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -109,6 +110,26 @@ def _database_work_on_the_test_thread(request, monkeypatch):
         from backflow import sync
 
         monkeypatch.setattr(sync, "on_pool_thread", lambda func: sync_to_async(func, thread_sensitive=True))
+
+
+@pytest.fixture(autouse=True)
+def _no_name_lookups(monkeypatch):
+    """Tests send nothing beyond loopback, DNS queries included: the egress guard resolves a host
+    name before it judges it, so in-process, any name but localhost fails to resolve at once
+    (documents that say api.example.com stay refused, not looked up)."""
+    from backflow import egress
+
+    real = egress.anyio.getaddrinfo
+
+    async def loopback_only(host, *args, **kwargs):
+        try:
+            socket.inet_aton(str(host))  # a numeric IPv4 spelling (0x7f.1, 2130706433): parsed, never looked up
+        except OSError:
+            if str(host).lower() not in ("localhost", "localhost."):
+                raise OSError(f"tests look up no host names ({host}); use 127.0.0.1") from None
+        return await real(host, *args, **kwargs)
+
+    monkeypatch.setattr(egress.anyio, "getaddrinfo", loopback_only)
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,6 @@
 """Keep credentials out of audit rows, logs and stored step parameters."""
 
+import json
 import re
 from urllib.parse import quote, quote_plus
 
@@ -91,3 +92,15 @@ def is_platform_variable(name):
 
     name = str(name).upper()
     return name in settings.PLATFORM_ENV_NAMES or name.startswith(tuple(settings.PLATFORM_ENV_PREFIXES))
+
+
+PREVIEW_CHARS = 2000
+
+
+def preview(value, limit=PREVIEW_CHARS):
+    """A result as an assistant reads it (traces, runs): whole when short, else its first
+    characters, marked as truncated with the full size."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) <= limit:
+        return value
+    return {"truncated": True, "totalChars": len(text), "preview": text[:limit]}

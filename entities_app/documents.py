@@ -44,9 +44,8 @@ FILTERS_SCHEMA = {
     "type": "object",
     "description": (
         "Field -> value (equals) or {operator: value}; operators eq ne gt gte lt lte in contains "
-        "icontains exists. Example: {\"status\": \"active\", \"price\": {\"gte\": 10}, \"tags\": {\"contains\": \"yoga\"}}. "
-        f"Field names: letters, digits, _ and - (no \"__\"); at most {FILTER_MAX_CONDITIONS} conditions; a value "
-        f"nests at most {FILTER_MAX_DEPTH} levels and is at most {FILTER_MAX_VALUE_CHARS} characters of JSON."
+        "icontains exists, e.g. {\"status\": \"active\", \"price\": {\"gte\": 10}}; names, operators and bounds: "
+        "backflow://docs/filters."
     ),
     # Field names are checked by check_filters, not by "propertyNames": its errors would name only
     # "filters", and the answer must name "filters.<field>".

@@ -92,10 +92,10 @@ class TenantSite:
         except AuthenticationError as exc:
             raise HttpError(401, str(exc), [(b"www-authenticate", b'Bearer realm="backflow"')]) from exc
 
-    def record(self, route, method, path, status, duration_ms, error):
+    def record(self, route, method, path, status, duration_ms, error, test=False):
         RouteInvocation.objects.create(
             tenant=self.tenant, route_id=route["id"] if route else None, method=method, path=path[:2000],
-            status=status, duration_ms=duration_ms, error=error[:500],
+            status=status, duration_ms=duration_ms, error=error[:500], is_test=test,
         )
 
 
@@ -137,7 +137,6 @@ class LocalSite:
     # (typed URL, bookmark), started; clients that are not browsers send none.
     ALLOWED_FETCH_SITES = ("same-origin", "none")
 
-
     def __init__(self, store, token=None):
         self.store, self.token = store, token
         self.secrets = SecretResolver(self._secret, cache_namespace="local", env=local_environment())
@@ -177,8 +176,9 @@ class LocalSite:
                                  "token at start when the variable was not set).",
                             [(b"www-authenticate", b'Bearer realm="backflow-local"')])
 
-    def record(self, route, method, path, status, duration_ms, error):
-        logger.info("%s %s -> %s in %.1f ms%s", method.upper(), path, status, duration_ms, f" ({error})" if error else "")
+    def record(self, route, method, path, status, duration_ms, error, test=False):
+        logger.info("%s%s %s -> %s in %.1f ms%s", "test " if test else "", method.upper(), path, status, duration_ms,
+                    f" ({error})" if error else "")
 
 
 class LocalSites:
@@ -217,15 +217,25 @@ class RouteDispatcher:
             raise HttpError(exc.status_code, str(exc)) from exc
         site = await self.sites.site(slug)
         route, path_params = site.table.match(method, path)
-        query = query_params(scope)
-        wait = await in_thread(site.owner, reconnecting(self._admit), site, route, headers, (scope.get("client") or ("",))[0])
-        if wait:
-            raise HttpError(429, f"Too many requests to this tenant's routes from you; retry in {wait} s.", [(b"retry-after", str(wait).encode())])
+        await self.admit(site, route, headers, (scope.get("client") or ("",))[0])
         raw = await read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         try:
             body = parse_json(raw) if raw.strip() else {}
         except JsonBodyError as exc:
             raise HttpError(400, f"The request body is not acceptable JSON: {exc}", errors={"body": [str(exc)]}) from exc
+        status, answer, error = await self.serve(site, route, path_params, query_params(scope), body, headers, depth)
+        await respond(send, status, answer)
+        self.record_soon(site, route, method, path, status, round((time.monotonic() - started) * 1000, 2), error)
+
+    async def admit(self, site, route, headers, client):
+        """Authenticate the caller (when the route requires it) and count the call, or HttpError."""
+        wait = await in_thread(site.owner, reconnecting(self._admit), site, route, headers, client)
+        if wait:
+            raise HttpError(429, f"Too many requests to this tenant's routes from you; retry in {wait} s.", [(b"retry-after", str(wait).encode())])
+
+    async def serve(self, site, route, path_params, query, body, headers, depth, trace=None):
+        """Run a matched route: (status, answer, error). `trace`, a list, gets one entry per action
+        (the test_route tool)."""
         request_context = {"request": {
             "query": query, "body": body, "params": path_params,
             "headers": {k: v for k, v in headers.items() if k not in FORWARDED_HEADERS_EXCLUDED},
@@ -233,12 +243,11 @@ class RouteDispatcher:
         with self._slot(site.owner):
             try:
                 result = await run_route(route=route, integrations=site.table.integrations, request_context=request_context,
-                                         client=shared_client(), secrets=site.secrets, call_settings=CallSettings(depth=depth + 1))
-                status, answer, error = 200, result, ""
+                                         client=shared_client(), secrets=site.secrets,
+                                         call_settings=CallSettings(depth=depth + 1, trace=trace))
+                return 200, result, ""
             except RouteFailure as failure:
-                status, answer, error = failure.status, failure.body(), failure.message
-        await respond(send, status, answer)
-        self._record(site, route, method, path, status, round((time.monotonic() - started) * 1000, 2), error)
+                return failure.status, failure.body(), failure.message
 
     @contextlib.contextmanager
     def _slot(self, owner):
@@ -260,9 +269,9 @@ class RouteDispatcher:
         caller = site.authenticate(headers) if route.get("requireAuth", True) else None
         return retry_after(f"{site.rate_key}:{caller or 'ip:' + client}", settings.BACKFLOW_ROUTE_RATE_LIMIT)
 
-    def _record(self, site, route, method, path, status, duration_ms, error):
+    def record_soon(self, site, route, method, path, status, duration_ms, error, test=False):
         """After the answer is sent, off the request's path."""
-        task = asyncio.get_running_loop().create_task(self._safe_record(site, route, method, path, status, duration_ms, error))
+        task = asyncio.get_running_loop().create_task(self._safe_record(site, route, method, path, status, duration_ms, error, test))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

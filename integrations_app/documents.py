@@ -26,7 +26,7 @@ HTTP_METHODS = ["get", "post", "put", "patch", "delete", "head", "options"]
 HTTP_METHOD = {
     "type": "string",
     "enum": HTTP_METHODS + [m.upper() for m in HTTP_METHODS],
-    "description": "HTTP method, e.g. get or GET (stored lower-case).",
+    "description": "HTTP method (any case; stored lower-case).",
 }
 ANY_JSON = ["object", "array", "string", "number", "integer", "boolean", "null"]
 AUTH_TYPES = ["none", "bearer", "basic", "api_key", "oauth2_client_credentials"]
@@ -45,8 +45,8 @@ AUTH_SCHEMA = {
     "type": "object",
     "description": (
         "How requests to the API authenticate. type none; bearer {secret}; basic {username, secret}; "
-        "api_key {name, in: header|query, secret}; oauth2_client_credentials {tokenUrl, clientId, secret, scopes?}. "
-        "Example: {\"type\": \"bearer\", \"secret\": \"airtable_token\"}."
+        "api_key {name, in: header|query, secret}; oauth2_client_credentials {tokenUrl, clientId, secret, scopes?} "
+        "(backflow://docs/auth)."
     ),
     "properties": {
         "type": {"type": "string", "enum": AUTH_TYPES},
@@ -74,8 +74,7 @@ ENDPOINT_SCHEMA = {
     "type": "object",
     "description": (
         "One operation of the API. `path` is appended to baseUrl and may hold {param} or {{params.x}} "
-        "placeholders filled from the calling action's params; query, headers and body may use {{params.x}} too. "
-        "Example: {\"name\": \"listRecords\", \"method\": \"get\", \"path\": \"/{baseId}/{table}\", \"query\": {\"view\": \"{{params.view}}\"}}."
+        "placeholders filled from the calling action's params; query, headers and body may use {{params.x}} too."
     ),
     "properties": {
         "name": {"type": "string", "pattern": ENDPOINT_NAME_PATTERN, "x-pattern-help": "start with a letter; letters, digits, '_' or '-' (max 63).", "description": "Unique within the integration; routes call it as `action`."},
@@ -112,8 +111,7 @@ ACTION_SCHEMA = {
     "description": (
         "Call one integration endpoint. params fill the endpoint's placeholders and may use "
         "{{request.params.x}}, {{request.query.x}}, {{request.body.x}}, {{request.headers.x}} and "
-        "{{steps.<earlier action id>.result}}. Example: {\"id\": \"classes\", \"integration\": \"mindbody\", "
-        "\"action\": \"listClasses\", \"params\": {\"date\": \"{{request.query.date}}\"}}."
+        "{{steps.<earlier action id>.result}} (backflow://docs/templates)."
     ),
     "properties": {
         "id": {"type": "string", "pattern": STEP_ID_PATTERN, "x-pattern-help": "letters, digits, '_' or '-' (max 63).", "description": "Step id for {{steps.<id>.result}}; defaults to the action name."},

@@ -124,6 +124,7 @@ class RouteInvocation(TenantOwned):
     status = models.PositiveSmallIntegerField()
     duration_ms = models.FloatField()
     error = models.CharField(max_length=500, blank=True)
+    is_test = models.BooleanField(default=False, help_text="Made by the test_route tool, not by a caller of the route.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta(TenantOwned.Meta):
@@ -131,3 +132,9 @@ class RouteInvocation(TenantOwned):
 
     def __str__(self):
         return f"{self.method.upper()} {self.path} -> {self.status}"
+
+    def to_document(self):
+        return {
+            "id": self.pk, "method": self.method, "path": self.path, "status": self.status, "durationMs": self.duration_ms,
+            "error": self.error or None, "test": self.is_test, "createdAt": self.created_at.isoformat(),
+        }

@@ -33,7 +33,7 @@ from backflow.errors import InvalidInput, LoopDetected, NotFound
 from backflow.jsonbody import JsonBodyError, parse_peer_json
 from backflow.outages import REDIS_ERRORS
 from backflow.peer_bodies import ACCEPT_ENCODING, PeerBodyError, read_body
-from backflow.redaction import scrub
+from backflow.redaction import preview, scrub
 from backflow.templating import EmptyPathValue, TemplateError, expressions, placeholder_names, render, render_path
 from integrations_app.documents import HEADER_UNSAFE
 
@@ -87,6 +87,8 @@ class CallSettings:
     # Sent upstream as X-Backflow-Depth: a webhook or route of this platform that the call reaches
     # knows how deep the chain is, and refuses it past BACKFLOW_MAX_CALL_DEPTH.
     depth: int = 1
+    # A list to append one entry per upstream call to (what test_route and call_endpoint show).
+    trace: list | None = None
 
 
 def waves(actions):
@@ -172,21 +174,62 @@ def _render(value, context, *, where, env=None, path=False):
 
 async def _run_action(action, integrations, request_context, steps, client, secrets, call_settings):
     label = f"action {action['id']!r} ({action['integration']}.{action['action']})"
-    params = _render(action.get("params", {}), {**request_context, "steps": steps}, where=f"the params of {label}")
-    return await call_endpoint(integrations.get(action["integration"]), action["action"], params,
-                               client=client, secrets=secrets, call_settings=call_settings, label=label)
+    try:
+        params = _render(action.get("params", {}), {**request_context, "steps": steps}, where=f"the params of {label}")
+    except RouteFailure as failure:
+        if call_settings.trace is not None:
+            call_settings.trace.append(_trace_entry(action["id"], action["integration"], action["action"], None, 0.0, failure=failure))
+        raise
+    return await call_endpoint(integrations.get(action["integration"]), action["action"], params, client=client,
+                               secrets=secrets, call_settings=call_settings, label=label, trace_id=action["id"])
 
 
-async def call_endpoint(integration, endpoint_name, params, *, client, secrets, call_settings=None, label):
-    """Call one endpoint of an integration document with already-rendered params (routes and workflows)."""
-    endpoint = next((e for e in (integration or {}).get("endpoints", []) if e["name"] == endpoint_name), None)
-    if endpoint is None:
-        raise RouteFailure(502, f"{label}: the integration or endpoint no longer exists.")
+async def call_endpoint(integration, endpoint_name, params, *, client, secrets, call_settings=None, label, trace_id=None):
+    """Call one endpoint of an integration document with already-rendered params (routes, workflows,
+    the call_endpoint tool). With call_settings.trace, the call appends its entry there."""
     call_settings = call_settings or CallSettings()
-    request = _build_request(integration, endpoint, params, label, secrets.env)
-    request.headers[DEPTH_HEADER] = str(call_settings.depth)
-    await _apply_auth(request, integration, secrets, client, label)
-    return await _send(client, request, endpoint, call_settings, label)
+    started, request = time.monotonic(), None
+    try:
+        endpoint = next((e for e in (integration or {}).get("endpoints", []) if e["name"] == endpoint_name), None)
+        if endpoint is None:
+            raise RouteFailure(502, f"{label}: the integration or endpoint no longer exists.")
+        request = _build_request(integration, endpoint, params, label, secrets.env)
+        request.headers[DEPTH_HEADER] = str(call_settings.depth)
+        await _apply_auth(request, integration, secrets, client, label)
+        result = await _send(client, request, endpoint, call_settings, label)
+    except RouteFailure as failure:
+        if call_settings.trace is not None:
+            call_settings.trace.append(_trace_entry(trace_id or endpoint_name, (integration or {}).get("name"), endpoint_name,
+                                                    request, time.monotonic() - started, failure=failure))
+        raise
+    if call_settings.trace is not None:
+        call_settings.trace.append(_trace_entry(trace_id or endpoint_name, integration["name"], endpoint_name, request,
+                                                time.monotonic() - started, result=result))
+    return result
+
+
+def _trace_entry(entry_id, integration, endpoint, request, seconds, *, result=None, failure=None):
+    """What one upstream call did, for an assistant to read: where it went (credentials in the
+    query shown as [redacted]), what came back (long results truncated, and marked so)."""
+    entry = {"id": entry_id, "integration": integration, "endpoint": endpoint,
+             "method": request.method.upper() if request else None, "url": _shown_url(request) if request else None,
+             "upstreamStatus": request.status if request else None, "durationMs": round(seconds * 1000, 1)}
+    if failure is not None:
+        entry["upstreamStatus"] = failure.details.get("upstreamStatus", entry["upstreamStatus"])
+        entry["error"] = failure.message
+        if "upstreamBody" in failure.details:
+            entry["result"] = preview(failure.details["upstreamBody"])
+    else:
+        entry["result"] = preview(result)
+    return entry
+
+
+def _shown_url(request):
+    try:
+        url = str(httpx.URL(request.url, params=request.params or None))
+    except httpx.InvalidURL:
+        url = request.url
+    return scrub(url, request.credentials)  # an api_key in the query, as sent or URL-encoded
 
 
 @dataclass
@@ -199,6 +242,7 @@ class UpstreamRequest:
     has_body: bool = False
     auth: object = None
     credentials: list = field(default_factory=list)  # values to keep out of error answers
+    status: int | None = None  # the upstream's last answer
     auth_headers: set = field(default_factory=set)  # header names not sent to another origin
 
 

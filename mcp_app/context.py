@@ -10,6 +10,7 @@ class ToolContext:
     tenant: object = None  # None in local file mode
     actor: object = None  # Principal; None in local file mode
     rate_key: str | None = None  # remote connections share a per-principal call budget
+    log_level: str = "warning"  # notifications/message from this level up (logging/setLevel)
 
     @property
     def local(self):

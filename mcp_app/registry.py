@@ -46,29 +46,57 @@ class ToolDefinition:
             name=self.name,
             title=self.title,
             description=self.description,
-            input_schema=public_schema(self._published_input()),
+            input_schema=compact(public_schema(self._published_input())),
             output_schema=self.output_schema,
-            annotations=types.ToolAnnotations(  # the title is the tool's own, not repeated here
-                read_only_hint=self.read_only,
+            # The title is the tool's own, not repeated here; a false readOnly/idempotent hint is the
+            # protocol's default and goes unsaid, destructive and openWorld (default true) never do.
+            annotations=types.ToolAnnotations(
+                read_only_hint=self.read_only or None,
                 destructive_hint=self.destructive,
-                idempotent_hint=self.idempotent,
+                idempotent_hint=self.idempotent or None,
                 open_world_hint=self.open_world,
             ),
         )
 
 
     def _published_input(self):
+        """An update tool's fields, but for the ones naming what it updates, point at the create
+        tool's schema: same document, published once."""
         if self.same_as is None:
             return self.input_schema
         properties = {}
         for key, spec in self.input_schema["properties"].items():
-            if spec.get("type") == "array" and "properties" in spec.get("items", {}):
-                spec = {"type": "array", "items": {"type": "object"},
-                        "description": f"{spec.get('description', '')} Each item as in {self.same_as}'s input schema.".strip()}
-            elif "properties" in spec:
-                spec = {"type": "object", "description": f"{spec.get('description', '')} As in {self.same_as}'s input schema.".strip()}
+            if key not in self.input_schema.get("required", ()):
+                spec = {"type": spec["type"]} if "type" in spec else {}
+                spec["description"] = f"As in {self.same_as}."
             properties[key] = spec
         return {**self.input_schema, "properties": properties}
+
+
+# Size bounds are checked on every call and named in its error; publishing them made tools/list
+# larger (and some model providers refuse them in tool schemas).
+UNPUBLISHED_BOUNDS = {"maxLength", "minLength", "maxItems", "minItems", "maxProperties", "minProperties", "title"}
+
+
+def compact(schema):
+    """A published schema without its size bounds, and an enum that takes any case (methods) in
+    lower case only (property names are left alone)."""
+    if isinstance(schema, list):
+        return [compact(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key in UNPUBLISHED_BOUNDS:
+            continue
+        if key == "enum" and all(isinstance(v, str) for v in value) and {v.upper() for v in value} <= set(value) > {v.lower() for v in value}:
+            out[key] = sorted({v.lower() for v in value}, key=value.index)  # "get" stands for "GET" too (case is free)
+            continue
+        if key in ("properties", "$defs"):
+            out[key] = {name: compact(sub) for name, sub in value.items()}
+        else:
+            out[key] = compact(value)
+    return out
 
 
 def tool(*, name, title, scope, schema, output, read_only=False, destructive=False, idempotent=False, open_world=False,

@@ -10,6 +10,7 @@ import contextvars
 import json
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 
 import mcp_types as types
@@ -17,6 +18,7 @@ import pydantic_core
 from django.conf import settings
 from django.db import connections
 from mcp.server import Server
+from mcp.shared.exceptions import MCPDeprecationWarning
 from pydantic import ValidationError
 
 from backflow.errors import InvalidInput, ServiceError, TooManyRequests
@@ -25,17 +27,27 @@ from backflow.ratelimit import retry_after
 from backflow.redaction import redact
 from backflow.sync import in_thread
 from backflow.validation import schema_errors
+from mcp_app import resources
 from mcp_app.registry import REGISTRY, visible_tools
 from tenants.services import audit_record
 
 logger = logging.getLogger("backflow.mcp")
+# The issue asks for logging/setLevel; the SDK warns that the 2026-07-28 protocol deprecates it.
+warnings.filterwarnings("ignore", message="The logging capability is deprecated", category=MCPDeprecationWarning)
 CONNECTION = contextvars.ContextVar("backflow_mcp_connection")
 
 INSTRUCTIONS = (
-    "Backflow hosts a tenant's HTTP integrations and the API routes that chain them. Create an "
-    "integration (base URL, auth naming a stored secret, endpoints), then routes whose actions call "
-    "its endpoints by name. Every error says which field to fix."
+    "Backflow hosts a tenant's HTTP integrations, the API routes that chain them, workflows, apps and "
+    "entity collections. Build and test in a loop: create_integration (auth names a stored secret: "
+    "list_secrets), try an endpoint with call_endpoint, create_route, then test_route and read its "
+    "trace (each action's URL, upstream status and result); fix with update_integration or "
+    "update_route and test again. list_route_invocations and get_run show what real calls did. "
+    "Every error says which field to fix. Reference: the backflow://docs/{topic} resources "
+    "(build-loop, templates, auth, routes, workflows, filters, apps)."
 )
+# What a tool handler may report while it works: (progress, total, message) -> awaitable, or None.
+PROGRESS = contextvars.ContextVar("backflow_mcp_progress", default=None)
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 
 
 def json_result(value, *, is_error=False):
@@ -187,7 +199,52 @@ async def _on_list_tools(request_ctx, params):
 
 
 async def _on_call_tool(request_ctx, params):
-    return await call_tool(CONNECTION.get(), params.name, params.arguments)
+    ctx = CONNECTION.get()
+    meta = request_ctx.meta or {}
+    wants_progress = meta.get("progress_token", meta.get("progressToken")) is not None
+    reset = PROGRESS.set(_progress_reporter(request_ctx, ctx) if wants_progress else None)
+    try:
+        return await call_tool(ctx, params.name, params.arguments)
+    finally:
+        PROGRESS.reset(reset)
+
+
+def _progress_reporter(request_ctx, ctx):
+    """Progress of this request (on its own stream, against its token), and the same as a log
+    message when the connection asked for info-level logs."""
+    async def report(progress, total, message):
+        await request_ctx.session.report_progress(progress, total, message)
+        if LOG_LEVELS.index(ctx.log_level) <= LOG_LEVELS.index("info"):
+            await request_ctx.session.send_log_message(level="info", data=message, logger="backflow",
+                                                       related_request_id=request_ctx.request_id)
+
+    return report
+
+
+async def _on_set_logging_level(request_ctx, params):
+    """logging/setLevel: the connection's notifications/message go out from this level up."""
+    CONNECTION.get().log_level = params.level
+    return types.EmptyResult()
+
+
+async def _on_list_resources(request_ctx, params):
+    return await resources.list_resources(CONNECTION.get())
+
+
+async def _on_list_resource_templates(request_ctx, params):
+    return await resources.list_resource_templates(CONNECTION.get())
+
+
+async def _on_read_resource(request_ctx, params):
+    return await resources.read_resource(CONNECTION.get(), str(params.uri), call_tool)
+
+
+async def _on_list_prompts(request_ctx, params):
+    return await resources.list_prompts(CONNECTION.get())
+
+
+async def _on_get_prompt(request_ctx, params):
+    return await resources.get_prompt(CONNECTION.get(), params.name, params.arguments)
 
 
 def build_server():
@@ -195,6 +252,9 @@ def build_server():
     return Server(
         "backflow", version="1.0.0", title="Backflow", instructions=INSTRUCTIONS,
         on_list_tools=_on_list_tools, on_call_tool=_on_call_tool,
+        on_list_resources=_on_list_resources, on_list_resource_templates=_on_list_resource_templates,
+        on_read_resource=_on_read_resource, on_list_prompts=_on_list_prompts, on_get_prompt=_on_get_prompt,
+        on_set_logging_level=_on_set_logging_level,
     )
 
 

@@ -59,9 +59,8 @@ TRIGGER_SCHEMA = {
     "properties": {
         "type": {"type": "string", "enum": list(TRIGGER_TYPES)},
         "cron": {"type": "string", "maxLength": 100, "description": (
-            "schedule: a five-field cron expression (minute hour day-of-month month day-of-week, UTC), e.g. \"*/15 * * * *\", "
-            "or @hourly/@daily/@weekly/@monthly/@yearly; at most once a minute, no seconds field. At most "
-            f"{MAX_SCHEDULES_PER_WORKFLOW} schedule triggers per workflow.")},
+            "schedule: five-field cron (minute hour day month weekday, UTC), e.g. \"*/15 * * * *\", or @hourly/@daily/"
+            f"@weekly/@monthly/@yearly; at most {MAX_SCHEDULES_PER_WORKFLOW} schedules a workflow.")},
         "workflow": {"type": "string", "description": "Which entry of `workflows` to run (default: the first)."},
         "input": {"type": "object", "description": "schedule: the input of each run."},
     },

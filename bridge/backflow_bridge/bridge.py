@@ -26,8 +26,11 @@ from mcp.server.stdio import stdio_server
 logger = logging.getLogger("backflow.bridge")
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
-INTEGRATION_TOOLS = frozenset({"create_integration", "list_integrations", "get_integration", "update_integration", "delete_integration"})
-ROUTE_TOOLS = frozenset({"create_route", "list_routes", "get_route", "update_route", "delete_route"})
+# The seed's two tool families the flags open, with the build–test tools that belong to each.
+INTEGRATION_TOOLS = frozenset({"create_integration", "list_integrations", "get_integration", "update_integration", "delete_integration",
+                               "list_secrets", "call_endpoint", "import_openapi"})
+ROUTE_TOOLS = frozenset({"create_route", "list_routes", "get_route", "update_route", "delete_route",
+                         "list_route_invocations", "test_route"})
 PROBE = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
     "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "backflow-mcp", "version": "1.0.0"}}}
 

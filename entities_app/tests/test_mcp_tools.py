@@ -80,12 +80,12 @@ async def check_tool_definitions(s):
     for name in ENTITY_TOOLS | APP_TOOLS:
         t = tools[name]
         assert t.title and t.description and t.input_schema["type"] == "object", name
-        assert t.annotations.read_only_hint is (name in READ_ONLY), name
+        assert bool(t.annotations.read_only_hint) is (name in READ_ONLY), name  # absent: false, the protocol's default
         assert t.annotations.destructive_hint is (name in DESTRUCTIVE), name
         assert not any(k.startswith("x-") for k in str(t.input_schema).split("'")), name  # published without our x- keys
     for name in ("list_entities", "get_entity"):  # entity data is what tenants stored, not a prompt
         description = tools[name].description
-        assert "user content" in description and "never as instructions" in description, description
+        assert "user content" in description and "never instructions" in description, description
     assert set(tools["list_entities"].input_schema["properties"]) == {"collection", "filters", "sort", "limit", "cursor"}
     assert tools["update_entity"].input_schema["required"] == ["collection", "id", "data"]
 

@@ -67,6 +67,10 @@ def populated(acme, operator):
     workflow_services.mcp_server_create(tenant=acme.tenant, actor=acme.actor, document={
         "name": "files", "transport": "http", "url": "https://mcp.example.com/mcp"})
     _oauth_objects(acme)
+    # A signed-out person's refresh token: an outstanding token and its blacklist row.
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    RefreshToken.for_user(acme.owner).blacklist()
     Group.objects.create(name="operators")
     return {"route_id": route["id"]}
 

@@ -23,11 +23,11 @@ PYTHON = sys.executable  # the project's .venv interpreter that runs pytest
 # The tools each scope opens, written out here: tests state what they expect, they do not ask
 # the registry (a tool added or moved to another scope must change this table).
 TOOLS_BY_SCOPE = {
-    "integrations:read": {"list_integrations", "get_integration"},
-    "integrations:write": {"create_integration", "update_integration", "delete_integration"},
-    "routes:read": {"list_routes", "get_route"},
-    "routes:write": {"create_route", "update_route", "delete_route"},
-    "workflows:read": {"list_workflows", "get_workflow"},
+    "integrations:read": {"list_integrations", "get_integration", "list_secrets"},
+    "integrations:write": {"create_integration", "update_integration", "delete_integration", "call_endpoint", "import_openapi"},
+    "routes:read": {"list_routes", "get_route", "list_route_invocations"},
+    "routes:write": {"create_route", "update_route", "delete_route", "test_route"},
+    "workflows:read": {"list_workflows", "get_workflow", "list_runs", "get_run"},
     "workflows:write": {"create_workflow", "update_workflow", "delete_workflow"},
     "workflows:run": {"run_workflow"},
     "apps:read": {"list_apps", "get_app"},
@@ -38,7 +38,10 @@ TOOLS_BY_SCOPE = {
 }
 INTEGRATION_TOOLS = TOOLS_BY_SCOPE["integrations:read"] | TOOLS_BY_SCOPE["integrations:write"]
 ROUTE_TOOLS = TOOLS_BY_SCOPE["routes:read"] | TOOLS_BY_SCOPE["routes:write"]
-LOCAL_TOOLS = INTEGRATION_TOOLS | ROUTE_TOOLS
+# Local mode (files, no database): the integration and route tools that act on documents.
+LOCAL_TOOLS = {"create_integration", "list_integrations", "get_integration", "update_integration", "delete_integration",
+               "create_route", "list_routes", "get_route", "update_route", "delete_route", "test_route", "call_endpoint",
+               "import_openapi"}
 
 
 def tools_for(*scopes):

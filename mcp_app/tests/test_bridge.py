@@ -86,7 +86,7 @@ def test_bridge_offers_only_the_allowed_tool_families_and_forwards_calls(acme, l
         # The key's scopes still decide what the remote allows behind the flags.
         async with bridge([CONSOLE_SCRIPT], "--api-key", read_only, "--endpoint", server.url,
                           "--allow-integrations", "--allow-routes") as s:
-            assert await s.tool_names() == {"get_integration", "list_integrations"}
+            assert await s.tool_names() == {"get_integration", "list_integrations", "list_secrets"}
             await s.error("delete_integration", {"name": "via-bridge"})
 
     run(main, timeout=60)

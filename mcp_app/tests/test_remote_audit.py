@@ -88,7 +88,7 @@ def test_rate_limit_per_principal_across_transports(acme, live_daphne):
                 assert 1 <= data["retryAfterSeconds"] <= 61, data
                 assert "retry" in data["error"].lower(), data
             # Listing is not a call; another principal has its own budget.
-            assert await http.tool_names() == {"get_integration", "list_integrations"}
+            assert await http.tool_names() == {"get_integration", "list_integrations", "list_secrets"}
         async with sdk_session(server.url, "http", other) as s:
             for _ in range(3):
                 await s.ok("list_integrations")

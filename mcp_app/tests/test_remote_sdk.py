@@ -14,6 +14,7 @@ from mcp_app.tests.test_remote_support import (
     raw_sse,
     run,
     sdk_session,
+    tools_for,
 )
 
 TRANSPORTS = ("sse", "http")
@@ -42,7 +43,7 @@ def test_sdk_clients_list_and_call_tools_per_key_and_tenant(acme, globex, live_d
                 assert "name" in str(data) and "baseUrl" in str(data), data
 
             async with sdk_session(server.url, transport, read_only) as s:
-                assert await s.tool_names() == {"get_integration", "list_integrations"}
+                assert await s.tool_names() == {"get_integration", "list_integrations", "list_secrets"}
                 assert integration_names(await s.ok("list_integrations")) == sorted(
                     f"acme-{t}" for t in TRANSPORTS[: TRANSPORTS.index(transport) + 1])
                 data = await s.error("create_integration", integration("sneaky"))
@@ -50,7 +51,7 @@ def test_sdk_clients_list_and_call_tools_per_key_and_tenant(acme, globex, live_d
                 await s.error("delete_integration", {"name": f"acme-{transport}"})
 
             async with sdk_session(server.url, transport, routes_only) as s:
-                assert await s.tool_names() == {"create_route", "list_routes", "get_route", "update_route", "delete_route"}
+                assert await s.tool_names() == tools_for("routes:read", "routes:write")
                 await s.error("list_integrations")
 
             # Another tenant never sees acme's integrations, by listing, by name or by writing.

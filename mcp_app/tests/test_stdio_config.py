@@ -14,8 +14,9 @@ from mcp_app.tests.helpers import (
 CRM = {"name": "crm", "baseUrl": "https://crm.example.com/api", "auth": {"type": "bearer", "secret": "{{env.CRM_TOKEN}}"},
        "endpoints": [{"name": "listContacts", "method": "get", "path": "/contacts"}]}
 CONTACTS = {"path": "/contacts", "method": "get", "integrations": {"actions": [{"integration": "crm", "action": "listContacts"}]}}
-WRITE_INTEGRATION_TOOLS = {"create_integration", "update_integration", "delete_integration"}
-WRITE_ROUTE_TOOLS = {"create_route", "update_route", "delete_route"}
+# What each flag takes away: the family's write tools (integrations:write, routes:write).
+WRITE_INTEGRATION_TOOLS = {"create_integration", "update_integration", "delete_integration", "call_endpoint", "import_openapi"}
+WRITE_ROUTE_TOOLS = {"create_route", "update_route", "delete_route", "test_route"}
 
 
 def write_json(path, data):

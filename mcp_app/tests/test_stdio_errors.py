@@ -96,6 +96,20 @@ CASES = [
     # delete_route
     ("delete_route", {}, ["path", "method"], "required"),
     ("delete_route", {"path": "/ghost", "method": "delete"}, None, "No route DELETE /ghost"),
+    # test_route, call_endpoint, import_openapi: refused before any call goes out
+    ("test_route", {"method": "get"}, ["path"], "required"),
+    ("test_route", {"method": "fetch", "path": "/classes"}, ["method"], "fetch"),
+    ("test_route", {"method": "get", "path": "/classes", "query": {"from": 5}}, ["query.from"], "string"),
+    ("call_endpoint", {"integration": "mindbody"}, ["endpoint"], "required"),
+    ("call_endpoint", {"integration": "ghost", "endpoint": "listClasses"}, None, "No integration named 'ghost'"),
+    ("call_endpoint", {"integration": "mindbody", "endpoint": "cancelClass"}, ["endpoint"], "cancelClass"),
+    ("import_openapi", {"integration": "crm"}, ["spec"], "spec"),
+    ("import_openapi", {"integration": "crm", "spec": "openapi: [3.1"}, ["spec"], "YAML"),
+    ("import_openapi", {"integration": "crm", "spec": {"openapi": "2.0", "info": {}, "paths": {}}}, ["spec"], "3.0 or 3.1"),
+    ("import_openapi", {"integration": "mindbody", "spec": {"openapi": "3.1.0", "info": {"title": "x", "version": "1"},
+                                                            "servers": [{"url": "https://x.example.com"}],
+                                                            "paths": {"/a": {"get": {"responses": {"200": {"description": "ok"}}}}}}},
+     ["integration"], "update: true"),
 ]
 
 

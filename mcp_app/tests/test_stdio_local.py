@@ -32,7 +32,7 @@ def test_tools_have_schema_title_and_annotations(site, tmp_path):
         hints = tool.annotations
         assert hints is not None, name
         is_read = name.startswith(("list_", "get_"))
-        assert hints.read_only_hint is is_read, name
+        assert bool(hints.read_only_hint) is is_read, name  # absent means false (the protocol's default)
         if name.startswith("delete_"):
             assert hints.destructive_hint is True, name
         if is_read:

@@ -8,7 +8,7 @@ import time
 
 import anyio
 
-from mcp_app.tests.helpers import PYTHON, child_env, command_args, mcp_server, run
+from mcp_app.tests.helpers import LOCAL_TOOLS, PYTHON, child_env, command_args, mcp_server, run
 
 CRM = {"name": "crm", "baseUrl": "https://crm.example.com/api", "auth": {"type": "bearer", "secret": "{{env.CRM_TOKEN}}"},
        "endpoints": [{"name": "listContacts", "method": "get", "path": "/contacts"}]}
@@ -69,7 +69,7 @@ def test_stdout_is_protocol_only_and_debug_logs_go_to_stderr(site, tmp_path):
             assert init["result"]["serverInfo"]["name"] == "backflow"
             server.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
             tools = server.request(2, "tools/list", {})
-            assert len(tools["result"]["tools"]) == 10
+            assert {t["name"] for t in tools["result"]["tools"]} == LOCAL_TOOLS
             created = server.request(3, "tools/call", {"name": "create_integration", "arguments": CRM})
             assert created["result"]["isError"] is False
             refused = server.request(4, "tools/call", {"name": "create_integration", "arguments": {"name": "crm"}})
@@ -92,7 +92,7 @@ def test_stdout_is_protocol_only_and_debug_logs_go_to_stderr(site, tmp_path):
         assert "id" in message or "method" in message, line
     logs = stderr_path.read_text()
     assert "DEBUG" in logs and "tools/call create_integration" in logs, logs
-    assert "Serving 10 MCP tools" in logs
+    assert f"Serving {len(LOCAL_TOOLS)} MCP tools" in logs
     assert "integration.create crm" in logs
 
 

@@ -1,3 +1,3 @@
 """Importing this package registers every tool, grouped like the seed's tool tables."""
 
-from mcp_app.tools import apps, entities, integrations, routes, workflows  # noqa: F401
+from mcp_app.tools import apps, build, entities, integrations, observe, routes, workflows  # noqa: F401

@@ -8,7 +8,7 @@ from mcp_app.registry import tool
 
 APP_ID = {"type": "string", "pattern": APP_ID_PATTERN, "x-pattern-help": NAME_HELP, "description": "The app's id, e.g. \"studio\"."}
 UPDATE_SCHEMA = {**APP_SCHEMA, "required": ["id"], "description": "Name the app by id, then give only the fields to change."}
-APP = document(APP_SCHEMA, required=("id", "name", "pages", "url"), url=STRING)
+APP = document(APP_SCHEMA, required=("id", "pages", "url"), url=STRING)
 SUMMARY = obj(id=STRING, name=STRING, description=STRING, public=BOOLEAN, pages=array(STRING), url=STRING)
 
 
@@ -33,14 +33,8 @@ def get_app(ctx, args):
 
 @tool(name="create_app", title="Create app", scope="apps:write", schema=APP_SCHEMA, output=APP)
 def create_app(ctx, args):
-    """Create a new app with pages, components, and data bindings.
-
-    Example: {"id": "studio", "name": "Studio", "pages": [{"path": "", "title": "Members", "components": [
-    {"type": "table", "binding": {"collection": "members", "fields": ["name", "status"], "sort": "name"}},
-    {"type": "form", "binding": {"collection": "members", "fields": ["name", "status"]}},
-    {"type": "stat", "props": {"label": "Active", "op": "count"}, "binding": {"collection": "members", "filters": {"status": "active"}}}]}]}.
-    Components: table, list, detail, form, stat, markdown. Bindings name existing collections and fields.
-    The result's `url` is where people open it (members of the tenant sign in; `public: true` shows it to anyone)."""
+    """Create a new app with pages, components, and data bindings (example: backflow://docs/apps).
+    The result's `url` is where people open it (members sign in; `public: true` shows it to anyone)."""
     return services.app_create(tenant=ctx.tenant, actor=ctx.actor, document=args).to_document()
 
 

@@ -13,8 +13,8 @@ NAME_ONLY = {
     "additionalProperties": False,
 }
 CREATE_SCHEMA = INTEGRATION_SCHEMA
-INTEGRATION = document(INTEGRATION_SCHEMA, required=("name", "baseUrl", "auth", "endpoints"))
-SUMMARY = obj(name=STRING, displayName=STRING, description=STRING, baseUrl=STRING, authType=STRING, endpoints=array(STRING))
+INTEGRATION = document(INTEGRATION_SCHEMA, required=("name", "baseUrl", "endpoints"))
+SUMMARY = obj(name=STRING, baseUrl=STRING, authType=STRING, endpoints=array(STRING))
 UPDATE_SCHEMA = {
     **CREATE_SCHEMA,
     "description": "Name the integration, then give only the fields to change; each given field replaces the stored one.",
@@ -55,22 +55,17 @@ def get_integration(ctx, args):
 @tool(name="create_integration", title="Create integration", scope="integrations:write", local_mode=True, schema=CREATE_SCHEMA,
       output=INTEGRATION)
 def create_integration(ctx, args):
-    """Create a custom API integration with endpoints and auth config.
-
-    Example: {"name": "airtable", "displayName": "Airtable", "baseUrl": "https://api.airtable.com/v0",
-    "auth": {"type": "bearer", "secret": "airtable_token"}, "endpoints": [{"name": "listRecords",
-    "method": "get", "path": "/{baseId}/{table}"}]}. `auth.secret` names a stored secret (or {{env.NAME}}
-    in local mode); never put a credential's value here. Routes then call endpoints by name."""
+    """Create a custom API integration with endpoints and auth config (example:
+    backflow://docs/integrations). `auth.secret` names a stored secret (list_secrets; {{env.NAME}} in
+    local mode), never a credential's value. Try an endpoint with call_endpoint; routes call them by name."""
     return services.integration_create(store=ctx.store, document=args)
 
 
 @tool(name="update_integration", title="Update integration", scope="integrations:write", idempotent=True, destructive=True, same_as="create_integration",
       local_mode=True, schema=UPDATE_SCHEMA, output=INTEGRATION)
 def update_integration(ctx, args):
-    """Update an existing integration's config, endpoints, or auth.
-
-    Give `name` and only the fields to change; each given field replaces the stored value (send the
-    whole `endpoints` list when changing endpoints). Removing an endpoint that a route calls is refused."""
+    """Update an integration: give `name` and the fields to change; each replaces the stored value
+    (send the whole `endpoints` list). Removing an endpoint a route calls is refused."""
     changes = {k: v for k, v in args.items() if k != "name"}
     return services.integration_update(store=ctx.store, name=args["name"], changes=changes, partial=True)
 

@@ -30,7 +30,7 @@ UPDATE_SCHEMA = {
 }
 
 
-ROUTE = document(ROUTE_SCHEMA, required=("path", "method", "integrations"), id=STRING)
+ROUTE = document(ROUTE_SCHEMA, required=("path", "method"), id=STRING)
 
 
 def _method(args):
@@ -55,22 +55,17 @@ def get_route(ctx, args):
 
 @tool(name="create_route", title="Create route", scope="routes:write", local_mode=True, schema=ROUTE_SCHEMA, output=ROUTE)
 def create_route(ctx, args):
-    """Create an API route that chains integration actions.
-
-    Example: {"path": "/classes", "method": "get", "description": "List upcoming classes",
-    "requireAuth": true, "integrations": {"actions": [{"id": "classes", "integration": "mindbody",
-    "action": "listClasses", "params": {"date": "{{request.query.date}}"}}]}}. Each action names an
-    existing integration and one of its endpoints; later actions can use {{steps.<id>.result}}."""
+    """Create an API route that chains integration actions (example: backflow://docs/routes;
+    templates: backflow://docs/templates). Each action names an existing integration and one of its
+    endpoints; later actions can use {{steps.<id>.result}}. Then try it with test_route."""
     return services.route_create(store=ctx.store, document=args)
 
 
 @tool(name="update_route", title="Update route", scope="routes:write", idempotent=True, destructive=True, same_as="create_route", local_mode=True,
       schema=UPDATE_SCHEMA, output=ROUTE)
 def update_route(ctx, args):
-    """Update an existing route's config or integration actions.
-
-    Name it by `path` and `method`; give only the fields to change (`integrations` replaces all
-    actions). `newPath` / `newMethod` move it, if no other route has that path and method."""
+    """Update a route named by `path` and `method`: give the fields to change (`integrations`
+    replaces all actions); `newPath` / `newMethod` move it."""
     changes = {k: v for k, v in args.items() if k not in ("path", "method", "newPath", "newMethod")}
     if "newPath" in args:
         changes["path"] = args["newPath"]

@@ -9,6 +9,7 @@ from entities_app.documents import APP_ID_PATTERN
 from integrations_app.documents import NAME_HELP
 from mcp_app.outputs import DELETED_NAME, INTEGER, NULLABLE_STRING, STRING, array, document, listing, obj
 from mcp_app.registry import tool
+from mcp_app.server import PROGRESS
 from workflows_app import selectors, services
 from workflows_app.api.views import MAX_WAIT
 from workflows_app.documents import WORKFLOW_SCHEMA
@@ -16,14 +17,11 @@ from workflows_app.models import WorkflowRun
 
 WORKFLOW_ID = {"type": "string", "pattern": APP_ID_PATTERN, "x-pattern-help": NAME_HELP, "description": "The workflow's id, e.g. \"file-analysis\"."}
 ID_ONLY = {"type": "object", "properties": {"id": WORKFLOW_ID}, "required": ["id"], "additionalProperties": False}
-WORKFLOW = document(WORKFLOW_SCHEMA, required=("id", "name", "workflows", "tools", "triggers"), webhookUrl=STRING)
+WORKFLOW = document(WORKFLOW_SCHEMA, required=("id", "name", "workflows"), webhookUrl=STRING)
 SUMMARY = obj(id=STRING, name=STRING, description=STRING, workflows=array(obj(name=STRING, steps=INTEGER)), triggers=array(STRING))
-RUN = obj(
-    required=("id", "workflow", "entry", "status", "trigger", "input", "output", "error", "createdAt"),
-    id=STRING, workflow=STRING, entry=STRING, status={"type": "string", "enum": [s.value for s in WorkflowRun.Status]},
-    trigger=STRING, input={"type": "object"}, output={}, error=NULLABLE_STRING, createdAt=STRING,
-    startedAt=NULLABLE_STRING, finishedAt=NULLABLE_STRING, steps=array({"type": "object"}),
-)
+RUN = obj(required=("id", "workflow", "status", "output", "error"), id=STRING, workflow=STRING,
+          status={"type": "string", "enum": [s.value for s in WorkflowRun.Status]}, output={}, error=NULLABLE_STRING,
+          steps=array({"type": "object"}))
 
 
 @tool(name="list_workflows", title="List workflows", scope="workflows:read", read_only=True,
@@ -46,12 +44,9 @@ def get_workflow(ctx, args):
 
 @tool(name="create_workflow", title="Create workflow", scope="workflows:write", schema=WORKFLOW_SCHEMA, output=WORKFLOW)
 def create_workflow(ctx, args):
-    """Create a new workflow with steps and triggers.
-
-    Steps run in order; each `action` is a declared tool (mcp_tool {mcpServer, toolName}, llm_call,
-    integration {integration, action}) or a built-in: mcp.listTools {server}, mcp.execute {server,
-    tool, arguments}. Params may use {{input.x}} and {{steps.<earlier id>.result}}. Triggers: manual,
-    webhook, schedule {cron}. MCP servers must be registered first (REST /api/mcp-servers/)."""
+    """Create a new workflow with steps and triggers (document and example: backflow://docs/workflows).
+    Each step's `action` is a declared tool or mcp.listTools / mcp.execute; params may use {{input.x}}
+    and {{steps.<earlier id>.result}}. MCP servers are registered first (REST /api/mcp-servers/)."""
     return services.workflow_create(tenant=ctx.tenant, actor=ctx.actor, document=args).to_document()
 
 
@@ -85,22 +80,33 @@ def delete_workflow(ctx, args):
     "additionalProperties": False,
 })
 async def run_workflow(ctx, args):
-    """Queue a run of a workflow and wait (default up to 30 s) for its result: status, output, error
-    and each step's result. A run still going after the wait comes back `queued` or `running`;
-    read it later at /api/runs/<id>/."""
-    run = await in_thread(ctx.owner, _queue_run, ctx, args)
+    """Run a workflow and wait (default 30 s) for its status, output, error and steps; a run still
+    going comes back `queued` or `running` (get_run reads it later). Reports each step as progress."""
+    run, total = await in_thread(ctx.owner, _queue_run, ctx, args)
+    report, reported = PROGRESS.get(), 0
     deadline = time.monotonic() + args.get("wait", 30)
     # Polled without holding a thread while it waits: a long run stalls no other call.
     while run.status not in WorkflowRun.FINISHED and time.monotonic() < deadline:
         await anyio.sleep(0.1)
-        await in_thread(ctx.owner, run.refresh_from_db)
+        finished = await in_thread(ctx.owner, _finished_steps, run)
+        for step_id, status in finished[reported:] if report else ():
+            reported += 1
+            await report(reported, total, f"step {step_id} {status}")
     return await in_thread(ctx.owner, _run_document, run)
 
 
 def _queue_run(ctx, args):
+    """The queued run, and how many steps its entry has."""
     workflow = selectors.workflow_get(tenant=ctx.tenant, slug=args["id"])
-    return services.run_create(tenant=ctx.tenant, actor=ctx.actor, workflow=workflow, input=args.get("input", {}),
-                               entry=args.get("workflow"))
+    run = services.run_create(tenant=ctx.tenant, actor=ctx.actor, workflow=workflow, input=args.get("input", {}),
+                              entry=args.get("workflow"))
+    return run, len(next(w for w in workflow.definition["workflows"] if w["name"] == run.entry)["steps"])
+
+
+def _finished_steps(run):
+    """The run, refreshed, and its finished steps' (id, status) in order."""
+    run.refresh_from_db()
+    return list(selectors.run_steps(run=run).exclude(status="running").order_by("position").values_list("step_id", "status"))
 
 
 def _run_document(run):

@@ -25,7 +25,7 @@ from tests.live import Daphne
 
 READ_SCOPES = ("integrations:read", "routes:read")
 READ_SCOPE = " ".join(READ_SCOPES)
-READ_TOOLS = {"get_integration", "list_integrations", "get_route", "list_routes"}
+READ_TOOLS = {"get_integration", "list_integrations", "list_secrets", "get_route", "list_routes", "list_route_invocations"}
 ACCEPT_MCP = "application/json, text/event-stream"
 # Ordinary servers must never hit the registration limit: a window of its own (3601 s), so their
 # registrations never count against the rate-limit test's 3600 s window in a shared Redis.

@@ -207,10 +207,10 @@ def test_narrowing_on_the_consent_page_narrows_the_tools(acme, oauth_server):
             storage = MemoryStorage()
             person = Person(browser, tenant="acme", grant=["integrations:read"])  # routes:read unticked
             tools, _ = await sdk_oauth_tools(server.url, person, storage)
-            assert tools == {"get_integration", "list_integrations"}, tools
+            assert tools == {"get_integration", "list_integrations", "list_secrets"}, tools
             assert set(storage.tokens.scope.split()) == {"integrations:read", "tenant:acme"}
             async with sdk_session(server.url, "sse", storage.tokens.access_token) as s:
-                assert await s.tool_names() == {"get_integration", "list_integrations"}
+                assert await s.tool_names() == {"get_integration", "list_integrations", "list_secrets"}
                 await s.error("list_routes")
 
             for scopes, key in keys.items():

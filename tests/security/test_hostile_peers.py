@@ -151,7 +151,7 @@ def test_a_giant_answer_is_refused_unread_and_an_endless_one_at_the_cap(acme, ho
         assert error == "action 'call' (far.endless): the upstream answer is larger than 5242880 bytes; the limit is BACKFLOW_UPSTREAM_MAX_BYTES.", error
         assert peak.bytes < BOUND and time.monotonic() - started < 10
         error = error_of(inprocess.call("GET", "/t/acme/slow"), 504)
-        assert error == "action 'call' (slow.slow): the upstream did not answer within 1 s.", error
+        assert error == "action 'call' (slow.slow): the upstream did not answer within 1 s (the endpoint's timeout).", error
         assert time.monotonic() - started < 10
     finally:
         endless_peer.stop()

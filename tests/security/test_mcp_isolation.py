@@ -8,6 +8,7 @@ under the same name makes globex's own record, and not one of acme's rows change
 every tool of the registry, so a new tool cannot ship without this coverage.
 """
 
+import json
 import uuid
 from dataclasses import dataclass
 
@@ -17,7 +18,8 @@ from mcp_app.registry import visible_tools
 from mcp_app.tests.helpers import mcp_server, run
 from mcp_app.tests.test_remote_support import sdk_session
 from tenants.scopes import ALL_SCOPES
-from tests.isolation import make_app, make_entity, make_integration, make_route, make_workflow, tenant_rows
+from integrations_app.models import RouteInvocation
+from tests.isolation import make_app, make_entity, make_integration, make_route, make_run, make_secret, make_workflow, tenant_rows
 from tests import live
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,6 +31,7 @@ class AcmeObjects:
     route_path: str
     collection: str
     entity_id: str
+    run_id: str
 
 
 def make_acme_objects(acme):
@@ -38,8 +41,12 @@ def make_acme_objects(acme):
     entity = make_entity(acme, marker)
     make_app(acme, marker)
     make_workflow(acme, marker)
+    make_secret(acme, marker)
+    run = make_run(acme, f"{marker}-run")
+    RouteInvocation.objects.create(tenant=acme.tenant, method="get", path=f"/{marker}/1", status=502, duration_ms=1.0,
+                                   error=f"{marker} failed")
     return AcmeObjects(marker, route_path=f"/{marker}/{{id}}", collection=entity.list_kwargs["collection_name"],
-                       entity_id=entity.detail_kwargs["pk"])
+                       entity_id=entity.detail_kwargs["pk"], run_id=run.detail_kwargs["pk"])
 
 
 # How each tool is aimed at acme's objects. "list": must answer, without a trace of acme.
@@ -69,6 +76,16 @@ CASES = {
     "update_workflow": ("missing", lambda o: {"id": o.marker, "description": "taken over"}),
     "delete_workflow": ("missing", lambda o: {"id": o.marker}),
     "run_workflow": ("missing", lambda o: {"id": o.marker, "wait": 0}),
+    "list_route_invocations": ("list", lambda o: {}),
+    "list_runs": ("list", lambda o: {}),
+    "get_run": ("missing", lambda o: {"id": o.run_id}),
+    "list_secrets": ("list", lambda o: {}),
+    "test_route": ("http-404", lambda o: {"method": "get", "path": f"/{o.marker}/1"}),
+    "call_endpoint": ("missing", lambda o: {"integration": o.marker, "endpoint": "listThings"}),
+    "import_openapi": ("own", lambda o: {"integration": f"{o.marker}-api", "spec": {
+        "openapi": "3.1.0", "info": {"title": "globex", "version": "1", "description": "globex's own"},
+        "servers": [{"url": "https://globex.example.com"}],
+        "paths": {"/things": {"get": {"operationId": "listThings", "responses": {"200": {"description": "ok"}}}}}}}),
     # Same names as acme's, in globex: its own records. Run last, so the cases above saw none of them.
     "create_integration": ("own", lambda o: {
         "name": o.marker, "baseUrl": "https://globex.example.com", "description": "globex's own",
@@ -84,7 +101,7 @@ CASES = {
         "workflows": [{"name": "main", "steps": [{"id": "ask", "action": "llm", "params": {"prompt": "globex"}}]}],
         "tools": [{"name": "llm", "type": "llm_call"}]}),
 }
-ORDER = {"list": 0, "missing": 1, "own": 2}
+ORDER = {"list": 0, "missing": 1, "http-404": 1, "own": 2}
 
 
 def test_cases_cover_every_tool():
@@ -106,12 +123,15 @@ async def _probe(session, objects):
             assert objects.marker not in text and objects.collection not in text, f"{name} shows acme's objects: {text}"
         elif kind == "missing":
             assert result.is_error and data["error"].startswith("No "), f"{name} did not answer as for a missing object: {text}"
+        elif kind == "http-404":  # what a caller of the route would get: no such route, at globex
+            assert not result.is_error and data["status"] == 404 and data["trace"] == [], (name, text)
+            assert objects.marker not in json.dumps(data["body"]).replace(f"/{objects.marker}/1", ""), (name, text)
         else:
             assert not result.is_error, (name, text)
-            assert data["description"] == "globex's own", (name, text)
+            assert data.get("description", "globex's own") == "globex's own", (name, text)
     # globex's listings now show its own records under those names, one of each, and nothing else.
     _, listed = await session.call("list_integrations", {})
-    assert [i["description"] for i in listed["integrations"]] == ["globex's own"]
+    assert {i["description"] for i in listed["integrations"]} == {"globex's own"}  # create_integration's and import_openapi's
 
 
 @pytest.mark.parametrize("transport", ["stdio", "sse", "http"])

@@ -25,7 +25,7 @@ def test_workflow_tools_over_streamable_http(acme, globex, live_daphne, worker):
             assert WORKFLOW_TOOLS <= set(tools)
             assert tools["list_workflows"].annotations.read_only_hint is True
             assert tools["delete_workflow"].annotations.destructive_hint is True
-            assert tools["create_workflow"].input_schema["required"] == ["name", "workflows"]
+            assert tools["create_workflow"].input_schema["required"] == ["workflows"]  # the name defaults to the id
 
             assert await s.ok("list_workflows") == {"workflows": []}
             created = await s.ok("create_workflow", GREET)
