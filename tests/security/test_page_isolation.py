@@ -32,10 +32,13 @@ PAGES = {
     "authorized-token-list": (OAUTH_CONNECTIONS, "test_people_revoke_on_their_page_and_operators_in_the_admin"),
     "authorized-token-delete": (OAUTH_CONNECTIONS, "test_people_revoke_on_their_page_and_operators_in_the_admin"),
     "authorize": ("tenants/tests/test_oauth_flow.py", "test_member_of_two_tenants_picks_one_and_sees_only_its_data"),
+    "home": ("tests/test_landing.py", "test_sign_in_without_next_lands_on_the_landing_page_showing_only_my_tenants"),
 }
 # Pages that show no tenant's data: sign-in, OAuth protocol endpoints and metadata (the tenant of a
-# grant is chosen on the consent page, `authorize`), and the operators' admin (staff only).
+# grant is chosen on the consent page, `authorize`), the guides of docs/, and the operators' admin
+# (staff only).
 NOT_TENANT_PAGES = {
+    "guide",
     "login", "logout", "password_change", "password_change_done", "token", "revoke-token", "introspect", "dcr-register",
     "dcr-register-management", "oauth-server-metadata", "oauth-resource-metadata", "oauth-resource-metadata-mcp",
 }
