@@ -257,3 +257,19 @@ def test_a_malformed_page_is_a_400_naming_it(acme):
         assert answer.status_code == 400 and field in answer.json()["errors"], (query, answer.content)
     assert api.get("/api/apps/", {"page": "last"}).status_code == 200
     assert api.get("/api/apps/", {"page": "2"}).status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_nul_character_in_a_body_is_named_the_same_on_every_json_door(acme):
+    """Serializer-validated bodies (secrets) answered DRF's 'Null characters are not allowed.';
+    schema-validated ones (integrations) named the field with the documented message."""
+    api = acme.client()
+    nul = "contains a NUL character (\\u0000), which cannot be stored; remove it."
+    for path, body, field in (
+        ("/api/secrets/", {"name": "s", "value": "a\x00b"}, "value"),
+        ("/api/secrets/", {"name": "s", "value": "v", "description": "a\x00"}, "description"),
+        ("/api/integrations/", {"name": "i", "baseUrl": "https://x.example", "description": "\x00"}, "description"),
+    ):
+        answer = api.post(path, body, format="json")
+        assert answer.status_code == 400 and answer.json()["errors"][field] == [nul], (path, answer.content)
+    assert api.get("/api/secrets/").json()["results"] == []
