@@ -10,7 +10,8 @@ raised, and the request is refused with a 503 naming Redis.
 import logging
 import time
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 
 from backflow.outages import REDIS_ERRORS, describe
 
@@ -42,7 +43,20 @@ def retry_after(key, limit, *, record=True, fail_open=True):
     return max(1, int((bucket + 1) * window - now) + 1)
 
 
+# Count and set the window's expiry in one round trip (Django's add + incr took three: SET NX,
+# EXISTS, INCRBY). A script rather than EXPIRE NX, which needs Redis 7.
+_INCREMENT = "local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end return n"
+_script = []  # the registered script (its SHA), made on first use; any client of the cache runs it
+
+
 def _count(counter, window):
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        key = backend.make_and_validate_key(counter)
+        client = backend._cache.get_client(key, write=True)
+        if not _script:
+            _script.append(client.register_script(_INCREMENT))
+        return int(_script[0](keys=[key], args=[window + 1], client=client))
     cache.add(counter, 0, timeout=window + 1)
     try:
         return cache.incr(counter)

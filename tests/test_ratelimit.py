@@ -1,0 +1,59 @@
+"""Rate limits on Redis: one round trip per counted event, a window that expires, the limit held."""
+
+import time
+
+import pytest
+import redis
+from django.core.cache import caches
+from redis.connection import Connection
+
+from backflow.ratelimit import retry_after
+
+PRIVATE_DB = "redis://127.0.0.1:6379/14"  # not the suite's shared database
+
+
+@pytest.fixture
+def redis_cache(settings):
+    try:
+        redis.Redis.from_url(PRIVATE_DB, socket_connect_timeout=2).ping()
+    except redis.ConnectionError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": PRIVATE_DB}}
+    caches["default"].clear()
+    yield caches["default"]
+    caches["default"].clear()
+
+
+@pytest.fixture
+def round_trips(monkeypatch):
+    """How many times a client wrote to Redis (a pipeline or a script is one write, one answer)."""
+    sent = []
+    original = Connection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sent.append(command)
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(Connection, "send_packed_command", counting)
+    return sent
+
+
+def test_each_counted_event_is_one_round_trip(redis_cache, round_trips):
+    retry_after("probe:warm", (100, 60))  # the first call may load the script
+    round_trips.clear()
+    for _ in range(10):
+        assert retry_after("probe:count", (100, 60)) is None
+    assert len(round_trips) == 10, f"{len(round_trips)} Redis round trips for 10 counted events"
+
+
+def test_the_limit_holds_and_the_window_expires(redis_cache):
+    key = f"probe:limit:{time.time()}"
+    answers = [retry_after(key, (3, 3600)) for _ in range(5)]
+    assert answers[:3] == [None, None, None] and all(0 < a <= 3601 for a in answers[3:]), answers
+    client = redis_cache._cache.get_client(write=True)
+    [counter] = client.keys(f"*ratelimit:{key}:*")
+    assert 0 < client.ttl(counter) <= 3601 and int(client.get(counter)) == 5
+    # Looking does not count.
+    fresh = f"probe:look:{time.time()}"
+    assert all(retry_after(fresh, (1, 3600), record=False) is None for _ in range(5))
+    assert retry_after(fresh, (1, 3600)) is None and retry_after(fresh, (1, 3600)) is not None
