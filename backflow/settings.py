@@ -139,15 +139,20 @@ if REDIS_URL:
     # One immediate retry on a new connection: after Redis restarts, every pooled connection is
     # dead and would otherwise fail one request each (a 503) before the pool notices. While Redis
     # is down the retry fails as fast as the first try (refused), so nothing hangs.
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                          "OPTIONS": {"retry": Retry(NoBackoff(), 1)}}}
+    # Connections each process may open to Redis, per pool (the cache's, and the channel layer's
+    # per event loop). redis-py's default of 100 made a burst of 200 SSE messages at once fail
+    # with 503 "Too many connections" (bench/load_mcp.py); mind Redis's own maxclients (10000).
+    BACKFLOW_REDIS_MAX_CONNECTIONS = env.int("BACKFLOW_REDIS_MAX_CONNECTIONS", default=1000)
+    CACHES = {"default": {"BACKEND": "backflow.cache.SharedPoolRedisCache", "LOCATION": REDIS_URL,
+                          "OPTIONS": {"retry": Retry(NoBackoff(), 1), "max_connections": BACKFLOW_REDIS_MAX_CONNECTIONS}}}
     # channels_redis keeps the messages of all of one process's SSE sessions (process-specific
     # channels, mcp.sse.*) in one Redis list, capped by one `capacity` (100 by default): 200
     # sessions posting at once overflowed it and their POSTs got 503 (bench/load_mcp.py). The cap
     # is for the whole process, so it is set for thousands of sessions; messages still expire in 60 s.
     CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                    "CONFIG": {"hosts": [{"address": REDIS_URL, "retry": _AsyncRetry(NoBackoff(), 1)}], "channel_capacity": {"mcp.sse.*": 20000}}}
+                    "CONFIG": {"hosts": [{"address": REDIS_URL, "retry": _AsyncRetry(NoBackoff(), 1),
+                                          "max_connections": BACKFLOW_REDIS_MAX_CONNECTIONS}], "channel_capacity": {"mcp.sse.*": 20000}}}
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -1,10 +1,13 @@
-"""Rate limits on Redis: one round trip per counted event, a window that expires, the limit held."""
+"""The cache on Redis: one connection pool per process, and rate limits with one round trip per
+counted event, a window that expires, the limit held."""
 
+import asyncio
+import contextvars
 import time
 
 import pytest
 import redis
-from django.core.cache import caches
+from django.core.cache import cache, caches
 from redis.connection import Connection
 
 from backflow.ratelimit import retry_after
@@ -18,7 +21,7 @@ def redis_cache(settings):
         redis.Redis.from_url(PRIVATE_DB, socket_connect_timeout=2).ping()
     except redis.ConnectionError:
         pytest.skip("no Redis on 127.0.0.1:6379")
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": PRIVATE_DB}}
+    settings.CACHES = {"default": {"BACKEND": "backflow.cache.SharedPoolRedisCache", "LOCATION": PRIVATE_DB}}
     caches["default"].clear()
     yield caches["default"]
     caches["default"].clear()
@@ -57,3 +60,22 @@ def test_the_limit_holds_and_the_window_expires(redis_cache):
     fresh = f"probe:look:{time.time()}"
     assert all(retry_after(fresh, (1, 3600), record=False) is None for _ in range(5))
     assert retry_after(fresh, (1, 3600)) is None and retry_after(fresh, (1, 3600)) is not None
+
+
+def test_requests_in_new_contexts_reuse_the_process_pool(redis_cache, monkeypatch):
+    """Django makes a cache backend per async context; each used to open its own connection."""
+    connects = []
+    original = Connection._connect
+
+    def counting(self):  # a new socket (connect() also runs, and returns at once, on a pooled one)
+        connects.append(self)
+        return original(self)
+
+    monkeypatch.setattr(Connection, "_connect", counting)
+
+    async def one_request(index):
+        return await cache.aget(f"probe:pool:{index}")
+
+    for index in range(20):  # a context that never saw the cache, as each request under daphne
+        assert contextvars.Context().run(asyncio.run, one_request(index)) is None
+    assert len(connects) <= 1, f"{len(connects)} connections opened for 20 requests"
