@@ -115,7 +115,9 @@ def summarize_times(items):
 class Ours:
     """POST /api/workflows/fetch/runs/ -> WorkflowRun + its execute_workflow_run task; run_worker."""
 
-    name, worker = "ours", ["run_worker", "--no-startup-delay"]
+    # One run at a time per worker, as db_worker executes one task at a time: the same slots on
+    # both sides (and within the tenant's BACKFLOW_TENANT_RUNNING_RUNS, so no run is deferred).
+    name, worker = "ours", ["run_worker", "--no-startup-delay", "--concurrency", "1"]
 
     def __init__(self, daphne, key):
         self.url, self.headers = f"{daphne.url}/api/workflows/fetch/runs/", {"Authorization": f"Bearer {key}"}
