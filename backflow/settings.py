@@ -40,7 +40,7 @@ def _required(name, how):
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = _required("SECRET_KEY", "set it in the environment (make run generates one in var/local.env).")
 
-# Old keys still accepted for signatures (sessions, password resets) while SECRET_KEY is rotated.
+# Old keys still accepted for signatures (sessions, signed cookies) while SECRET_KEY is rotated.
 SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
