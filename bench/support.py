@@ -21,7 +21,7 @@ from tests.live import free_port, wait_for_port  # the tests' server children us
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 HOST = "127.0.0.1"
-REDIS_URL = "redis://127.0.0.1:6379/9"  # the benchmarks' own Redis database (tests use 7 and 13)
+REDIS_URL = "redis://127.0.0.1:6379/9"  # the benchmarks' own Redis database (tests use 7, 12, 13 and 14)
 # The per-tenant and per-credential budgets against abuse (one tenant, one key makes all the load
 # here); the fairness shares (database threads, route calls and runs at once) stay as deployed.
 LIFTED_LIMITS = {
