@@ -3,20 +3,33 @@
 The contract's SSE door takes the API key in the query string (`GET /mcp/sse?token=KEY`), and
 daphne writes each request's path, query included, to its access log. daphne builds its logger
 from `daphne.cli.AccessLogGenerator` after loading the application, so loading backflow.asgi swaps
-in this subclass, which logs `?token=[redacted]`; the rest of the line is daphne's own format.
+in this subclass, which logs `?token=[redacted]`; the rest of the line is daphne's own format
+(or, with LOG_FORMAT=json, a JSON object).
 """
 
+import json
 import re
+from datetime import datetime, timezone
 
 from daphne import cli
 from daphne.access import AccessLogGenerator
+from django.conf import settings
 
 CREDENTIAL_IN_QUERY = re.compile(r"([?&](?:token|access_token|api_key|key)=)[^&\s\"]*", re.IGNORECASE)
 
 
 class RedactingAccessLog(AccessLogGenerator):
-    def write_entry(self, host, date, request, *args, **kwargs):
-        super().write_entry(host, date, CREDENTIAL_IN_QUERY.sub(r"\1[redacted]", request), *args, **kwargs)
+    def write_entry(self, host, date, request, status=None, length=None, ident=None, user=None):
+        request = CREDENTIAL_IN_QUERY.sub(r"\1[redacted]", request)
+        if settings.LOG_FORMAT != "json":
+            return super().write_entry(host, date, request, status, length, ident, user)
+        # LOG_FORMAT=json: the access log too is one JSON object per line, in the fields of the
+        # other lines (daphne writes it after the answer, outside the request: no request id).
+        self.stream.write(json.dumps({
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "level": "INFO", "logger": "daphne.access",
+            "message": f'{host} "{request}" {status or "-"} {length or "-"}', "request_id": "-",
+            "client": host, "request": request, "status": status, "length": length,
+        }, ensure_ascii=False) + "\n")
 
 
 def install():

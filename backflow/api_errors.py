@@ -12,6 +12,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from backflow import metrics
 from backflow.asgi_utils import NUL_IN_PATH
 from backflow.errors import ServiceError
 from backflow.outages import RETRY_AFTER_SECONDS, describe, outage_message
@@ -55,6 +56,7 @@ def api_exception_handler(exc, context):
         )
     outage = outage_message(exc)
     if outage:  # the database or Redis is down: retryable, not a bug
+        metrics.outage(outage)
         return Response({"detail": outage}, status=status.HTTP_503_SERVICE_UNAVAILABLE,
                         headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     return drf_exception_handler(exc, context)
@@ -98,6 +100,7 @@ def server_error(request):
 
 
 def _outage_response(request, outage):
+    metrics.outage(outage)
     response = JsonResponse({"detail": outage}, status=503) if _is_api(request) else HttpResponse(
         outage, status=503, content_type="text/plain; charset=utf-8")
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)

@@ -1,4 +1,5 @@
-"""ASGI entry point: Channels' router; MCP's HTTP transports in front of Django."""
+"""ASGI entry point: probes, metrics and request ids (backflow.front); MCP's HTTP transports and tenant
+routes in front of Django."""
 
 import os
 
@@ -11,8 +12,9 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set
 
 from backflow import access_log  # noqa: E402
 from backflow.asgi_utils import PathRouter  # noqa: E402
+from backflow.front import Front  # noqa: E402
 from integrations_app.dispatch import routes_asgi  # noqa: E402
 from mcp_app.http import mcp_asgi  # noqa: E402
 
 access_log.install()
-application = ProtocolTypeRouter({"http": PathRouter(django_asgi_app, {"/mcp/": mcp_asgi, "/t/": routes_asgi})})
+application = ProtocolTypeRouter({"http": Front(PathRouter(django_asgi_app, {"/mcp/": mcp_asgi, "/t/": routes_asgi}))})

@@ -7,6 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
+from backflow import metrics
 from backflow.outages import RETRY_AFTER_SECONDS, describe, outage_message
 
 logger = logging.getLogger("backflow.asgi")
@@ -123,6 +124,7 @@ async def guarded(app, scope, receive, send):
             if started:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             elif message:
+                metrics.outage(message)
                 await respond(send, 503, {"error": message}, [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
             else:
                 await respond(send, 500, {"error": "Internal error; the server logged the details."})

@@ -26,11 +26,17 @@ import httpcore
 import httpx
 from django.conf import settings
 
+from backflow import metrics
 from backflow.peer_bodies import ACCEPT_ENCODING, PeerBodyError, decoded_chunks
 
 
 class EgressRefused(Exception):
-    """A call to a refused address; the message names the host and why."""
+    """A call to a refused address; the message names the host and why. Each refusal is counted
+    in the metrics by `reason` (non_public_address, unresolvable, unix_socket)."""
+
+    def __init__(self, message, *, reason):
+        super().__init__(message)
+        metrics.egress_refusals.labels(reason).inc()
 
 
 # IPv6 forms with an IPv4 address inside: where a packet sent to them ends up (RFC 4291, 6052,
@@ -103,13 +109,14 @@ class EgressPolicy:
             try:
                 infos = await anyio.getaddrinfo(bare, port, type=socket.SOCK_STREAM)
             except OSError as exc:
-                raise EgressRefused(f"Cannot resolve {host!r}: {exc}.") from exc
+                raise EgressRefused(f"Cannot resolve {host!r}: {exc}.", reason="unresolvable") from exc
             addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
         for address in addresses:
             if not self.address_allowed(address):
                 raise EgressRefused(
                     f"Refused to call {host!r}: it resolves to {address}, a private, loopback, link-local or "
-                    "otherwise non-public address. An operator can allow it with BACKFLOW_EGRESS_ALLOW."
+                    "otherwise non-public address. An operator can allow it with BACKFLOW_EGRESS_ALLOW.",
+                    reason="non_public_address",
                 )
         return addresses
 
@@ -135,7 +142,7 @@ def _guarded_transport_class(client_module, core_module):
             raise last_error
 
         async def connect_unix_socket(self, path, timeout=None, socket_options=None):
-            raise EgressRefused("Unix sockets are not reachable from integrations.")
+            raise EgressRefused("Unix sockets are not reachable from integrations.", reason="unix_socket")
 
         async def sleep(self, seconds):
             await self.inner.sleep(seconds)

@@ -13,15 +13,18 @@ import time
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 
+from backflow import metrics
 from backflow.outages import REDIS_ERRORS, describe
 
 logger = logging.getLogger("backflow.ratelimit")
 _outage = {"logged": False}
 
 
-def retry_after(key, limit, *, record=True, fail_open=True):
-    """None when one more event under `key` is within `limit` = (events, seconds), else seconds to wait.
-    record=False only looks (for limits on failures, counted once an attempt has failed)."""
+def retry_after(key, limit, *, name, record=True, fail_open=True):
+    """None when one more event under `key` is within `limit` = (events, seconds), else seconds to
+    wait, counted as a refusal of the limit `name` in the metrics (None: a count that refuses
+    nothing itself). record=False only looks (for limits on failures, counted once an attempt has
+    failed)."""
     allowed, window = limit
     now = time.time()
     bucket = int(now // window)
@@ -40,6 +43,8 @@ def retry_after(key, limit, *, record=True, fail_open=True):
         _outage["logged"] = False
     if count <= allowed:
         return None
+    if name:
+        metrics.rate_limit_refusals.labels(name).inc()
     return max(1, int((bucket + 1) * window - now) + 1)
 
 

@@ -171,7 +171,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# Where `collectstatic` puts the static files whitenoise serves (/readyz checks they are there).
+STATIC_ROOT = Path(env.str("BACKFLOW_STATIC_ROOT", default=str(VAR_DIR / "static")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
@@ -328,12 +329,32 @@ BACKFLOW_SSE_SESSIONS_PER_PRINCIPAL = env.int("BACKFLOW_SSE_SESSIONS_PER_PRINCIP
 # API keys: last_used_at is written at most this often per key, to keep reads read-only.
 BACKFLOW_KEY_LAST_USED_INTERVAL = timedelta(seconds=60)
 
+# Operations (docs/operator-guide.md, "Monitoring"): GET /metrics is served only with this token
+# set, to callers sending it as a bearer token; a tenant label on route and tool-call metrics
+# (one series per tenant: mind the cost); /readyz's budget for all its checks; how often each
+# run_worker records its heartbeat, and after how long without one it counts as gone.
+BACKFLOW_METRICS_TOKEN = env.str("BACKFLOW_METRICS_TOKEN", default="")
+if BACKFLOW_METRICS_TOKEN and len(BACKFLOW_METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("BACKFLOW_METRICS_TOKEN must be at least 16 characters (it guards /metrics).")
+BACKFLOW_METRICS_TENANT_LABEL = env.bool("BACKFLOW_METRICS_TENANT_LABEL", default=False)
+BACKFLOW_READYZ_TIMEOUT = env.float("BACKFLOW_READYZ_TIMEOUT", default=5.0)
+BACKFLOW_WORKER_HEARTBEAT_SECONDS = env.float("BACKFLOW_WORKER_HEARTBEAT_SECONDS", default=10.0)
+BACKFLOW_WORKER_STALE_SECONDS = env.float("BACKFLOW_WORKER_STALE_SECONDS", default=60.0)
+
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT is plain or json, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"request_id": {"()": "backflow.logs.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"},
+        "json": {"()": "backflow.logs.JsonFormatter"},
+    },
     # stderr only: stdout is reserved for the MCP protocol in mcp_stdio.
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "plain"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": LOG_FORMAT,
+                            "filters": ["request_id"]}},
     "root": {"handlers": ["stderr"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         # The SDK logs every stateless request at INFO.

@@ -134,7 +134,7 @@ class SecretAdmin(admin.ModelAdmin):
 class RouteInvocationAdmin(admin.ModelAdmin):
     list_display = ["created_at", "tenant", "method", "path", "status", "duration_ms"]
     list_filter = ["tenant", "status", "method"]
-    search_fields = ["path", "error"]
+    search_fields = ["path", "error", "request_id"]
     date_hierarchy = "created_at"
 
     def has_add_permission(self, request):

@@ -15,6 +15,7 @@ import time
 
 from django.conf import settings
 
+from backflow import metrics
 from backflow.asgi_utils import HttpError, check_host, query_params, read_body, request_headers, respond
 from backflow.bounds import Full, Slots
 from backflow.egress import shared_client
@@ -81,6 +82,7 @@ class TenantSite:
         self.secrets = tenant_secrets(tenant)
         self.rate_key = f"routes:{tenant.pk}"
         self.owner = tenant.pk
+        self.slug = tenant.slug
 
     def authenticate(self, headers):
         raw = bearer_value(headers.get("authorization"))
@@ -132,7 +134,7 @@ class LocalSite:
     use only). Browsers' cross-site requests are refused before any route runs (`refuse_cross_site`)."""
 
     rate_key = "routes:local"
-    owner = "local"
+    owner = slug = "local"
     # Sec-Fetch-Site values a browser sends for requests the page's own origin, or the person
     # (typed URL, bookmark), started; clients that are not browsers send none.
     ALLOWED_FETCH_SITES = ("same-origin", "none")
@@ -225,7 +227,9 @@ class RouteDispatcher:
             raise HttpError(400, f"The request body is not acceptable JSON: {exc}", errors={"body": [str(exc)]}) from exc
         status, answer, error = await self.serve(site, route, path_params, query_params(scope), body, headers, depth)
         await respond(send, status, answer)
-        self.record_soon(site, route, method, path, status, round((time.monotonic() - started) * 1000, 2), error)
+        seconds = time.monotonic() - started
+        metrics.route_invocation(status, seconds, site.slug)
+        self.record_soon(site, route, method, path, status, round(seconds * 1000, 2), error)
 
     async def admit(self, site, route, headers, client):
         """Authenticate the caller (when the route requires it) and count the call, or HttpError."""
@@ -257,6 +261,7 @@ class RouteDispatcher:
             with self._in_flight.take(owner, settings.BACKFLOW_ROUTE_CONCURRENCY_PER_TENANT):
                 yield
         except Full as full:
+            metrics.rate_limit_refusals.labels("route_concurrency").inc()
             raise HttpError(503, f"This tenant already has {full.held} route calls in progress; retry shortly.",
                             [(b"retry-after", b"1")]) from None
 
@@ -267,7 +272,7 @@ class RouteDispatcher:
         address), so that anonymous callers of a public route cannot spend the tenant's whole
         budget and lock its own callers out."""
         caller = site.authenticate(headers) if route.get("requireAuth", True) else None
-        return retry_after(f"{site.rate_key}:{caller or 'ip:' + client}", settings.BACKFLOW_ROUTE_RATE_LIMIT)
+        return retry_after(f"{site.rate_key}:{caller or 'ip:' + client}", settings.BACKFLOW_ROUTE_RATE_LIMIT, name="routes")
 
     def record_soon(self, site, route, method, path, status, duration_ms, error, test=False):
         """After the answer is sent, off the request's path."""

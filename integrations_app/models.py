@@ -3,6 +3,7 @@ import uuid
 from django.core.validators import RegexValidator
 from django.db import models
 
+from backflow.logs import current_request_id
 from integrations_app.documents import NAME_HELP, NAME_PATTERN
 
 from tenants.scoping import TenantOwned
@@ -125,6 +126,8 @@ class RouteInvocation(TenantOwned):
     duration_ms = models.FloatField()
     error = models.CharField(max_length=500, blank=True)
     is_test = models.BooleanField(default=False, help_text="Made by the test_route tool, not by a caller of the route.")
+    request_id = models.CharField(max_length=128, blank=True, default=current_request_id, db_index=True, editable=False,
+                                  help_text="X-Request-ID of the request that made it (docs/operator-guide.md, Monitoring).")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta(TenantOwned.Meta):

@@ -28,11 +28,14 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 
+from backflow import metrics
 from backflow.egress import EgressRefused
 from backflow.errors import InvalidInput, LoopDetected, NotFound
 from backflow.jsonbody import JsonBodyError, parse_peer_json
+from backflow.logs import HEADER as REQUEST_ID_HEADER
+from backflow.logs import current_request_id
 from backflow.outages import REDIS_ERRORS
-from backflow.peer_bodies import ACCEPT_ENCODING, PeerBodyError, read_body
+from backflow.peer_bodies import ACCEPT_ENCODING, PeerBodyError, PeerBodyTooLarge, read_body
 from backflow.redaction import preview, scrub
 from backflow.templating import EmptyPathValue, TemplateError, expressions, placeholder_names, render, render_path
 from integrations_app.documents import HEADER_UNSAFE
@@ -195,6 +198,9 @@ async def call_endpoint(integration, endpoint_name, params, *, client, secrets, 
             raise RouteFailure(502, f"{label}: the integration or endpoint no longer exists.")
         request = _build_request(integration, endpoint, params, label, secrets.env)
         request.headers[DEPTH_HEADER] = str(call_settings.depth)
+        request_id = current_request_id()
+        if request_id and not any(name.lower() == "x-request-id" for name in request.headers):
+            request.headers[REQUEST_ID_HEADER] = request_id  # the upstream's logs can name our request
         await _apply_auth(request, integration, secrets, client, label)
         result = await _send(client, request, endpoint, call_settings, label)
     except RouteFailure as failure:
@@ -366,6 +372,35 @@ def _lifetime(expires_in):
 
 
 async def _send(client, request, endpoint, call_settings, label):
+    """Send, counted in the metrics by outcome and timed (retries included)."""
+    started, outcome = time.perf_counter(), "error"
+    try:
+        result = await _send_with_retries(client, request, endpoint, call_settings, label)
+        outcome = "ok"
+        return result
+    except RouteFailure as failure:
+        outcome = _outcome(failure)
+        raise
+    finally:
+        metrics.upstream_calls.labels(outcome).inc()
+        metrics.upstream_duration.observe(time.perf_counter() - started)
+
+
+def _outcome(failure):
+    cause = failure.__cause__
+    if isinstance(cause, (TimeoutError, httpx.TimeoutException)):
+        return "timeout"
+    if isinstance(cause, EgressRefused):
+        return "refused"
+    if isinstance(cause, PeerBodyTooLarge):
+        return "too_large"
+    if isinstance(cause, httpx.TransportError):
+        return "unreachable"
+    status = failure.details.get("upstreamStatus")
+    return "http_error" if isinstance(status, int) and status >= 400 else "invalid"
+
+
+async def _send_with_retries(client, request, endpoint, call_settings, label):
     """Send with retries (idempotent methods), all within the endpoint's `timeout`: the budget is
     for the whole call, so a slow upstream is a 504 naming it, not three reads and a 502."""
     timeout = float(endpoint.get("timeout") or DEFAULT_TIMEOUT)

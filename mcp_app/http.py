@@ -28,6 +28,7 @@ from mcp.shared._context_streams import create_context_streams
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
+from backflow import metrics
 from backflow.asgi_utils import HttpError, check_host, query_params, read_body, request_headers, respond
 from backflow.bounds import Full, Slots
 from backflow.outages import REDIS_ERRORS, describe, reconnecting
@@ -112,6 +113,7 @@ def _session_slot(owner):
         with _open_sessions.take(owner, settings.BACKFLOW_SSE_SESSIONS_PER_PRINCIPAL):
             yield
     except Full as full:
+        metrics.rate_limit_refusals.labels("sse_sessions").inc()
         raise HttpError(429, f"This credential already holds {full.held} open SSE sessions; close one first.",
                         [(b"retry-after", b"5")]) from None
 

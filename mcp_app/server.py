@@ -21,6 +21,7 @@ from mcp.server import Server
 from mcp.shared.exceptions import MCPDeprecationWarning
 from pydantic import ValidationError
 
+from backflow import metrics
 from backflow.errors import InvalidInput, ServiceError, TooManyRequests
 from backflow.outages import RETRY_AFTER_SECONDS, describe, outage_message
 from backflow.ratelimit import retry_after
@@ -92,7 +93,7 @@ class TooManyCalls(TooManyRequests):
 
 def _admit(ctx, name, definition, args):
     """Refuse the call (unknown or hidden tool, over the rate limit, bad arguments) or let it run."""
-    wait = retry_after(f"mcp:{ctx.rate_key}", settings.BACKFLOW_MCP_RATE_LIMIT) if ctx.rate_key else None
+    wait = retry_after(f"mcp:{ctx.rate_key}", settings.BACKFLOW_MCP_RATE_LIMIT, name="mcp_tool_calls") if ctx.rate_key else None
     if definition is None:
         raise ServiceError(f"Unknown tool {name!r}. Available tools: {', '.join(sorted(ctx.allowed))}.")
     if wait:
@@ -109,14 +110,18 @@ def _failure(name, exc):
         return error_result(str(exc), exc.errors, **extra), f"error: {exc.message}"
     outage = outage_message(exc)
     if outage:  # the database (or Redis) went away: retryable, not a bug of the tool
+        metrics.outage(outage)
         logger.warning("MCP tool %s: %s", name, describe(exc))
         return error_result(f"{name} did not complete: {outage}", retryAfterSeconds=RETRY_AFTER_SECONDS), "error: service unavailable"
     logger.exception("MCP tool %s failed", name, exc_info=exc)
     return error_result(f"{name} failed unexpectedly; the server logged the details."), "crash"
 
 
-def _record(ctx, name, args, outcome, started):
-    """The call's audit event (refused calls too); a failure to write it never fails the call."""
+def _record(ctx, name, args, outcome, started, admitted):
+    """The call's audit event (refused calls too) and metrics; a failure to write the event never
+    fails the call."""
+    metrics.tool_call(name if name in REGISTRY else "unknown", "ok" if outcome == "ok" else "error" if admitted else "refused",
+                      ctx.tenant.slug if ctx.tenant is not None else None)
     try:
         _audit(ctx, name, args, outcome, started)
     except Exception as exc:
@@ -144,26 +149,28 @@ def _with_checked_connections(fn):
 @_with_checked_connections
 def _call_sync(ctx, name, definition, args):
     """Admission, the tool and its audit event in one trip to a thread."""
-    started = time.monotonic()
+    started, admitted = time.monotonic(), False
     try:
         _admit(ctx, name, definition, args)
+        admitted = True
         result, outcome = json_result(definition.handler(ctx, args)), "ok"
     except Exception as exc:
         result, outcome = _failure(name, exc)
-    _record(ctx, name, args, outcome, started)
+    _record(ctx, name, args, outcome, started, admitted)
     return result
 
 
 async def _call_async(ctx, name, definition, args):
     """A tool that waits on something outside (a run, an upstream): its waits are async, so no
     thread is held while it waits; admission and the audit event each take a short trip."""
-    started = time.monotonic()
+    started, admitted = time.monotonic(), False
     try:
         await in_thread(ctx.owner, _with_checked_connections(_admit), ctx, name, definition, args)
+        admitted = True
         result, outcome = json_result(await definition.handler(ctx, args)), "ok"
     except Exception as exc:
         result, outcome = _failure(name, exc)
-    await in_thread(ctx.owner, _with_checked_connections(_record), ctx, name, args, outcome, started)
+    await in_thread(ctx.owner, _with_checked_connections(_record), ctx, name, args, outcome, started, admitted)
     return result
 
 

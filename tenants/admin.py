@@ -169,7 +169,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 class AuditEventAdmin(admin.ModelAdmin):
     list_display = ["created_at", "tenant", "principal", "action", "object_type", "object_id"]
     list_filter = ["tenant", "action", "object_type"]
-    search_fields = ["principal", "action", "object_id"]
+    search_fields = ["principal", "action", "object_id", "request_id"]
     date_hierarchy = "created_at"
 
     def has_add_permission(self, request):

@@ -5,6 +5,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from backflow.logs import current_request_id
 from tenants.scoping import TenantOwned
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -92,6 +93,8 @@ class AuditEvent(TenantOwned):
     object_id = models.CharField(max_length=300, blank=True)
     summary = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    request_id = models.CharField(max_length=128, blank=True, default=current_request_id, db_index=True, editable=False,
+                                  help_text="X-Request-ID of the request that made it (docs/operator-guide.md, Monitoring).")
 
     class Meta(TenantOwned.Meta):
         ordering = ["-created_at", "-id"]

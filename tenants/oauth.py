@@ -385,7 +385,8 @@ class RegistrationView(DynamicClientRegistrationView):
     https, or http on a loopback address (native apps)."""
 
     def post(self, request, *args, **kwargs):
-        wait = retry_after(f"oauth-register:{client_address(request)}", settings.BACKFLOW_OAUTH_REGISTRATION_RATE_LIMIT)
+        wait = retry_after(f"oauth-register:{client_address(request)}", settings.BACKFLOW_OAUTH_REGISTRATION_RATE_LIMIT,
+                           name="oauth_registration")
         if wait:
             response = JsonResponse({"error": "slow_down", "error_description": f"Too many registrations; retry in {wait} s."}, status=429)
             response["Retry-After"] = str(wait)

@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from backflow import metrics
 from backflow.errors import Conflict, Forbidden, InvalidInput, NotFound
 from backflow.writes import unique
 from backflow.redaction import redact
@@ -81,6 +82,8 @@ def tenant_set_active(*, tenant, actor, active):
             audit_record(tenant=locked, actor=actor, action="tenant.activate" if active else "tenant.deactivate",
                          object_type="tenant", object_id=locked.slug, summary=summary)
     tenant.is_active = active
+    if failed:
+        metrics.runs_finished.labels(WorkflowRun.Status.FAILED).inc(failed)
     return failed
 
 

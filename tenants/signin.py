@@ -44,12 +44,12 @@ def _key(request, username):
 
 def sign_in_wait(request, username):
     """Seconds to wait before this address may try this username again, or None."""
-    return retry_after(_key(request, username), settings.BACKFLOW_SIGN_IN_RATE_LIMIT, record=False, fail_open=False)
+    return retry_after(_key(request, username), settings.BACKFLOW_SIGN_IN_RATE_LIMIT, name="sign_in", record=False, fail_open=False)
 
 
 def sign_in_failed(request, username):
     # fail_open=False: while Redis is down, guesses would not be counted; refuse (503) instead.
-    retry_after(_key(request, username), settings.BACKFLOW_SIGN_IN_RATE_LIMIT, fail_open=False)
+    retry_after(_key(request, username), settings.BACKFLOW_SIGN_IN_RATE_LIMIT, name=None, fail_open=False)
 
 
 class SignInLimitedBackend(ModelBackend):

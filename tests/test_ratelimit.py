@@ -4,6 +4,7 @@ counted event, a window that expires, the limit held."""
 import asyncio
 import contextvars
 import time
+import uuid
 
 import pytest
 import redis
@@ -42,24 +43,24 @@ def round_trips(monkeypatch):
 
 
 def test_each_counted_event_is_one_round_trip(redis_cache, round_trips):
-    retry_after("probe:warm", (100, 60))  # the first call may load the script
+    retry_after("probe:warm", (100, 60), name="test")  # the first call may load the script
     round_trips.clear()
     for _ in range(10):
-        assert retry_after("probe:count", (100, 60)) is None
+        assert retry_after("probe:count", (100, 60), name="test") is None
     assert len(round_trips) == 10, f"{len(round_trips)} Redis round trips for 10 counted events"
 
 
 def test_the_limit_holds_and_the_window_expires(redis_cache):
     key = f"probe:limit:{time.time()}"
-    answers = [retry_after(key, (3, 3600)) for _ in range(5)]
+    answers = [retry_after(key, (3, 3600), name="test") for _ in range(5)]
     assert answers[:3] == [None, None, None] and all(0 < a <= 3601 for a in answers[3:]), answers
     client = redis_cache._cache.get_client(write=True)
     [counter] = client.keys(f"*ratelimit:{key}:*")
     assert 0 < client.ttl(counter) <= 3601 and int(client.get(counter)) == 5
     # Looking does not count.
     fresh = f"probe:look:{time.time()}"
-    assert all(retry_after(fresh, (1, 3600), record=False) is None for _ in range(5))
-    assert retry_after(fresh, (1, 3600)) is None and retry_after(fresh, (1, 3600)) is not None
+    assert all(retry_after(fresh, (1, 3600), name="test", record=False) is None for _ in range(5))
+    assert retry_after(fresh, (1, 3600), name="test") is None and retry_after(fresh, (1, 3600), name="test") is not None
 
 
 def test_requests_in_new_contexts_reuse_the_process_pool(redis_cache, monkeypatch):
@@ -79,3 +80,19 @@ def test_requests_in_new_contexts_reuse_the_process_pool(redis_cache, monkeypatc
     for index in range(20):  # a context that never saw the cache, as each request under daphne
         assert contextvars.Context().run(asyncio.run, one_request(index)) is None
     assert len(connects) <= 1, f"{len(connects)} connections opened for 20 requests"
+
+
+def test_a_refusal_is_counted_under_the_limits_name_and_a_bare_count_is_not():
+    from prometheus_client import REGISTRY
+
+    def refusals(name):
+        return REGISTRY.get_sample_value("backflow_rate_limit_refusals_total", {"limit": name}) or 0.0
+
+    key = f"probe:metrics:{uuid.uuid4().hex}"
+    before = refusals("probe_limit")
+    answers = [retry_after(key, (1, 3600), name="probe_limit") for _ in range(3)]
+    assert answers[0] is None and all(answers[1:])
+    assert refusals("probe_limit") - before == 2
+    retry_after(f"{key}:failures", (1, 3600), name=None)
+    retry_after(f"{key}:failures", (1, 3600), name=None)  # over its count, but it refuses nothing itself
+    assert refusals("probe_limit") - before == 2

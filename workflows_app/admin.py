@@ -1,10 +1,15 @@
-"""Operator pages: workflows, runs (read-only, with steps) and MCP servers, stdio ones included."""
+"""Operator pages: workflows, runs (read-only, with steps), MCP servers, stdio ones included, and
+worker heartbeats."""
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib import admin
+from django.utils import timezone
 
 from tenants.admin_base import JSON_WIDGET, ReadableJSONField, ServiceAdmin, ServiceForm, operator
 from workflows_app import services
-from workflows_app.models import McpServer, StepRun, Workflow, WorkflowRun
+from workflows_app.models import McpServer, StepRun, WorkerHeartbeat, Workflow, WorkflowRun
 
 
 class WorkflowForm(ServiceForm):
@@ -50,9 +55,10 @@ class StepRunInline(admin.TabularInline):
 class WorkflowRunAdmin(admin.ModelAdmin):
     list_display = ["id", "workflow", "tenant", "status", "trigger", "created_at", "finished_at"]
     list_filter = ["tenant", "status", "trigger"]
-    search_fields = ["id", "workflow__slug"]
+    search_fields = ["id", "workflow__slug", "request_id"]
     inlines = [StepRunInline]
-    readonly_fields = ["workflow", "entry", "status", "trigger", "input", "output", "error", "created_by", "started_at", "finished_at", "heartbeat_at"]
+    readonly_fields = ["workflow", "entry", "status", "trigger", "input", "output", "error", "created_by", "started_at", "finished_at",
+                       "heartbeat_at", "request_id"]
     actions = ["cancel"]
 
     def has_add_permission(self, request):
@@ -100,3 +106,22 @@ class McpServerAdmin(ServiceAdmin):
 
     def delete_model(self, request, obj):
         services.mcp_server_delete(tenant=obj.tenant, actor=operator(request, obj.tenant), name=obj.name, allow_stdio=True)
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin):
+    """Which run_worker processes are alive (each records a heartbeat every
+    BACKFLOW_WORKER_HEARTBEAT_SECONDS; a clean stop removes its row)."""
+
+    list_display = ["worker_id", "hostname", "pid", "concurrency", "started_at", "beat_at", "alive"]
+    readonly_fields = list_display[:-1]
+
+    @admin.display(boolean=True, description="alive")
+    def alive(self, obj):
+        return obj.beat_at >= timezone.now() - timedelta(seconds=settings.BACKFLOW_WORKER_STALE_SECONDS)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

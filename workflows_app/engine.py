@@ -15,9 +15,11 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from backflow import metrics
 from backflow.egress import shared_client
 from backflow.errors import ServiceError
 from backflow.jsonbody import JsonBodyError, max_depth, parse_peer_json
+from backflow.logs import new_request_id, request_id_bound
 from backflow.redaction import redact, scrub
 from backflow.templating import TemplateError, render
 from backflow.validation import without_nul
@@ -154,8 +156,9 @@ def _claim(run_id):
         # a deactivation (tenants.services.tenant_set_active) waits for it, or it sees the deactivation.
         tenant = Tenant.objects.select_for_update().filter(pk=run.tenant_id).first()
         if not tenant.is_active:
-            WorkflowRun.all_tenants.filter(pk=run_id, status=WorkflowRun.Status.QUEUED).update(
-                status=WorkflowRun.Status.FAILED, finished_at=timezone.now(), error=inactive_error(tenant.slug))
+            if WorkflowRun.all_tenants.filter(pk=run_id, status=WorkflowRun.Status.QUEUED).update(
+                    status=WorkflowRun.Status.FAILED, finished_at=timezone.now(), error=inactive_error(tenant.slug)):
+                metrics.runs_finished.labels(WorkflowRun.Status.FAILED).inc()
             return None
         running = WorkflowRun.all_tenants.filter(tenant_id=run.tenant_id, status=WorkflowRun.Status.RUNNING).count()
         if running >= settings.BACKFLOW_TENANT_RUNNING_RUNS:
@@ -196,10 +199,17 @@ def execute(run_id):
     run = _claim(run_id)
     if run is None:
         return None
-    with Heartbeat(run.pk):
-        status = _execute_steps(run)
-    if status == WorkflowRun.Status.CANCELLED:  # stopped before a step: cancelled, or failed for an inactive tenant
-        status = WorkflowRun.all_tenants.filter(pk=run.pk).values_list("status", flat=True).first() or status
+    started = time.monotonic()
+    # The run's lines in the worker's log carry the id of the request that queued it.
+    with request_id_bound(run.request_id or new_request_id()):
+        with Heartbeat(run.pk):
+            status = _execute_steps(run)
+        if status == WorkflowRun.Status.CANCELLED:  # stopped before a step: cancelled, or failed for an inactive tenant
+            status = WorkflowRun.all_tenants.filter(pk=run.pk).values_list("status", flat=True).first() or status
+        if status != WorkflowRun.Status.CANCELLED:  # a cancellation is counted where it is made
+            metrics.runs_finished.labels(status).inc()
+        logger.info("run %s of %s/%s ended %s in %.0f ms", run.pk, run.tenant.slug, run.workflow.slug, status,
+                    (time.monotonic() - started) * 1000)
     return status
 
 
@@ -302,7 +312,10 @@ def _jsonable(value):
 def fail_stale_runs():
     """Fail runs whose worker stopped signalling (killed mid-run); returns how many."""
     cutoff = timezone.now() - timedelta(seconds=settings.BACKFLOW_RUN_STALE_SECONDS)
-    return WorkflowRun.all_tenants.filter(status=WorkflowRun.Status.RUNNING, heartbeat_at__lt=cutoff).update(
+    failed = WorkflowRun.all_tenants.filter(status=WorkflowRun.Status.RUNNING, heartbeat_at__lt=cutoff).update(
         status=WorkflowRun.Status.FAILED, finished_at=timezone.now(),
         error="The worker stopped while the run was in progress (no heartbeat); start it again.",
     )
+    if failed:
+        metrics.runs_finished.labels(WorkflowRun.Status.FAILED).inc(failed)
+    return failed

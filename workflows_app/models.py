@@ -3,6 +3,7 @@ import uuid
 
 from django.db import models
 
+from backflow.logs import current_request_id
 from tenants.scoping import TenantOwned
 
 
@@ -65,6 +66,8 @@ class WorkflowRun(TenantOwned):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    request_id = models.CharField(max_length=128, blank=True, default=current_request_id, db_index=True, editable=False,
+                                  help_text="X-Request-ID of the request that made it (docs/operator-guide.md, Monitoring).")
 
     class Meta(TenantOwned.Meta):
         ordering = ["-created_at"]
@@ -162,3 +165,20 @@ class McpServer(TenantOwned):
 
 def _iso(value):
     return value.isoformat() if value else None
+
+
+class WorkerHeartbeat(models.Model):
+    """A `run_worker` process's last sign of life (operator-wide; no tenant's data)."""
+
+    worker_id = models.CharField(max_length=200, unique=True, help_text="Host, process id and a random part.")
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    concurrency = models.PositiveSmallIntegerField(help_text="Runs it executes at once.")
+    started_at = models.DateTimeField()
+    beat_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-beat_at"]
+
+    def __str__(self):
+        return self.worker_id

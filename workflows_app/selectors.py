@@ -1,14 +1,18 @@
 """Reads for workflows, runs and MCP servers."""
 
 import uuid
+from datetime import timedelta
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Count, Min
+from django.utils import timezone
 
 from backflow.errors import NotFound
 from backflow.templating import TemplateError, operator_environment, render
 from integrations_app.services import secret_value
 from workflows_app.mcp_client import McpClientError, ServerSpec
-from workflows_app.models import McpServer, StepRun, Workflow, WorkflowRun
+from workflows_app.models import McpServer, StepRun, WorkerHeartbeat, Workflow, WorkflowRun
 
 
 def workflow_list(*, tenant):
@@ -76,3 +80,16 @@ def mcp_server_spec(server):
         args=tuple(server.args), env=env, url=server.url, headers=tuple(headers), credentials=tuple(credentials), timeout=server.timeout,
         max_concurrency=server.max_concurrency,
     ).with_fingerprint()
+
+
+def live_workers():
+    """Workers whose heartbeat is more recent than BACKFLOW_WORKER_STALE_SECONDS."""
+    since = timezone.now() - timedelta(seconds=settings.BACKFLOW_WORKER_STALE_SECONDS)
+    return WorkerHeartbeat.objects.filter(beat_at__gte=since).count()
+
+
+def run_queue_state():
+    """(queued runs, when the oldest was queued or None, live workers), over every tenant: for
+    operators' metrics, never shown to a tenant."""
+    queued = WorkflowRun.all_tenants.filter(status=WorkflowRun.Status.QUEUED).aggregate(count=Count("pk"), oldest=Min("created_at"))
+    return queued["count"], queued["oldest"], live_workers()

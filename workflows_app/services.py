@@ -8,14 +8,16 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from backflow import metrics
 from backflow.errors import Conflict, Forbidden, InvalidInput, TooManyRequests
+from backflow.logs import current_request_id, new_request_id, request_id_bound
 from backflow.validation import nul_errors
 from backflow.writes import check_changes, unique
 from integrations_app.stores import DatabaseStore
 from tenants.services import audit_record
 from workflows_app import selectors
 from workflows_app.documents import clean_mcp_server, clean_workflow
-from workflows_app.models import McpServer, ScheduledTrigger, Workflow, WorkflowRun
+from workflows_app.models import McpServer, ScheduledTrigger, WorkerHeartbeat, Workflow, WorkflowRun
 
 
 def _audit(tenant, actor, action, object_type, object_id, summary):
@@ -115,6 +117,7 @@ def _check_run_budget(tenant, trigger):
     recent = WorkflowRun.objects.for_tenant(tenant).filter(
         trigger=trigger, created_at__gte=timezone.now() - timedelta(seconds=60)).count()
     if recent >= settings.BACKFLOW_TENANT_RUNS_PER_MINUTE:
+        metrics.rate_limit_refusals.labels("runs_per_minute").inc()
         raise TooManyRequests(f"This tenant queued {recent} {trigger} runs in the last minute (the limit is "
                               f"{settings.BACKFLOW_TENANT_RUNS_PER_MINUTE}); try again shortly.", retry_after=10)
 
@@ -134,7 +137,8 @@ def run_create(*, tenant, actor, workflow, input=None, trigger="manual", entry=N
     entry = entry or entries[0]
     if entry not in entries:
         raise InvalidInput.single("workflow", f"No workflow named {entry!r} in this document ({', '.join(entries)}).")
-    with transaction.atomic():
+    # A run queued outside a request (a schedule) gets an id of its own; the worker logs under it.
+    with request_id_bound(current_request_id() or new_request_id()), transaction.atomic():
         _check_run_budget(tenant, trigger)
         run = WorkflowRun.objects.create(tenant=tenant, workflow=workflow, entry=entry, trigger=trigger, input=input,
                                          created_by=str(actor), depth=depth)
@@ -151,6 +155,7 @@ def run_cancel(*, tenant, actor, run):
         if not updated:
             raise Conflict(f"Run {run.id} already finished ({run.status}).")
         _audit(tenant, actor, "workflow.cancel", "workflow_run", run.id, {"workflow": run.workflow.slug})
+    metrics.runs_finished.labels(WorkflowRun.Status.CANCELLED).inc()
     run.refresh_from_db()
     return run
 
@@ -224,3 +229,20 @@ def _uses_server(workflow, name):
     steps = [s for w in workflow.definition.get("workflows", []) for s in w["steps"]]
     return any(t["type"] == "mcp_tool" and t["params"].get("mcpServer") == name for t in tools) or any(
         s["action"] in ("mcp.listTools", "mcp.execute") and s["params"].get("server") == name for s in steps)
+
+
+def worker_beat(*, worker_id, hostname, pid, concurrency, started_at):
+    """Record that a run_worker is alive; forget workers silent for a day (their rows only
+    clutter the admin)."""
+    now = timezone.now()
+    WorkerHeartbeat.objects.update_or_create(
+        worker_id=worker_id,
+        defaults={"hostname": hostname[:255], "pid": pid, "concurrency": concurrency, "started_at": started_at, "beat_at": now},
+    )
+    WorkerHeartbeat.objects.filter(beat_at__lt=now - timedelta(days=1)).delete()
+    metrics.worker_heartbeat.set(now.timestamp())
+
+
+def worker_gone(*, worker_id):
+    """A worker that stops cleanly says so at once rather than going stale."""
+    WorkerHeartbeat.objects.filter(worker_id=worker_id).delete()

@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from entities_app import services as entity_services
 from entities_app.models import App, Collection, Entity
@@ -66,6 +67,7 @@ def populated(acme, operator):
     workflow_services.run_create(tenant=acme.tenant, actor=acme.actor, workflow=workflow, input={})
     workflow_services.mcp_server_create(tenant=acme.tenant, actor=acme.actor, document={
         "name": "files", "transport": "http", "url": "https://mcp.example.com/mcp"})
+    workflow_services.worker_beat(worker_id="host:1:ab12", hostname="host", pid=1, concurrency=4, started_at=timezone.now())
     _oauth_objects(acme)
     # A signed-out person's refresh token: an outstanding token and its blacklist row.
     from rest_framework_simplejwt.tokens import RefreshToken

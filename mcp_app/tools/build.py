@@ -57,7 +57,8 @@ async def test_route(ctx, args):
         route, path_params = site.table.match(method, path)
     except HttpError as exc:  # no such route, or another method: what a caller would get
         return {"status": exc.status, "body": exc.body(), "durationMs": 0.0, "trace": []}
-    wait = await in_thread(site.owner, retry_after, f"{site.rate_key}:{ctx.actor.label if ctx.actor else 'local'}", settings.BACKFLOW_ROUTE_RATE_LIMIT)
+    wait = await in_thread(site.owner, retry_after, f"{site.rate_key}:{ctx.actor.label if ctx.actor else 'local'}",
+                           settings.BACKFLOW_ROUTE_RATE_LIMIT, name="routes")
     if wait:
         raise TooManyRequests(f"Too many requests to this tenant's routes from you; retry in {wait} s.", retry_after=wait)
     headers = {name.lower(): value for name, value in (args.get("headers") or {}).items()}

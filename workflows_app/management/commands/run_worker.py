@@ -1,18 +1,26 @@
 import logging
 import os
+import secrets
 import signal
+import socket
 import threading
 import time
+from wsgiref.simple_server import make_server
 
 from django.conf import settings
 from django.core.management.base import CommandError
-from django.db import connections
+from django.db import close_old_connections, connections
+from django.utils import timezone
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV, run_with_reloader
 from django_tasks_db.management.commands.db_worker import Command as DbWorkerCommand
 from django_tasks_db.management.commands.db_worker import Worker
 
+from prometheus_client import make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+
+from backflow.front import metrics_token_matches
 from backflow.outages import DATABASE_ERRORS, describe, outage_message
-from workflows_app import scheduler
+from workflows_app import scheduler, services
 
 logger = logging.getLogger("backflow.workflows")
 
@@ -30,12 +38,19 @@ class Command(DbWorkerCommand):
             "--concurrency", type=int, default=settings.BACKFLOW_WORKER_CONCURRENCY,
             help="Runs executed at once by this process, each on a thread of its own (default: BACKFLOW_WORKER_CONCURRENCY, %(default)s)",
         )
+        parser.add_argument(
+            "--metrics-port", type=int, default=None,
+            help="Serve this worker's Prometheus metrics on this port at /metrics (needs BACKFLOW_METRICS_TOKEN, sent as a bearer token)",
+        )
+        parser.add_argument("--metrics-host", default="127.0.0.1", help="Address the metrics server listens on (default: %(default)s)")
 
     def handle(self, *, verbosity, queue_name, interval, batch, backend_name, startup_delay, reload, max_tasks,
-               worker_id, exclude_queues, concurrency, **options):
+               worker_id, exclude_queues, concurrency, metrics_port, metrics_host, **options):
         self.configure_logging(verbosity)
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1.")
+        if metrics_port is not None:
+            self._serve_metrics(metrics_host, metrics_port)
         queue_names = queue_name.split(",")
         excluded = exclude_queues.split(",") if exclude_queues else []
         if excluded and "*" not in queue_names:
@@ -46,8 +61,11 @@ class Command(DbWorkerCommand):
                    worker_id=f"{worker_id[:58]}-{index}" if concurrency > 1 else worker_id)
             for index in range(concurrency)
         ]
+        self.heartbeat = {"worker_id": f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}", "hostname": socket.gethostname(),
+                          "pid": os.getpid(), "concurrency": concurrency, "started_at": timezone.now()}
         if not batch:
             threading.Thread(target=self._schedule_forever, name="backflow-scheduler", daemon=True).start()
+            threading.Thread(target=self._beat_forever, name="backflow-heartbeat", daemon=True).start()
         if reload and not batch:
             if os.environ.get(DJANGO_AUTORELOAD_ENV) == "true":
                 self._configure_signals()
@@ -64,6 +82,12 @@ class Command(DbWorkerCommand):
         for thread in threads:
             while thread.is_alive():  # join in slices: the main thread must stay free to take signals
                 thread.join(0.5)
+        try:
+            services.worker_gone(worker_id=self.heartbeat["worker_id"])
+        except Exception as exc:  # stopping anyway: the row goes stale instead
+            logger.warning("Could not remove this worker's heartbeat: %s", describe(exc))
+        finally:
+            connections.close_all()
 
     def _configure_signals(self):
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
@@ -112,3 +136,45 @@ class Command(DbWorkerCommand):
                     connections.close_all()
                     continue
                 logger.exception("Scheduler tick failed; trying again in %s s", settings.BACKFLOW_SCHEDULER_INTERVAL)
+
+    def _beat_forever(self):
+        """Record this worker's heartbeat every BACKFLOW_WORKER_HEARTBEAT_SECONDS (the admin's
+        Worker heartbeats, `backflow_workers_alive`, /readyz?workers=1)."""
+        stop = threading.Event()
+        while True:
+            try:
+                services.worker_beat(**self.heartbeat)
+            except Exception as exc:
+                if not outage_message(exc):
+                    logger.exception("Could not record this worker's heartbeat")
+                else:
+                    logger.warning("Could not record this worker's heartbeat: %s", describe(exc))
+                connections.close_all()
+            if stop.wait(settings.BACKFLOW_WORKER_HEARTBEAT_SECONDS):
+                return
+
+    @staticmethod
+    def _serve_metrics(host, port):
+        token = settings.BACKFLOW_METRICS_TOKEN
+        if not token:
+            raise CommandError("--metrics-port needs BACKFLOW_METRICS_TOKEN: the metrics are served to bearers of that token only.")
+        metrics_app = make_wsgi_app()
+
+        def app(environ, start_response):
+            if environ.get("PATH_INFO") != "/metrics":
+                start_response("404 Not Found", [("Content-Type", "text/plain")])
+                return [b"Not found: the metrics are at /metrics.\n"]
+            if not metrics_token_matches(environ.get("HTTP_AUTHORIZATION", ""), token):
+                start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", 'Bearer realm="backflow-metrics"')])
+                return [b"Send Authorization: Bearer <BACKFLOW_METRICS_TOKEN>.\n"]
+            try:
+                return metrics_app(environ, start_response)
+            finally:
+                close_old_connections()  # the run-queue collector read the database on this thread
+
+        try:
+            server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+        except OSError as exc:
+            raise CommandError(f"Cannot serve metrics on {host}:{port}: {exc.strerror or exc}.") from exc
+        threading.Thread(target=server.serve_forever, name="backflow-metrics", daemon=True).start()
+        logger.info("Serving this worker's metrics on http://%s:%s/metrics", host, port)

@@ -1,0 +1,137 @@
+"""The outermost ASGI app: probes and metrics for operators, then, for every other request, its
+request id and its door's metrics.
+
+The probes (`/healthz`, `/readyz`) and `/metrics` answer before any Host check, whatever Host a
+load balancer or Prometheus sends (they reveal nothing a Host check protects: no tenant data,
+no settings, no versions); every other path keeps ALLOWED_HOSTS as before.
+"""
+
+import hmac
+import time
+
+import anyio
+from django.conf import settings
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import REGISTRY
+
+from backflow import health, metrics
+from backflow.asgi_utils import query_params, request_headers, respond
+from backflow.logs import HEADER, incoming_request_id, request_id_bound
+from backflow.sync import in_thread
+
+# Longest prefix first; the rest is "pages" (the admin, sign-in, app pages, guides, static files).
+DOORS = (
+    ("/mcp/sse", "sse"), ("/mcp/messages", "sse_messages"), ("/mcp/", "mcp_http"), ("/api/", "rest"),
+    ("/agent/", "rest"), ("/t/", "routes"), ("/hooks/", "webhooks"), ("/o/", "oauth"), ("/.well-known/", "oauth"),
+)
+_REQUEST_ID_HEADER = HEADER.lower().encode()
+
+
+def door_of(path):
+    if path == "/mcp":
+        return "mcp_http"
+    return next((door for prefix, door in DOORS if path.startswith(prefix)), "pages")
+
+
+class Front:
+    def __init__(self, app):
+        self.app = app
+        self.probes = {"/healthz": self.healthz, "/readyz": self.readyz, "/metrics": self.metrics}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        probe = self.probes.get(scope["path"])
+        if probe is not None:
+            if scope["method"] not in ("GET", "HEAD"):
+                return await respond(send, 405, {"error": f"{scope['path']} answers GET only."}, [(b"allow", b"GET, HEAD")])
+            return await probe(scope, send)
+        await self._observed(scope, receive, send)
+
+    async def _observed(self, scope, receive, send):
+        door = door_of(scope["path"])
+        sent = None
+        if settings.BACKFLOW_TRUSTED_PROXIES:  # without a trusted proxy, what a caller sends is never taken
+            sent = next((value.decode("latin-1") for name, value in scope["headers"] if name == _REQUEST_ID_HEADER), None)
+        request_id = incoming_request_id(sent)
+        status, stream_opened, started = "none", False, time.perf_counter()
+
+        async def answering(message):
+            nonlocal status, stream_opened
+            if message["type"] == "http.response.start":
+                status = str(message["status"])
+                headers = [(name, value) for name, value in message.get("headers", ()) if name.lower() != _REQUEST_ID_HEADER]
+                message = {**message, "headers": [*headers, (_REQUEST_ID_HEADER, request_id.encode())]}
+                if door == "sse" and message["status"] == 200:
+                    stream_opened = True
+                    metrics.sse_sessions.inc()
+            await send(message)
+
+        try:
+            with request_id_bound(request_id):
+                await self.app(scope, receive, answering)
+        finally:
+            metrics.http_requests.labels(door, status).inc()
+            if stream_opened:
+                metrics.sse_sessions.dec()
+            else:
+                metrics.http_duration.labels(door).observe(time.perf_counter() - started)
+
+    # --- probes ---------------------------------------------------------------------------
+
+    @staticmethod
+    async def healthz(scope, send):
+        """Liveness: the process serves. Touches neither the database nor Redis."""
+        await respond(send, 200, {"status": "ok"}, _NO_STORE)
+
+    @staticmethod
+    async def readyz(scope, send):
+        """Readiness: each check in turn, within BACKFLOW_READYZ_TIMEOUT seconds in all."""
+        workers = query_params(scope).get("workers", "") in ("1", "true", "yes")
+        results = await _run_checks(health.checks(workers=workers))
+        ready = all(value == health.OK for value in results.values())
+        body = {"status": "ready" if ready else "unavailable", "checks": results}
+        if not ready:
+            body["failing"] = [name for name, value in results.items() if value != health.OK]
+        await respond(send, 200 if ready else 503, body, _NO_STORE)
+
+    @staticmethod
+    async def metrics(scope, send):
+        """The process's metrics for Prometheus: 404 unless BACKFLOW_METRICS_TOKEN is set, then
+        401 without `Authorization: Bearer <that token>`."""
+        expected = settings.BACKFLOW_METRICS_TOKEN
+        if not expected:
+            return await respond(send, 404, {"error": "Metrics are not served here (BACKFLOW_METRICS_TOKEN is not set)."})
+        if not metrics_token_matches(request_headers(scope).get("authorization", ""), expected):
+            return await respond(send, 401, {"error": "Send Authorization: Bearer <BACKFLOW_METRICS_TOKEN>."},
+                                 [(b"www-authenticate", b'Bearer realm="backflow-metrics"')])
+        encode, content_type = choose_encoder(request_headers(scope).get("accept", ""))  # text, or OpenMetrics if asked
+        body = await in_thread(None, encode, REGISTRY)  # the run-queue collector reads the database
+        await respond(send, 200, body, _NO_STORE, content_type=content_type.encode())
+
+
+_NO_STORE = [(b"cache-control", b"no-store")]
+
+
+def metrics_token_matches(authorization, expected):
+    """`Authorization: Bearer <expected>`, compared in constant time (run_worker's server too)."""
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
+
+
+async def _run_checks(checks):
+    """{name: result}: a check that fails to answer within the budget is reported as such, and
+    those that need the database are skipped when it does not answer."""
+    results = {}
+    deadline = time.monotonic() + settings.BACKFLOW_READYZ_TIMEOUT
+    for name, check in checks:
+        if name in ("migrations", "workers") and results.get("database") != health.OK:
+            results[name] = "unknown: the database does not answer"
+            continue
+        try:
+            with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                results[name] = await in_thread(None, check)
+        except TimeoutError:
+            results[name] = f"unavailable: no answer within {settings.BACKFLOW_READYZ_TIMEOUT:g} s"
+    return results
+

@@ -1,0 +1,116 @@
+"""What /readyz checks: the database and its migrations, Redis (when configured), collected
+static files and, when asked, a recent worker heartbeat.
+
+Each check answers "ok" or a short reason that names the part and what to do, never a driver's
+message, an address or a version (the probe is unauthenticated); the details go to the log.
+"""
+
+import logging
+
+from django.conf import settings
+from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.recorder import MigrationRecorder
+
+from backflow.outages import describe
+
+logger = logging.getLogger("backflow.health")
+OK = "ok"
+_applied_when_complete = []  # how many migrations were recorded when none was left to apply
+
+
+def check_database():
+    """SELECT 1, once more on a new connection when the kept one fails (the database may have
+    been restarted since the last probe)."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    for attempt in range(2):
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            return OK
+        except Exception as exc:
+            connection.close()
+            if attempt:
+                logger.warning("Readiness: the database does not answer (%s)", describe(exc))
+    return "unavailable: the database does not answer"
+
+
+def check_migrations():
+    """Unapplied migrations, counted from the migration files once; afterwards, while the number
+    of recorded migrations has not dropped, one count query (a probe runs every few seconds)."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    recorder = MigrationRecorder(connection)
+    try:
+        if _applied_when_complete and recorder.migration_qs.count() >= _applied_when_complete[0]:
+            return OK
+        executor = MigrationExecutor(connection)  # an empty database (no table yet) has every migration pending
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        if not pending:
+            _applied_when_complete[:] = [recorder.migration_qs.count()]
+    except Exception as exc:
+        logger.warning("Readiness: cannot read the applied migrations (%s)", describe(exc))
+        return "unknown: cannot read the applied migrations"
+    if pending:
+        return f"pending: {len(pending)} migration(s) not applied; run `manage.py migrate`"
+    return OK
+
+
+def check_redis():
+    """PING with a short timeout, on a client of its own (the shared pool retries and waits)."""
+    try:
+        _redis_client().ping()
+        return OK
+    except Exception as exc:
+        logger.warning("Readiness: Redis does not answer (%s)", describe(exc))
+        return "unavailable: Redis does not answer"
+
+
+_clients = []
+
+
+def _redis_client():
+    if not _clients:
+        import redis
+
+        _clients.append(redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2,
+                                             max_connections=4, retry_on_timeout=False))
+    return _clients[0]
+
+
+def check_static():
+    """collectstatic has run: its manifest (or, with plain storage, the admin's stylesheet) exists."""
+    storage = staticfiles_storage
+    try:
+        if isinstance(storage, ManifestFilesMixin):
+            collected = storage.manifest_storage.exists(storage.manifest_name)
+        else:
+            collected = storage.exists("admin/css/base.css")
+    except Exception as exc:
+        logger.warning("Readiness: cannot look at the static files (%s)", describe(exc))
+        collected = False
+    return OK if collected else "missing: static files are not collected; run `manage.py collectstatic`"
+
+
+def check_workers():
+    from workflows_app.selectors import live_workers
+
+    try:
+        alive = live_workers()
+    except Exception as exc:
+        logger.warning("Readiness: cannot read worker heartbeats (%s)", describe(exc))
+        return "unknown: cannot read worker heartbeats"
+    if not alive:
+        return f"none: no run_worker has recorded a heartbeat in the last {settings.BACKFLOW_WORKER_STALE_SECONDS:g} s"
+    return OK
+
+
+def checks(*, workers=False):
+    """(name, check) pairs, in the order they run."""
+    found = [("database", check_database), ("migrations", check_migrations)]
+    if settings.REDIS_URL:
+        found.append(("redis", check_redis))
+    found.append(("static", check_static))
+    if workers:
+        found.append(("workers", check_workers))
+    return found

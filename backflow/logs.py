@@ -1,0 +1,75 @@
+"""Request ids, and log records that carry them.
+
+Every request gets an id (`X-Request-ID`): the one a trusted proxy sent (BACKFLOW_TRUSTED_PROXIES
+> 0 and a well-formed value), else a new one. It is answered back, put on each log line written
+while the request is handled, stored on the audit rows, route invocations and runs the request
+makes (their `request_id` field defaults to it), sent upstream on integration calls, and carried
+by a queued run into the worker that executes it. The id lives in a context variable, which
+asgiref copies into the threads that do a request's database work.
+"""
+
+import contextlib
+import contextvars
+import json
+import logging
+import re
+import uuid
+from datetime import datetime, timezone
+
+from django.conf import settings
+
+REQUEST_ID = contextvars.ContextVar("backflow_request_id", default="")
+HEADER = "X-Request-ID"
+# What a proxy may hand on: header-safe and log-safe (no spaces, quotes or control characters);
+# room for nginx's $request_id, UUIDs and trace ids such as AWS's Root=1-…;Parent=….
+WELL_FORMED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:;=+/@-]{0,127}")
+
+
+def current_request_id():
+    """The id of the request (or run) being handled, "" outside one. Also the default of the
+    `request_id` fields, so every row made while handling a request carries it."""
+    return REQUEST_ID.get()
+
+
+def new_request_id():
+    return uuid.uuid4().hex
+
+
+def incoming_request_id(value):
+    """The id to use for a request that carried `value` in X-Request-ID (None: it sent none)."""
+    if value and settings.BACKFLOW_TRUSTED_PROXIES > 0 and WELL_FORMED.fullmatch(value):
+        return value
+    return new_request_id()
+
+
+@contextlib.contextmanager
+def request_id_bound(request_id):
+    token = REQUEST_ID.set(request_id)
+    try:
+        yield request_id
+    finally:
+        REQUEST_ID.reset(token)
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts `request_id` on every record ("-" outside a request), for the formats to show."""
+
+    def filter(self, record):
+        record.request_id = REQUEST_ID.get() or "-"
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """LOG_FORMAT=json: one JSON object per line, with the plain format's fields."""
+
+    def format(self, record):
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
