@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PEERS := tests/peers
 
-.PHONY: run test install migrate peers browser bench clean
+.PHONY: run test install migrate peers browser prometheus bench clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml bridge/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,23 @@ peers: $(PEERS)/node_modules/.installed
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
-test: install $(VENV)/.installed-test peers browser
+# Prometheus and promtool for the monitoring tests, which run their own on loopback (Debian's package).
+# The package would start, and enable at boot, a system prometheus on 0.0.0.0:9090: a policy-rc.d
+# that exits 101 (unless the host has one) forbids the start, the boot links are disabled, any
+# instance started anyway is stopped, and the port is checked afterwards.
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  policy=/usr/sbin/policy-rc.d; ours=; \
+	  trap '[ -z "$$ours" ] || rm -f $$policy' EXIT; trap 'exit 1' INT TERM HUP; \
+	  [ -e $$policy ] || { printf '#!/bin/sh\nexit 101\n' >$$policy && chmod 755 $$policy && ours=1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus || exit; \
+	  /etc/init.d/prometheus stop >/dev/null 2>&1; update-rc.d prometheus disable >/dev/null 2>&1; \
+	  if [ -d /run/systemd/system ]; then systemctl disable --now --quiet prometheus.service; \
+	  else deb-systemd-helper disable prometheus.service >/dev/null 2>&1; fi; \
+	  if ss -ltnpH 'sport = :9090' | grep .; then echo "make prometheus: something listens on :9090 after the install" >&2; exit 1; fi; \
+	}
+
+test: install $(VENV)/.installed-test peers browser prometheus
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) -m pytest $(PYTEST_ARGS)
 
