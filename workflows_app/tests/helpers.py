@@ -177,10 +177,10 @@ class Process:
 class Worker(Process):
     """`manage.py run_worker` on the test database (tests using it need transactional_db)."""
 
-    def __init__(self, **env):
+    def __init__(self, extra_args=(), **env):
         env = {"BACKFLOW_SCHEDULER_INTERVAL": "0.5", **env}
-        super().__init__([sys.executable, "manage.py", "run_worker", "--no-startup-delay", "--interval", "0.1", "--no-reload"],
-                         child_env(**env), "run-worker")
+        super().__init__([sys.executable, "manage.py", "run_worker", "--no-startup-delay", "--interval", "0.1", "--no-reload",
+                          *extra_args], child_env(**env), "run-worker")
 
     def stop(self):
         # Runs are durable and the test is over: no graceful shutdown to wait for.
