@@ -16,7 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHES = ["mcp_stdio", "mcp_remote", "routes", "entities", "workflows", "load_mcp", "load_routes", "load_workflows"]
+BENCHES = ["mcp_stdio", "mcp_remote", "routes", "entities", "workflows", "load_mcp", "load_routes", "load_workflows", "instrumentation"]
 CHILD = (
     "import inspect, json, sys; from bench import {name} as m; "
     "r = m.main([]) if inspect.signature(m.main).parameters else m.main(); "

@@ -32,7 +32,9 @@ from bench.support import (
 )
 
 
-def set_up(workdir, extra_env):
+def set_up(workdir, extra_env, apps=("backflow.asgi:application",)):
+    """The upstream, then one daphne per ASGI app in `apps` on the same database: (upstream, the
+    first daphne, auth headers, every child); the other daphnes are children[2:]."""
     import httpx
 
     env = platform_env(f"sqlite:///{workdir / 'bench.sqlite3'}", BACKFLOW_EGRESS_ALLOW="127.0.0.1", **extra_env)
@@ -40,8 +42,9 @@ def set_up(workdir, extra_env):
     try:
         children.append(Child.uvicorn("bench.support:upstream_app", peer_env(), workdir / "upstream.log"))
         key = create_platform(env)
-        children.append(Child.daphne("backflow.asgi:application", env, workdir / "daphne.log"))
-        upstream, daphne = children
+        for index, app in enumerate(apps):
+            children.append(Child.daphne(app, env, workdir / f"daphne-{index}.log"))
+        upstream, daphne = children[:2]
         auth = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=daphne.url, headers=auth, timeout=30) as api:
             api.post("/api/integrations/", json={
