@@ -318,6 +318,8 @@ BACKFLOW_ROUTE_CONCURRENCY_PER_TENANT = env.int("BACKFLOW_ROUTE_CONCURRENCY_PER_
 BACKFLOW_TENANT_RUNNING_RUNS = env.int("BACKFLOW_TENANT_RUNNING_RUNS", default=4)
 # runs one `run_worker` process executes at once, each on a thread (a slow run holds up no other);
 BACKFLOW_WORKER_CONCURRENCY = env.int("BACKFLOW_WORKER_CONCURRENCY", default=4)
+# seconds each thread of `run_worker` keeps its database connection (CONN_MAX_AGE for workers only);
+BACKFLOW_WORKER_CONN_MAX_AGE = env.int("BACKFLOW_WORKER_CONN_MAX_AGE", default=300)
 BACKFLOW_TENANT_RUNS_PER_MINUTE = env.int("BACKFLOW_TENANT_RUNS_PER_MINUTE", default=120)
 # schedule triggers over all of a tenant's workflows (each fires at most once a minute; 400 beyond);
 BACKFLOW_SCHEDULES_PER_TENANT = env.int("BACKFLOW_SCHEDULES_PER_TENANT", default=20)
