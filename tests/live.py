@@ -113,8 +113,9 @@ def wait_for_port(port, process, timeout=30.0, log_path=None):
     raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout} s")
 
 
-def stop_process(process, timeout=10):
-    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+def stop_process(process, timeout=3):
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds. (daphne waits up to
+    10 s for open streams to close before it exits: a test's server needs no such grace.)"""
     if process.poll() is None:
         process.terminate()
         try:
