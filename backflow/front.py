@@ -7,9 +7,13 @@ no settings, no versions); every other path keeps ALLOWED_HOSTS as before.
 """
 
 import hmac
+import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import anyio
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import REGISTRY
@@ -25,6 +29,7 @@ DOORS = (
     ("/agent/", "rest"), ("/t/", "routes"), ("/hooks/", "webhooks"), ("/o/", "oauth"), ("/.well-known/", "oauth"),
 )
 _REQUEST_ID_HEADER = HEADER.lower().encode()
+logger = logging.getLogger("backflow.health")
 
 
 def door_of(path):
@@ -42,40 +47,51 @@ class Front:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         probe = self.probes.get(scope["path"])
-        if probe is not None:
-            if scope["method"] not in ("GET", "HEAD"):
-                return await respond(send, 405, {"error": f"{scope['path']} answers GET only."}, [(b"allow", b"GET, HEAD")])
-            return await probe(scope, send)
-        await self._observed(scope, receive, send)
-
-    async def _observed(self, scope, receive, send):
+        if probe is not None:  # not counted in the doors' metrics, and before any Host check
+            return await self._with_request_id(scope, send, lambda answer: self._probe(probe, scope, answer))
         door = door_of(scope["path"])
-        sent = None
-        if settings.BACKFLOW_TRUSTED_PROXIES:  # without a trusted proxy, what a caller sends is never taken
-            sent = next((value.decode("latin-1") for name, value in scope["headers"] if name == _REQUEST_ID_HEADER), None)
-        request_id = incoming_request_id(sent)
-        status, stream_opened, started = "none", False, time.perf_counter()
+        started, answer = time.perf_counter(), {"status": "none", "stream": False}
 
-        async def answering(message):
-            nonlocal status, stream_opened
+        async def counting(message):
             if message["type"] == "http.response.start":
-                status = str(message["status"])
-                headers = [(name, value) for name, value in message.get("headers", ()) if name.lower() != _REQUEST_ID_HEADER]
-                message = {**message, "headers": [*headers, (_REQUEST_ID_HEADER, request_id.encode())]}
+                answer["status"] = str(message["status"])
                 if door == "sse" and message["status"] == 200:
-                    stream_opened = True
+                    answer["stream"] = True
                     metrics.sse_sessions.inc()
             await send(message)
 
         try:
-            with request_id_bound(request_id):
-                await self.app(scope, receive, answering)
+            await self._with_request_id(scope, counting, lambda answering: self.app(scope, receive, answering))
         finally:
-            metrics.http_requests.labels(door, status).inc()
-            if stream_opened:
+            metrics.http_requests.labels(door, answer["status"]).inc()
+            if answer["stream"]:
                 metrics.sse_sessions.dec()
             else:
                 metrics.http_duration.labels(door).observe(time.perf_counter() - started)
+
+    @staticmethod
+    async def _with_request_id(scope, send, handle):
+        """`handle(send)` with the request's id bound (for log lines and rows) and answered back."""
+        sent = None
+        if settings.BACKFLOW_TRUSTED_PROXIES:  # without a trusted proxy, what a caller sends is never taken
+            # The last one: a proxy that adds its header instead of replacing the client's puts it last.
+            sent = next((value.decode("latin-1") for name, value in reversed(scope["headers"]) if name == _REQUEST_ID_HEADER), None)
+        request_id = incoming_request_id(sent)
+
+        async def answering(message):
+            if message["type"] == "http.response.start":
+                headers = [(name, value) for name, value in message.get("headers", ()) if name.lower() != _REQUEST_ID_HEADER]
+                message = {**message, "headers": [*headers, (_REQUEST_ID_HEADER, request_id.encode())]}
+            await send(message)
+
+        with request_id_bound(request_id):
+            await handle(answering)
+
+    @staticmethod
+    async def _probe(probe, scope, send):
+        if scope["method"] not in ("GET", "HEAD"):
+            return await respond(send, 405, {"error": f"{scope['path']} answers GET only."}, [(b"allow", b"GET, HEAD")])
+        await probe(scope, send)
 
     # --- probes ---------------------------------------------------------------------------
 
@@ -119,19 +135,55 @@ def metrics_token_matches(authorization, expected):
     return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
 
 
+# Checks run on threads of their own, never on the pool of tenants' database work: a database
+# that hangs holds these, and no more than PROBES_IN_FLIGHT checks wait at once.
+_PROBE_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="backflow-probe")
+PROBES_IN_FLIGHT = 8
+_in_flight = threading.BoundedSemaphore(PROBES_IN_FLIGHT)
+
+
 async def _run_checks(checks):
-    """{name: result}: a check that fails to answer within the budget is reported as such, and
-    those that need the database are skipped when it does not answer."""
+    """{name: result}, in the order of `checks`. Each check has the whole budget; those that need
+    the database wait for its check and are skipped when it fails, the others run beside it."""
+    budget = settings.BACKFLOW_READYZ_TIMEOUT
+    deadline = time.monotonic() + budget
     results = {}
-    deadline = time.monotonic() + settings.BACKFLOW_READYZ_TIMEOUT
-    for name, check in checks:
-        if name in ("migrations", "workers") and results.get("database") != health.OK:
-            results[name] = "unknown: the database does not answer"
-            continue
+
+    async def one(name, check):
+        if not _in_flight.acquire(blocking=False):
+            results[name] = "unavailable: earlier checks have not finished"
+            return
         try:
             with anyio.fail_after(max(0.0, deadline - time.monotonic())):
-                results[name] = await in_thread(None, check)
+                results[name] = await sync_to_async(_released(check), thread_sensitive=False, executor=_PROBE_THREADS)()
         except TimeoutError:
-            results[name] = f"unavailable: no answer within {settings.BACKFLOW_READYZ_TIMEOUT:g} s"
-    return results
+            logger.warning("Readiness: the %s check did not answer within %g s", name, budget)
+            results[name] = f"unavailable: no answer within {budget:g} s"
 
+    async def database_chain(chain):
+        for name, check in chain:
+            if name != "database" and results.get("database") != health.OK:
+                results[name] = "unknown: the database does not answer"
+            else:
+                await one(name, check)
+
+    needs_database = [(name, check) for name, check in checks if name in DATABASE_CHECKS]
+    async with anyio.create_task_group() as group:
+        group.start_soon(database_chain, needs_database)
+        for name, check in checks:
+            if name not in DATABASE_CHECKS:
+                group.start_soon(one, name, check)
+    return {name: results[name] for name, _ in checks}
+
+
+DATABASE_CHECKS = ("database", "migrations", "workers")
+
+
+def _released(check):
+    def run():
+        try:
+            return check()
+        finally:
+            _in_flight.release()
+
+    return run
