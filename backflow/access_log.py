@@ -10,17 +10,32 @@ in this subclass, which logs `?token=[redacted]`; the rest of the line is daphne
 import json
 import re
 from datetime import datetime, timezone
+from urllib.parse import unquote_plus
 
 from daphne import cli
 from daphne.access import AccessLogGenerator
 from django.conf import settings
 
-CREDENTIAL_IN_QUERY = re.compile(r"([?&](?:token|access_token|api_key|key)=)[^&\s\"]*", re.IGNORECASE)
+CREDENTIAL_NAMES = {"token", "access_token", "api_key", "key"}
+QUERY_PARAMETER = re.compile(r"([?&])([^=&\s\"]*)=([^&\s\"]*)")
+
+
+def redacted(request):
+    """`request` ("GET /path?query") with the values of credential parameters as [redacted]; a
+    name is compared as the server reads it (percent-decoded, any case: `%74oken` is `token`)."""
+
+    def redact(match):
+        separator, name, value = match.groups()
+        if unquote_plus(name).lower() in CREDENTIAL_NAMES:
+            value = "[redacted]"
+        return f"{separator}{name}={value}"
+
+    return QUERY_PARAMETER.sub(redact, request)
 
 
 class RedactingAccessLog(AccessLogGenerator):
     def write_entry(self, host, date, request, status=None, length=None, ident=None, user=None):
-        request = CREDENTIAL_IN_QUERY.sub(r"\1[redacted]", request)
+        request = redacted(request)
         if settings.LOG_FORMAT != "json":
             return super().write_entry(host, date, request, status, length, ident, user)
         # LOG_FORMAT=json: the access log too is one JSON object per line, in the fields of the

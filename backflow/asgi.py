@@ -17,4 +17,15 @@ from integrations_app.dispatch import routes_asgi  # noqa: E402
 from mcp_app.http import mcp_asgi  # noqa: E402
 
 access_log.install()
-application = ProtocolTypeRouter({"http": Front(PathRouter(django_asgi_app, {"/mcp/": mcp_asgi, "/t/": routes_asgi}))})
+
+
+async def refuse_websocket(scope, receive, send):
+    """No door speaks WebSocket: refuse the handshake (403) instead of letting daphne log an error."""
+    if (await receive())["type"] == "websocket.connect":
+        await send({"type": "websocket.close", "code": 1008})
+
+
+application = ProtocolTypeRouter({
+    "http": Front(PathRouter(django_asgi_app, {"/mcp/": mcp_asgi, "/t/": routes_asgi})),
+    "websocket": refuse_websocket,
+})

@@ -4,6 +4,7 @@ The embedded defaults (SQLite under var/, in-memory channel layer, local-memory 
 other service; DATABASE_URL and REDIS_URL switch on Postgres and Redis.
 """
 
+import logging
 from datetime import timedelta
 from pathlib import Path
 
@@ -336,8 +337,8 @@ BACKFLOW_KEY_LAST_USED_INTERVAL = timedelta(seconds=60)
 # (one series per tenant: mind the cost); /readyz's budget for all its checks; how often each
 # run_worker records its heartbeat, and after how long without one it counts as gone.
 BACKFLOW_METRICS_TOKEN = env.str("BACKFLOW_METRICS_TOKEN", default="")
-if BACKFLOW_METRICS_TOKEN and len(BACKFLOW_METRICS_TOKEN) < 16:
-    raise ImproperlyConfigured("BACKFLOW_METRICS_TOKEN must be at least 16 characters (it guards /metrics).")
+if BACKFLOW_METRICS_TOKEN and (len(BACKFLOW_METRICS_TOKEN) < 16 or any(c.isspace() for c in BACKFLOW_METRICS_TOKEN)):
+    raise ImproperlyConfigured("BACKFLOW_METRICS_TOKEN must be at least 16 characters, without spaces (it guards /metrics).")
 BACKFLOW_METRICS_TENANT_LABEL = env.bool("BACKFLOW_METRICS_TENANT_LABEL", default=False)
 BACKFLOW_READYZ_TIMEOUT = env.float("BACKFLOW_READYZ_TIMEOUT", default=5.0)
 BACKFLOW_WORKER_HEARTBEAT_SECONDS = env.float("BACKFLOW_WORKER_HEARTBEAT_SECONDS", default=10.0)
@@ -346,6 +347,8 @@ BACKFLOW_WORKER_STALE_SECONDS = env.float("BACKFLOW_WORKER_STALE_SECONDS", defau
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT is plain or json, not {LOG_FORMAT!r}.")
+if LOG_FORMAT == "json":
+    logging.captureWarnings(True)  # Python's warnings too become JSON lines (logger py.warnings)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

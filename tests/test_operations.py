@@ -9,6 +9,8 @@ import json
 import os
 import re
 import signal
+import socket
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -205,9 +207,10 @@ def test_metrics_are_off_without_a_token_and_need_it_when_on(live_daphne):
     assert openmetrics.text.endswith("# EOF\n")
 
 
-def test_a_short_metrics_token_is_refused_at_start(live_daphne):
-    with pytest.raises(RuntimeError, match="BACKFLOW_METRICS_TOKEN must be at least 16 characters"):
-        live_daphne(BACKFLOW_METRICS_TOKEN="short")
+@pytest.mark.parametrize("token", ["short", " " * 20, "sixteen chars but spaced"])
+def test_a_short_or_spaced_metrics_token_is_refused_at_start(live_daphne, token):
+    with pytest.raises(RuntimeError, match="BACKFLOW_METRICS_TOKEN must be at least 16 characters, without spaces"):
+        live_daphne(BACKFLOW_METRICS_TOKEN=token)
 
 
 def scrape(server):
@@ -313,6 +316,10 @@ def test_behind_trusted_proxies_their_well_formed_id_is_kept(acme, live_daphne):
                          trust_env=False).headers["x-request-id"]
 
     assert answered("4bf92f3577b34da6a3ce929d0e0e4736") == "4bf92f3577b34da6a3ce929d0e0e4736"
+    # A proxy that adds its header instead of replacing the client's puts it last: the last one counts.
+    twice = httpx.get(f"{server.url}/api/integrations/", headers=[*auth.items(), ("X-Request-ID", "from-client"),
+                                                                    ("X-Request-ID", "from-proxy")], timeout=30, trust_env=False)
+    assert twice.headers["x-request-id"] == "from-proxy"
     assert answered("Root=1-67891233-abcdef012345678912345678") == "Root=1-67891233-abcdef012345678912345678"
     for malformed in ("two words", "x" * 129, "<script>", "-leading-dash", "id\\nforged log line"):
         assert GENERATED_ID.fullmatch(answered(malformed)), malformed
@@ -350,3 +357,43 @@ def worker_json_lines(worker):
         except ValueError:
             continue
     return lines
+
+
+def test_readyz_with_a_database_that_hangs_names_only_the_database(live_daphne, static_root):
+    """A server that accepts connections and never answers: the database check times out (and
+    says so in the log); the checks that do not need it still answer for themselves."""
+    tarpit = socket.create_server(("127.0.0.1", 0))
+    held = []
+    threading.Thread(target=lambda: [held.append(tarpit.accept()) for _ in range(20)], daemon=True).start()
+    try:
+        server = Daphne(DATABASE_URL=f"postgres://postgres@127.0.0.1:{tarpit.getsockname()[1]}/nothing",
+                        BACKFLOW_STATIC_ROOT=static_root, BACKFLOW_READYZ_TIMEOUT="2", REDIS_URL="")
+        try:
+            hung = probe(server, "/readyz")
+            assert hung.status_code == 503
+            assert hung.json() == {"status": "unavailable", "failing": ["database", "migrations"], "checks": {
+                "database": "unavailable: no answer within 2 s", "migrations": "unknown: the database does not answer",
+                "static": "ok"}}
+            assert probe(server, "/healthz").status_code == 200
+            wait_until(lambda: "Readiness: the database check did not answer within 2 s" in server.output(), message="the log line")
+        finally:
+            server.stop()
+    finally:
+        tarpit.close()
+
+
+def test_credentials_in_the_query_are_redacted_however_their_name_is_spelled():
+    from backflow.access_log import redacted
+
+    assert redacted("POST /mcp/messages?sessionId=s1&%74oken=bf_secret&api%5Fkey=k2&KEY=k3&Access_Token=k4&page=2") == (
+        "POST /mcp/messages?sessionId=s1&%74oken=[redacted]&api%5Fkey=[redacted]&KEY=[redacted]&Access_Token=[redacted]&page=2")
+
+
+def test_websocket_handshakes_are_refused_quietly(live_daphne):
+    server = live_daphne()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        assert conn.recv(200).startswith(b"HTTP/1.1 403")
+    assert probe(server, "/healthz").status_code == 200
+    assert "Traceback" not in server.output(tail=None)

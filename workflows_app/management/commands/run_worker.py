@@ -25,6 +25,11 @@ from workflows_app import scheduler, services
 logger = logging.getLogger("backflow.workflows")
 
 
+class _ScrapeHandler(_SilentHandler):
+    # A connection that sends nothing is closed after this long: each one holds a thread.
+    timeout = 10
+
+
 class Command(DbWorkerCommand):
     help = (
         "Execute queued workflow runs (django-tasks-db's db_worker, same options) and, beside it, "
@@ -177,7 +182,7 @@ class Command(DbWorkerCommand):
                 close_old_connections()  # the run-queue collector read the database on this thread
 
         try:
-            server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+            server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_ScrapeHandler)
         except OSError as exc:
             raise CommandError(f"Cannot serve metrics on {host}:{port}: {exc.strerror or exc}.") from exc
         threading.Thread(target=server.serve_forever, name="backflow-metrics", daemon=True).start()
