@@ -106,7 +106,8 @@ def check_workers():
 
 
 def checks(*, workers=False):
-    """(name, check) pairs, in the order they run."""
+    """(name, check) pairs, in the order /readyz reports them (backflow.front runs those that need
+    the database one after the other, the rest beside them)."""
     found = [("database", check_database), ("migrations", check_migrations)]
     if settings.REDIS_URL:
         found.append(("redis", check_redis))
