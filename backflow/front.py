@@ -22,6 +22,7 @@ from backflow import health, metrics
 from backflow.asgi_utils import query_params, request_headers, respond
 from backflow.logs import HEADER, incoming_request_id, request_id_bound
 from backflow.sync import in_thread
+from tenants.authentication import bearer_value
 
 # Longest prefix first; the rest is "pages" (the admin, sign-in, app pages, guides, static files).
 DOORS = (
@@ -131,8 +132,8 @@ _NO_STORE = [(b"cache-control", b"no-store")]
 
 def metrics_token_matches(authorization, expected):
     """`Authorization: Bearer <expected>`, compared in constant time (run_worker's server too)."""
-    scheme, _, token = authorization.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
+    token = bearer_value(authorization)
+    return token is not None and hmac.compare_digest(token.encode(), expected.encode())
 
 
 # Checks run on threads of their own, never on the pool of tenants' database work: a database

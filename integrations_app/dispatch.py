@@ -193,6 +193,12 @@ class LocalSites:
         return self._site
 
 
+def caller_wait(site, caller):
+    """Count one call of `site`'s routes by `caller` (a credential's label, or `ip:<address>`):
+    None while within BACKFLOW_ROUTE_RATE_LIMIT, else the seconds to wait."""
+    return retry_after(f"{site.rate_key}:{caller}", settings.BACKFLOW_ROUTE_RATE_LIMIT, name="routes")
+
+
 class RouteDispatcher:
     def __init__(self, sites):
         self.sites = sites
@@ -272,7 +278,7 @@ class RouteDispatcher:
         address), so that anonymous callers of a public route cannot spend the tenant's whole
         budget and lock its own callers out."""
         caller = site.authenticate(headers) if route.get("requireAuth", True) else None
-        return retry_after(f"{site.rate_key}:{caller or 'ip:' + client}", settings.BACKFLOW_ROUTE_RATE_LIMIT, name="routes")
+        return caller_wait(site, caller or "ip:" + client)
 
     def record_soon(self, site, route, method, path, status, duration_ms, error, test=False):
         """After the answer is sent, off the request's path."""

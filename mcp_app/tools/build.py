@@ -12,11 +12,10 @@ from backflow.asgi_utils import HttpError
 from backflow.egress import EgressRefused, shared_client
 from backflow.errors import Conflict, InvalidInput, NotFound, ServiceError, TooManyRequests
 from backflow.peer_bodies import ACCEPT_ENCODING, PeerBodyError, read_body
-from backflow.ratelimit import retry_after
 from backflow.redaction import preview
 from backflow.sync import in_thread
 from integrations_app import openapi, runtime, services
-from integrations_app.dispatch import LocalSite, routes_asgi
+from integrations_app.dispatch import LocalSite, caller_wait, routes_asgi
 from integrations_app.documents import ENDPOINT_NAME_PATTERN, HTTP_METHOD, NAME_HELP, NAME_PATTERN
 from mcp_app.outputs import INTEGER, NULLABLE_STRING, STRING, array, obj
 from mcp_app.registry import tool
@@ -57,8 +56,7 @@ async def test_route(ctx, args):
         route, path_params = site.table.match(method, path)
     except HttpError as exc:  # no such route, or another method: what a caller would get
         return {"status": exc.status, "body": exc.body(), "durationMs": 0.0, "trace": []}
-    wait = await in_thread(site.owner, retry_after, f"{site.rate_key}:{ctx.actor.label if ctx.actor else 'local'}",
-                           settings.BACKFLOW_ROUTE_RATE_LIMIT, name="routes")
+    wait = await in_thread(site.owner, caller_wait, site, ctx.actor.label if ctx.actor else "local")
     if wait:
         raise TooManyRequests(f"Too many requests to this tenant's routes from you; retry in {wait} s.", retry_after=wait)
     headers = {name.lower(): value for name, value in (args.get("headers") or {}).items()}
