@@ -13,7 +13,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.recorder import MigrationRecorder
 
-from backflow.outages import describe
+from backflow.outages import describe, reconnecting
 
 logger = logging.getLogger("backflow.health")
 OK = "ok"
@@ -21,19 +21,20 @@ _applied_when_complete = []  # how many migrations were recorded when none was l
 
 
 def check_database():
-    """SELECT 1, once more on a new connection when the kept one fails (the database may have
-    been restarted since the last probe)."""
-    connection = connections[DEFAULT_DB_ALIAS]
-    for attempt in range(2):
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-            return OK
-        except Exception as exc:
-            connection.close()
-            if attempt:
-                logger.warning("Readiness: the database does not answer (%s)", describe(exc))
-    return "unavailable: the database does not answer"
+    """SELECT 1, once more on a new connection when the kept one fails (`reconnecting`: the
+    database may have been restarted since the last probe)."""
+    try:
+        reconnecting(_select_one)()
+        return OK
+    except Exception as exc:
+        connections[DEFAULT_DB_ALIAS].close()
+        logger.warning("Readiness: the database does not answer (%s)", describe(exc))
+        return "unavailable: the database does not answer"
+
+
+def _select_one():
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute("SELECT 1")
 
 
 def check_migrations():
