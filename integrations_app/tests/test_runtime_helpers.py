@@ -4,12 +4,14 @@ backend, and a way to call the real ASGI app in-process.
 - `Upstream`: a threading HTTP server on 127.0.0.1 (a free port). Each (method, path) can get a
   handler; every request it receives is recorded (method, path, query, headers, body, JSON).
   Unknown paths answer a JSON echo of the request.
-- `Tripwire`: an httpcore network backend placed *inside* the egress guard. It fails the test the
-  moment it is asked to connect anywhere the test did not allow (only 127.0.0.1 by default), so a
-  refusal is proven to happen before any packet could leave.
+- `Tripwire`: fails the test the moment a connection is attempted anywhere the test did not allow
+  (only 127.0.0.1 by default), so a refusal is proven to happen before any packet could leave. It
+  sits *inside* the egress guard of either client: as the network backend of httpx's
+  (`guarded_client(inner_backend=tripwire)`), and for the aiohttp client (`OutboundClient`,
+  what routes use) as the event loop's socket connect (`tripwire.watch(loop)`), below aiohttp.
 - `InProcess`: runs `backflow.asgi.application` through httpx.ASGITransport in a fresh event loop
   (via async_to_sync, so the ORM runs on the test's own connection), with the dispatcher's shared
-  client replaced by a guarded client whose inner backend is the tripwire. Route invocation rows
+  client replaced by the production client whose loop the tripwire watches. Route invocation rows
   (written in the background after the answer) are waited for before `run` returns.
 
 Import the fixtures into a test module with `from integrations_app.tests.test_runtime_helpers import *`.
@@ -29,7 +31,7 @@ import httpx
 import pytest
 from asgiref.sync import async_to_sync
 
-from backflow.egress import guarded_client
+from backflow.egress import OutboundClient
 from integrations_app import dispatch
 from integrations_app import services as integration_services
 from integrations_app.stores import DatabaseStore
@@ -201,12 +203,25 @@ class Tripwire(httpcore.AsyncNetworkBackend):
         self.reached = []  # every (host, port) the guard passed on
         self.violations = []
 
-    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+    def _check(self, host, port):
         self.reached.append((host, port))
         if host not in self.allowed:
             self.violations.append((host, port))
             pytest.fail(f"The egress guard let a connection to {host}:{port} reach the network backend.")
+
+    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        self._check(host, port)
         return await self.inner.connect_tcp(host, port, timeout=timeout, local_address=local_address, socket_options=socket_options)
+
+    def watch(self, loop):
+        """Check every socket connect of `loop` (aiohttp connects through loop.sock_connect)."""
+        connect = loop.sock_connect
+
+        async def sock_connect(sock, address):
+            self._check(address[0], address[1])
+            return await connect(sock, address)
+
+        loop.sock_connect = sock_connect
 
     async def connect_unix_socket(self, path, timeout=None, socket_options=None):
         self.violations.append(("unix", path))
@@ -242,7 +257,8 @@ class InProcess:
         from backflow.asgi import application
 
         async def main():
-            self._client = guarded_client(inner_backend=self.tripwire)  # policy from settings
+            self.tripwire.watch(asyncio.get_running_loop())
+            self._client = OutboundClient()  # policy from settings
             try:
                 transport = httpx.ASGITransport(app=application, client=("127.0.0.1", 40000))
                 async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=timeout) as http:
