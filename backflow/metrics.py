@@ -41,6 +41,9 @@ tool_calls = Counter("backflow_mcp_tool_calls", "MCP tool calls by tool and outc
 route_invocations = Counter("backflow_route_invocations", "Tenant route calls by status class.", _tenant_labels("outcome"))
 route_duration = Histogram("backflow_route_invocation_duration_seconds", "Tenant route calls, from request to answer.",
                            buckets=LATENCY_BUCKETS)
+route_invocation_records_dropped = Counter(
+    "backflow_route_invocation_records_dropped",
+    "Route invocation records dropped because BACKFLOW_ROUTE_INVOCATION_BUFFER records were waiting for the database.")
 upstream_calls = Counter("backflow_upstream_calls",
                          "Integration calls to upstreams (routes, steps, tools) by outcome.", ("outcome",))
 upstream_duration = Histogram("backflow_upstream_call_duration_seconds", "Integration calls to upstreams, retries included.",

@@ -315,6 +315,8 @@ BACKFLOW_SYNC_THREADS_PER_TENANT = env.int("BACKFLOW_SYNC_THREADS_PER_TENANT", d
 # route calls of one tenant in flight at once in one process (503 beyond: the shared upstream
 # connection pool stays open to the others);
 BACKFLOW_ROUTE_CONCURRENCY_PER_TENANT = env.int("BACKFLOW_ROUTE_CONCURRENCY_PER_TENANT", default=50)
+# Route invocation records waiting for their batched insert, per web process; past it new ones are dropped (and counted).
+BACKFLOW_ROUTE_INVOCATION_BUFFER = env.int("BACKFLOW_ROUTE_INVOCATION_BUFFER", default=10000)
 # a tenant's runs executing at once (the rest wait in the queue) and runs queued per minute (429 beyond);
 BACKFLOW_TENANT_RUNNING_RUNS = env.int("BACKFLOW_TENANT_RUNNING_RUNS", default=4)
 # runs one `run_worker` process executes at once, each on a thread (a slow run holds up no other);
