@@ -4,7 +4,9 @@
   one address answers any request (no session lives in one process's memory).
 - SSE at /mcp/sse + /mcp/messages (the seed's flow): the stream's process registers the session
   in the shared cache and listens on its own channel-layer channel; a POST on any process looks
-  the session up and forwards the message there (Redis channel layer in production).
+  the session up and forwards the message there (Redis channel layer in production). A POST that
+  reaches the stream's own process (one process, or a balancer that keeps a client on one) hands
+  the message over in memory: no cache lookup and no channel-layer round trips.
 
 Every request is authenticated (API key, JWT; the tenant from the key or X-Backflow-Scope /
 ?scope=), checked against ALLOWED_HOSTS (Host and Origin: DNS-rebinding protection) and size-
@@ -14,6 +16,7 @@ limited. The principal's scopes decide the tool set.
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from urllib.parse import urlencode
 from uuid import uuid4
 
@@ -104,6 +107,31 @@ def _session_key(session_id):
 
 
 _open_sessions = Slots()  # per principal: each stream holds a server task, a channel and memory
+# What one session may hold, handed over in memory and not yet read by its server; beyond it POSTs
+# get 503 (a flood of large bodies must not take the process's memory).
+SESSION_QUEUE_MESSAGES = 1000
+SESSION_QUEUE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class LocalSession:
+    """A stream of this process, for POSTs that arrive here: its owner, its event loop and the
+    queue its server reads (beside the messages that come through the channel layer)."""
+
+    owner: str
+    loop: asyncio.AbstractEventLoop
+    queue: object  # an anyio memory object send stream of message bodies (str)
+    queued_bytes: int = 0
+
+    def hand_over(self, body):
+        """Queue one message, or raise WouldBlock when the session holds its bound already."""
+        if self.queued_bytes + len(body) > SESSION_QUEUE_BYTES:
+            raise anyio.WouldBlock
+        self.queue.send_nowait(body)
+        self.queued_bytes += len(body)
+
+
+_local_sessions = {}  # session id -> LocalSession, while the stream is open
 
 
 @contextlib.contextmanager
@@ -131,6 +159,8 @@ async def sse_stream(scope, receive, send, principal, url_token=None):
     server = build_server()
     read_writer, read_stream = create_context_streams[SessionMessage | Exception](0)
     write_stream, write_reader = create_context_streams[SessionMessage](0)
+    local_queue, local_messages = anyio.create_memory_object_stream[str](SESSION_QUEUE_MESSAGES)
+    here = _local_sessions[session_id] = LocalSession(record["owner"], asyncio.get_running_loop(), local_queue)
     send_lock = anyio.Lock()
     redis_down = []  # the outage being waited out, if any: logged once, and once when it ends
 
@@ -149,6 +179,13 @@ async def sse_stream(scope, receive, send, principal, url_token=None):
             data = message.message.model_dump_json(by_alias=True, exclude_unset=True)
             await emit(f"event: message\ndata: {data}\n\n")
 
+    async def forward(body):
+        try:
+            message = types.jsonrpc_message_adapter.validate_json(body, by_name=False)
+        except ValidationError:
+            return  # the POST already answered 400
+        await read_writer.send(SessionMessage(message))
+
     async def incoming():
         while True:
             try:
@@ -157,11 +194,12 @@ async def sse_stream(scope, receive, send, principal, url_token=None):
                 redis_failed(exc)
                 await anyio.sleep(1)
                 continue
-            try:
-                message = types.jsonrpc_message_adapter.validate_json(event["body"], by_name=False)
-            except ValidationError:
-                continue  # the POST already answered 400
-            await read_writer.send(SessionMessage(message))
+            await forward(event["body"])
+
+    async def incoming_here():
+        async for body in local_messages:
+            here.queued_bytes -= len(body)
+            await forward(body)
 
     async def keepalive():
         while True:
@@ -195,10 +233,13 @@ async def sse_stream(scope, receive, send, principal, url_token=None):
             tasks.start_soon(server.run, read_stream, write_stream, server.create_initialization_options())
             tasks.start_soon(outgoing)
             tasks.start_soon(incoming)
+            tasks.start_soon(incoming_here)
             tasks.start_soon(keepalive)
             await until_disconnect()
             tasks.cancel_scope.cancel()
     finally:
+        _local_sessions.pop(session_id, None)
+        local_queue.close()
         with anyio.CancelScope(shield=True):
             try:
                 await cache.adelete(_session_key(session_id))
@@ -206,6 +247,7 @@ async def sse_stream(scope, receive, send, principal, url_token=None):
                 pass  # Redis is down: the record expires by itself (SESSION_TTL)
             await read_writer.aclose()
             await write_reader.aclose()
+            await local_messages.aclose()
             logger.debug("SSE session %s closed", session_id)
 
 
@@ -213,8 +255,12 @@ async def post_message(scope, receive, send, principal, query):
     session_id = query.get("sessionId") or query.get("session_id")
     if not session_id:
         raise HttpError(400, "Give the session as ?sessionId=… (from the stream's endpoint event).")
-    record = await cache.aget(_session_key(session_id))
-    if record is None or record["owner"] != owner_of(principal):
+    here = _local_sessions.get(session_id)
+    if here is not None and here.loop is not asyncio.get_running_loop():
+        here = None  # another event loop's stream (in-process tests): through the channel layer
+    record = None if here else await cache.aget(_session_key(session_id))
+    owner = here.owner if here else record["owner"] if record else None
+    if owner != owner_of(principal):
         raise HttpError(404, "No such session.")  # another principal's session does not exist for you
     if not request_headers(scope).get("content-type", "").startswith("application/json"):
         raise HttpError(415, "Send the JSON-RPC message as Content-Type: application/json.")
@@ -222,10 +268,19 @@ async def post_message(scope, receive, send, principal, query):
     rejection = check_message(body)
     if rejection is not None:
         return await refuse_message(send, rejection)
-    try:
-        await get_channel_layer().send(record["channel"], {"type": "mcp.message", "body": body.decode()})
-    except ChannelFull as exc:
-        raise HttpError(503, "The session is busy; retry shortly.", [(b"retry-after", b"1")]) from exc
+    busy = HttpError(503, "The session is busy; retry shortly.", [(b"retry-after", b"1")])
+    if here:
+        try:
+            here.hand_over(body.decode())
+        except anyio.WouldBlock:
+            raise busy from None
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise HttpError(404, "No such session.") from None  # it ended while the body was read
+    else:
+        try:
+            await get_channel_layer().send(record["channel"], {"type": "mcp.message", "body": body.decode()})
+        except ChannelFull as exc:
+            raise busy from exc
     await respond(send, 202, b"Accepted", content_type=b"text/plain")
 
 
