@@ -197,6 +197,10 @@ async def call_tool(ctx, name, args):
     args = args if isinstance(args, dict) else {}
     if definition is not None and definition.is_async:
         return await _call_async(ctx, name, definition, args)
+    if ctx.local and definition is not None and definition.read_only:
+        # Local files, read from memory (a stat when autoReload is on): answered on the loop, as a
+        # trip to a thread and back costs several times the read. One stdio process serves one client.
+        return _call_sync(ctx, name, definition, args)
     return await in_thread(ctx.owner, _call_sync, ctx, name, definition, args)
 
 
