@@ -1,6 +1,6 @@
 """Load: 200 concurrent SSE sessions making tool calls, ours against the MCP SDK's own SSE server.
 
-    .venv/bin/python -m bench load_mcp          # about 1-2 min on an idle 2-CPU machine; loopback only
+    .venv/bin/python -m bench load_mcp          # about 1 min on an idle 2-CPU machine (1.5 with [pg+redis]); loopback only
 
 Targets, one after the other, each a fresh daphne process (`make run`'s server):
 - ours: `backflow.asgi:application` on a temporary SQLite file (migrate, create_tenant,
@@ -105,7 +105,7 @@ async def load(url, headers, calls, memory, budget, counter=None):
         opened = finished = False
         try:
             started = time.perf_counter()
-            opening = anyio.CancelScope(deadline=anyio.current_time() + STEP_TIMEOUT)  # connect + initialize
+            opening = anyio.CancelScope(deadline=anyio.current_time() + STEP_TIMEOUT)  # connect, initialize, list the tools
             with opening:
                 async with sse_client(url, headers=headers, timeout=60, sse_read_timeout=300) as (read, write):
                     async with ClientSession(read, write) as session:
