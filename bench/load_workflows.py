@@ -51,7 +51,7 @@ from pathlib import Path
 
 from bench.support import (
     PRODUCTION, PYTHON, ROOT, Child, Memory, PostgresDatabase, create_platform, latency_ms, peer_env, platform_env, print_rows,
-    production_profile, production_stores, row, stop_all,
+    production_profile, production_stores, redis_available, redis_database, row, stop_all,
 )
 
 WORKFLOW = {
@@ -382,12 +382,18 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=20, help="clients POSTing the burst")
     parser.add_argument("--postgres", metavar="URL", help="a Postgres server: run on a database created there (and dropped)")
-    parser.add_argument("--redis", metavar="URL", help="with --postgres: ours with this REDIS_URL (a database of the bench's own, emptied after)")
+    parser.add_argument("--redis", metavar="URL", help="with --postgres: ours with Redis on this server (in the bench's own database, "
+                                                           "which must be empty and is emptied after)")
     parser.add_argument("--no-production", action="store_true", help="skip the [pg+redis] profile even when DATABASE_URL and REDIS_URL are set")
     parser.add_argument("--json", metavar="PATH", help=argparse.SUPPRESS)  # the production profile's child: its results go there
     args = parser.parse_args(argv)
     if args.redis and not args.postgres:
         parser.error("--redis goes with --postgres")
+    if args.redis:  # the benchmark's own database of that server, never the one the URL names (it is emptied after)
+        args.redis = redis_database(args.redis)
+        ok, note = redis_available(args.redis)
+        if not ok:
+            parser.error(note)
     if args.postgres or args.no_production:
         database_server = redis_url = None
         skipped = "production profile skipped: " + ("--postgres given" if args.postgres else "--no-production")
