@@ -53,20 +53,17 @@ def _without_password(url):
     return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
-def _redis():
-    from bench.support import redis_available
-
-    ok, note = redis_available()
-    return f"{note} (load_mcp's [redis] rows)" if ok else note
-
-
 def machine():
+    from bench.support import PRODUCTION, production_profile
+
+    database, redis_url, skipped = production_profile()
     return {
         "cpu": _cpu_model(), "cpus": os.cpu_count(), "memoryGiB": _memory_gib(), "loadAverage": os.getloadavg(),
         "platform": platform.platform(), "python": platform.python_version(),
         "database": "each bench makes its own throw-away database (see the notes)"
-                    + (f"; DATABASE_URL={_without_password(os.environ['DATABASE_URL'])}" if os.environ.get("DATABASE_URL") else ""),
-        "redis": _redis(),
+                    + (f"; the{PRODUCTION} rows on a throw-away database on the Postgres server of DATABASE_URL="
+                       f"{_without_password(database)}" if database else f"; {skipped}"),
+        "redis": f"{_without_password(redis_url)} (the{PRODUCTION} rows)" if redis_url else "none (in-memory layers and cache)",
     }
 
 

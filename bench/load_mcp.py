@@ -1,25 +1,47 @@
 """Load: 200 concurrent SSE sessions making tool calls, ours against the MCP SDK's own SSE server.
 
-    .venv/bin/python -m bench load_mcp          # about 1-2 min on an idle 2-CPU machine; loopback only
+    .venv/bin/python -m bench load_mcp          # about 1 min on an idle 2-CPU machine (1.5 with [pg+redis]); loopback only
 
 Targets, one after the other, each a fresh daphne process (`make run`'s server):
 - ours: `backflow.asgi:application` on a temporary SQLite file (migrate, create_tenant,
   create_api_key; 5 integrations created over REST), in-memory channel layer and cache, API-key
   auth on the GET /mcp/sse and every POST /mcp/messages;
-- ours+redis: the same with REDIS_URL=redis://127.0.0.1:6379/9 (channel layer and cache in
-  Redis; skipped when Redis is not there or that database is not empty; emptied after the run);
+- ours [pg+redis], the production profile, when DATABASE_URL (postgres://...) and REDIS_URL are set
+  (bench.support.production_profile; skipped otherwise, and the notes say why): the same on a
+  throw-away database made on that Postgres server (dropped after), with the channel layer, cache
+  and rate limits in the benchmark's Redis database of that server (emptied after);
 - peer: the SDK's low-level `Server` over its `SseServerTransport` (bench.support.PeerApp) with
   list_integrations / get_integration tools that answer the very documents ours answered (no
-  database, no auth, no audit): the floor of any server on this SDK and ASGI server.
+  database, no auth, no audit): the floor of any server on this SDK and ASGI server. The same peer
+  run is the peer of both profiles.
 
-Each target: SESSIONS sessions open at once (GET the stream, `initialize`); when all are open, each
-makes CALLS_PER_SESSION tools/call (list_integrations and get_integration in turn) one after the
-other; then all close. Measured: errors (failed sessions count every call they did not make;
-target zero), call latency p50/p95/p99, throughput (calls/s from the start of the calls to the
-last answer), session-open p50/p99, and the daphne process's RSS before, at the peak (VmHWM reset
-before the load) and after the sessions closed; per session = (peak - before) / sessions.
+Each target: SESSIONS sessions open at once (GET the stream, `initialize`, `tools/list`: the SDK's
+call_tool would otherwise list the tools itself on a session's first call); when all are open (and
+0.5 s more, for the last `initialized` notifications to be delivered), each makes CALLS_PER_SESSION
+tools/call (list_integrations and get_integration in turn) one after the other; then all close.
+Measured: errors (failed sessions count every call they did not make; target zero), call latency
+p50/p95/p99, throughput (calls/s from the start of the calls to the last answer), session-open
+p50/p99, and the daphne process's RSS before, at the peak (VmHWM reset before the load) and after
+the sessions closed; per session = (peak - before) / sessions.
 The client (the MCP SDK's sse_client, one HTTP client per session) runs in this process and
 shares the 2 CPUs with the server: ratios ours/peer are the thing to read, not absolute numbers.
+
+Redis round trips (production profile only; the peer uses no Redis): ours reaches Redis through
+bench.redis_counter, a counting TCP proxy in its own process (loopback), which counts per client
+connection everything sent between two answers of the server as one round trip (a pipeline or a
+script is one; INFO commandstats was not used: it counts commands, not round trips, it counts the
+commands a script calls too (verified on Redis 7.0: one EVAL of INCR + EXPIRE adds 1 to eval, incr
+and expire each), and it is server-wide, so other users of a shared Redis would be counted). Before
+each production run the counter is checked against known cases through it (a pipeline of 3 = 1,
+a 2-command script = 1, MULTI..EXEC = 1, 3 single commands = 3; bench.redis_counter.check), and
+the row is only met when that check passed. Counted windows: from the calls' start to the last
+answer, divided by the calls answered = "Redis round trips per tool call" (target <= 2), leaving
+out the session records' keep-alive refreshes (SET mcp:sse:*, every BACKFLOW_SSE_KEEPALIVE_SECONDS
+per open session: a cost of open sessions, not of calls; counted apart); and from the first
+session's GET to the calls' start, divided by the sessions opened = "Redis round trips per session
+open" (the stream, its session record, `initialize`, `initialized` and `tools/list`). The round trips of each
+kind are in `targets.production.redis.*.shapes`. The proxy adds a loopback hop to each round trip
+of ours [pg+redis] and uses CPU of its own (`counterCpuMsPerCall`, not in ours' server CPU).
 """
 
 import argparse
@@ -29,23 +51,28 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+from bench import redis_counter
 from bench.support import (
-    Child, Memory, create_platform, latency_ms, mib, peer_env, platform_env, raise_open_files, redis_available,
-    redis_clean, print_rows, row, stop_all,
+    PRODUCTION, Child, Memory, create_platform, free_port, latency_ms, mib, peer_env, platform_env, print_rows,
+    production_profile, production_stores, raise_open_files, row, stop_all,
 )
 
 SESSIONS = 200
 CALLS_PER_SESSION = 10
 INTEGRATIONS = 5
 TARGET_BUDGET = 75  # seconds per target: the load is cut off there (and reported as timed out)
+ROUND_TRIPS_TARGET = 2  # Redis round trips per tool call
 STEP_TIMEOUT = 30  # seconds for opening a session and for each call: the SDK client waits forever for an
 # answer whose POST failed (it logs the failure and drops the message), so an error must not hang the run
 
 
-async def load(url, headers, calls, memory, budget):
-    """SESSIONS sessions open together, then each makes its calls; the numbers of that."""
+async def load(url, headers, calls, memory, budget, counter=None):
+    """SESSIONS sessions open together, then each makes its calls; the numbers of that (and of the
+    Redis round trips, when `counter`, the bench.redis_counter child between ours and Redis, is given)."""
     import anyio
     from mcp import ClientSession
     from mcp.client.sse import sse_client
@@ -54,7 +81,11 @@ async def load(url, headers, calls, memory, budget):
     open_times, call_times, failures = [], [], []
     count = {"opened": 0, "openFailed": 0, "ok": 0, "errorResults": 0, "settled": 0, "finished": 0}
     all_open, go, done = anyio.Event(), anyio.Event(), anyio.Event()
-    span = {}
+    span, redis = {}, {}
+
+    def mark(name):  # the Redis round trips so far, and the counter's CPU time
+        if counter:
+            redis[name] = {**redis_counter.snapshot(counter.control), "cpu": counter.cpu_seconds()}
 
     def settle(key):
         count[key] += 1
@@ -67,17 +98,19 @@ async def load(url, headers, calls, memory, budget):
         if count["finished"] == SESSIONS:
             span["end"] = time.perf_counter()
             span["cpuEnd"] = memory.child.cpu_seconds()
+            mark("end")
             done.set()
 
     async def one(n):
         opened = finished = False
         try:
             started = time.perf_counter()
-            opening = anyio.CancelScope(deadline=anyio.current_time() + STEP_TIMEOUT)  # connect + initialize
+            opening = anyio.CancelScope(deadline=anyio.current_time() + STEP_TIMEOUT)  # connect, initialize, list the tools
             with opening:
                 async with sse_client(url, headers=headers, timeout=60, sse_read_timeout=300) as (read, write):
                     async with ClientSession(read, write) as session:
                         await session.initialize()
+                        await session.list_tools()  # as clients do on connecting; else the SDK's call_tool lists them on the first call
                         opening.deadline = math.inf
                         open_times.append(time.perf_counter() - started)
                         opened = True
@@ -113,6 +146,7 @@ async def load(url, headers, calls, memory, budget):
 
     memory.start()
     open_rss = None
+    mark("begin")
     began = time.perf_counter()
     with anyio.move_on_after(budget) as limit:
         async with anyio.create_task_group() as tasks:
@@ -121,6 +155,8 @@ async def load(url, headers, calls, memory, budget):
                 tasks.start_soon(one, n)
             await all_open.wait()
             open_rss = memory.child.rss_kib()
+            await anyio.sleep(0.5)  # the last sessions' `initialized` notifications are delivered before the calls
+            mark("open")
             span["start"], span["cpuStart"] = time.perf_counter(), memory.child.cpu_seconds()
             go.set()
     memory.stop()
@@ -138,12 +174,38 @@ async def load(url, headers, calls, memory, budget):
         "memory": {**memory.report(per=SESSIONS), "allOpenKiB": open_rss,
                    "idlePerSessionKiB": round((open_rss - memory.before) / SESSIONS, 1) if open_rss else None},
     }
+    if counter:
+        for name in ("open", "end"):  # a load cut off by the budget: counted up to here
+            if name not in redis:
+                mark(name)
+        result["redis"] = round_trips(redis, len(call_times), count["opened"])
     if failures:
         result["firstFailures"] = failures[:5]
     return result
 
 
-def run_target(child, url, headers, calls):
+def _session_record(shape):
+    """A round trip that only writes SSE session records (SET/DEL mcp:sse:<id>): a stream's keep-alive
+    refresh (or its open or close), not a part of a tool call."""
+    return all(part.split(" ", 1)[0] in ("SET", "DEL") and "mcp:sse:" in part for part in shape.split(" + "))
+
+
+def round_trips(marks, calls, sessions):
+    """Redis round trips of the session opening (begin..open) and of the calls (open..end)."""
+    opening = redis_counter.difference(marks["open"], marks["begin"])
+    calling = redis_counter.difference(marks["end"], marks["open"])
+    records = sum(n for shape, n in calling["shapes"].items() if _session_record(shape))
+    return {
+        "sessionOpen": opening, "calls": calling, "sessionRecordRoundTripsDuringCalls": records,
+        "roundTripsPerCall": round((calling["roundTrips"] - records) / calls, 2) if calls else None,
+        "commandsPerCall": round((calling["commands"] - records) / calls, 2) if calls else None,
+        "roundTripsPerSessionOpen": round(opening["roundTrips"] / sessions, 2) if sessions else None,
+        "perCall": {shape: round(n / calls, 2) for shape, n in calling["shapes"].items() if not _session_record(shape)} if calls else {},
+        "counterCpuMsPerCall": round((marks["end"]["cpu"] - marks["open"]["cpu"]) * 1000 / calls, 3) if calls else None,
+    }
+
+
+def run_target(child, url, headers, calls, counter=None):
     import logging
 
     import anyio
@@ -153,7 +215,7 @@ def run_target(child, url, headers, calls):
     raise_open_files(4 * SESSIONS + 256)
     memory = Memory(child)
     time.sleep(0.5)  # let the fresh server settle before "before"
-    outcome = anyio.run(load, url, headers, calls, memory, TARGET_BUDGET)
+    outcome = anyio.run(load, url, headers, calls, memory, TARGET_BUDGET, counter)
     if not child.alive():
         outcome["serverDied"] = child.output(1500)
     return outcome
@@ -196,29 +258,44 @@ def seed(base_url, key):
     return calls, anyio.run(answers)
 
 
-def summarize(results):
-    """Table rows: ours (and ours+redis) against the peer."""
+def summarize(results, check=None):
+    """Table rows: ours (and ours [pg+redis]) against the peer; `check`: the round-trip counter's."""
     peer = results["peer"]
+    peer_lat = peer["callLatencyMs"] or {}
     rows = []
-    for name in ("ours", "ours+redis"):
+    for name, tag in (("ours", ""), ("production", PRODUCTION)):
         ours = results.get(name)
         if not ours:
             continue
-        tag = "" if name == "ours" else " [redis]"
-        lat, peer_lat = ours["callLatencyMs"] or {}, peer["callLatencyMs"] or {}
+        lat = ours["callLatencyMs"] or {}
         rows.append(row(f"errors{tag}", ours["errors"], peer["errors"], ratio_of=False, target="0", met=ours["errors"] == 0 and not ours["timedOut"]))
         for p in ("p50", "p95", "p99"):
-            if name == "ours" or p != "p95":
-                rows.append(row(f"call {p} ms{tag}", lat.get(p), peer_lat.get(p), ratio_of=p != "p95"))
+            rows.append(row(f"call {p} ms{tag}", lat.get(p), peer_lat.get(p), ratio_of=p != "p95"))
         rows.append(row(f"calls/s{tag}", ours["callsPerSecond"], peer["callsPerSecond"]))
         rows.append(row(f"server CPU ms per call{tag}", ours["serverCpuMsPerCall"], peer["serverCpuMsPerCall"]))
-        if name == "ours":
-            rows.append(row("session open p99 ms", (ours["openLatencyMs"] or {}).get("p99"), (peer["openLatencyMs"] or {}).get("p99")))
-        if name == "ours":
-            m, pm = ours["memory"], peer["memory"]
-            rows.append(row("RSS before/peak/after MiB", mib(m), mib(pm), ratio_of=False))
+        rows.append(row(f"session open p99 ms{tag}", (ours["openLatencyMs"] or {}).get("p99"), (peer["openLatencyMs"] or {}).get("p99")))
+        rows.append(row(f"RSS before/peak/after MiB{tag}", mib(ours["memory"]), mib(peer["memory"]), ratio_of=False))
         rows.append(row(f"KiB per session{tag}", ours["memory"]["perItemKiB"], peer["memory"]["perItemKiB"]))
+        if ours.get("redis"):
+            per_call = ours["redis"]["roundTripsPerCall"]
+            rows.append(row("Redis round trips per tool call", per_call, target=f"<= {ROUND_TRIPS_TARGET}",
+                            met=per_call is not None and per_call <= ROUND_TRIPS_TARGET and bool(check and check["ok"])))
+            rows.append(row("Redis commands per tool call", ours["redis"]["commandsPerCall"]))
+            rows.append(row("Redis round trips per session open", ours["redis"]["roundTripsPerSessionOpen"]))
     return rows
+
+
+def start_counter(redis_url, workdir):
+    """bench.redis_counter in front of the Redis server of `redis_url`; (the child, ours' REDIS_URL through it)."""
+    parts = urlsplit(redis_url)
+    control = free_port()
+    port = free_port()
+    counter = Child(["-m", "bench.redis_counter", "--upstream", f"{parts.hostname}:{parts.port or 6379}", "--port", port,
+                     "--control", control], peer_env(), workdir / "redis-counter.log", port)
+    counter.control = control
+    credentials = parts.netloc.rpartition("@")[0]
+    through = urlunsplit(parts._replace(netloc=f"{credentials + '@' if credentials else ''}127.0.0.1:{port}"))
+    return counter, through
 
 
 def main(argv=None):
@@ -226,56 +303,83 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=SESSIONS)
     parser.add_argument("--calls", type=int, default=CALLS_PER_SESSION, help="tool calls per session")
-    parser.add_argument("--only", default="ours,redis,peer", help="comma-separated targets of ours, redis, peer")
+    parser.add_argument("--only", default="ours,production,peer", help="comma-separated targets of ours, production, peer")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment of ours (e.g. CONN_MAX_AGE=60)")
     args = parser.parse_args(argv)
     extra_env = dict(item.split("=", 1) for item in args.env)
     SESSIONS, CALLS_PER_SESSION, only = args.sessions, args.calls, args.only.split(",")
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="backflow-bench-load-mcp-"))
-    children, results = [], {}
-    redis_ok, redis_note = redis_available() if "redis" in only else (False, "not asked for")
+    children, results, check = [], {}, None
+    database_server, redis_url, skipped = production_profile() if "production" in only else (None, None, "production profile not asked for (--only)")
     try:
-        env = platform_env(f"sqlite:///{workdir / 'bench.sqlite3'}", **extra_env)
-        key = create_platform(env)
-        headers = {"Authorization": f"Bearer {key}"}
-        seeder = Child.daphne("backflow.asgi:application", env, workdir / "seed.log")
-        children.append(seeder)
-        calls, answers = seed(seeder.url, key)
-        seeder.stop()
-        targets = {
-            "ours": lambda: ("backflow.asgi:application", env, "/mcp/sse", headers),
-            "redis": lambda: ("backflow.asgi:application", platform_env(env["DATABASE_URL"], redis_note, **extra_env), "/mcp/sse", headers),
-            "peer": lambda: ("bench.support:peer_app", peer_env(BENCH_PEER_TOOLS=json.dumps(answers)), "/sse", {}),
-        }
-        for name in only:
-            if name == "redis" and not redis_ok:
-                continue
-            app, target_env, path, target_headers = targets[name]()
-            label = "ours+redis" if name == "redis" else name
-            child = Child.daphne(app, target_env, workdir / f"{name}.log")
-            children.append(child)
-            print(f"load_mcp: {label} ...", flush=True)
-            results[label] = run_target(child, child.url + path, target_headers, calls)
-            child.stop()
+        with ExitStack() as stack:
+            env = platform_env(f"sqlite:///{workdir / 'bench.sqlite3'}", **extra_env)
+            key = create_platform(env)
+            headers = {"Authorization": f"Bearer {key}"}
+            seeder = Child.daphne("backflow.asgi:application", env, workdir / "seed.log")
+            children.append(seeder)
+            calls, answers = seed(seeder.url, key)
+            seeder.stop()
+            for name in only:
+                counter = None
+                if name == "ours":
+                    app, target_env, path, target_headers = "backflow.asgi:application", env, "/mcp/sse", headers
+                elif name == "production":
+                    if not database_server:
+                        continue
+                    database_url = stack.enter_context(production_stores(database_server, redis_url))
+                    stack.callback(stop_all, children)  # before the database is dropped
+                    production_env = platform_env(database_url, redis_url, **extra_env)
+                    production_key = create_platform(production_env)
+                    seeder = Child.daphne("backflow.asgi:application", production_env, workdir / "production-seed.log")
+                    children.append(seeder)
+                    seed(seeder.url, production_key)  # the same integrations (the peer keeps the SQLite answers)
+                    seeder.stop()
+                    counter, counted_url = start_counter(redis_url, workdir)
+                    children.append(counter)
+                    check = redis_counter.check(counter.port, counter.control, int(urlsplit(redis_url).path.strip("/") or 0))
+                    print(f"load_mcp: Redis round-trip counter check: counted {check['counted']} of {check['expected']['roundTrips']} "
+                          f"round trips, {check['commands']} of {check['expected']['commands']} commands: "
+                          f"{'ok' if check['ok'] else 'WRONG'}", flush=True)
+                    app, path = "backflow.asgi:application", "/mcp/sse"
+                    target_env, target_headers = platform_env(database_url, counted_url, **extra_env), {"Authorization": f"Bearer {production_key}"}
+                elif name == "peer":
+                    app, target_env, path, target_headers = "bench.support:peer_app", peer_env(BENCH_PEER_TOOLS=json.dumps(answers)), "/sse", {}
+                else:
+                    raise SystemExit(f"unknown target {name}; choose from ours, production, peer")
+                child = Child.daphne(app, target_env, workdir / f"{name}.log")
+                children.append(child)
+                print(f"load_mcp: {name} ...", flush=True)
+                results[name] = run_target(child, child.url + path, target_headers, calls, counter)
+                child.stop()
+                if counter:
+                    counter.stop()
+            stop_all(children)
     finally:
         stop_all(children)
-        if redis_ok:
-            redis_clean()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    rows = summarize(results) if "peer" in results else []
+    rows = summarize(results, check) if "peer" in results else []
+    production = (f"{PRODUCTION.strip()}: ours on a throw-away Postgres database, channel layer, cache and rate limits in Redis "
+                  f"{redis_url} reached through a counting proxy (bench.redis_counter; its check: "
+                  f"{'ok' if check and check['ok'] else 'FAILED'}), same peer" if "production" in results else skipped)
     about = (f"{SESSIONS} SSE sessions x {CALLS_PER_SESSION} calls (list_integrations/get_integration), one daphne; "
-             f"ours on SQLite (temp file), in-memory layer; [redis]: {redis_note if redis_ok else 'skipped: ' + redis_note}; "
+             f"ours on SQLite (temp file), in-memory layer and cache; {production}; "
              "peer: MCP SDK SseServerTransport + low-level Server, same answers, no DB/auth/audit"
              + (f"; ours with {' '.join(args.env)}" if args.env else ""))
-    outcome = {"about": about, "rows": rows, "targets": results, "seconds": round(time.monotonic() - started, 1),
+    outcome = {"about": about, "rows": rows, "targets": results, "redisCounterCheck": check,
+               "production": None if "production" in results else skipped, "seconds": round(time.monotonic() - started, 1),
                "zeroErrorsMet": all(r["errors"] == 0 and not r["timedOut"] for n, r in results.items() if n != "peer")}
-    print_rows(rows)
+    print_rows(rows, 36)
     for name, result in results.items():
         if not rows:
             print(f"  {name}: errors {result['errors']}, calls/s {result['callsPerSecond']}, latency {result['callLatencyMs']}, "
                   f"memory {result['memory']}")
+        if result.get("redis"):
+            print(f"  {name} Redis round trips per call, by kind: {result['redis']['perCall']}")
+            print(f"  {name} session records refreshed during the calls: {result['redis']['sessionRecordRoundTripsDuringCalls']}; "
+                  f"counter CPU ms per call: {result['redis']['counterCpuMsPerCall']}")
         for failure in result.get("firstFailures", []):
             print(f"  {name} failure: {failure}")
     return outcome

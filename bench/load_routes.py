@@ -1,7 +1,7 @@
-"""Load: tenant route invocations (/t/<tenant>/<path>) at 50 concurrent clients, against the
-upstream they chain called directly at the same concurrency.
+"""Load: tenant route invocations (/t/<tenant>/<path>) at 50 concurrent clients and at 1, against
+a bare proxy doing the same forwarding and the upstream called directly, in the same run.
 
-    .venv/bin/python -m bench.load_routes [--clients 50] [--seconds 10] [--rounds 2]   # about 1 min
+    .venv/bin/python -m bench.load_routes [--clients 50] [--seconds 8] [--rounds 2]   # about 1.5 min (2.5 with [pg+redis])
 
 Loopback only: a local upstream (uvicorn serving bench.support.upstream_app, a fixed 200-byte
 JSON answer), and daphne (`make run`'s server) on a temporary SQLite file with a tenant, an API
@@ -10,13 +10,24 @@ calls the upstream's GET /items). The tenant's route rate limit is lifted for th
 
 - ours: GET /t/bench/items with the API key: authentication, the rate-limit count, the upstream
   call through the shared egress client, the answer, and the invocation record written after it;
-- peer: GET <upstream>/items directly.
+- peer: the bare proxy (bench.peer_proxy on daphne + aiohttp: GET /items forwarded to the
+  upstream through one pooled keep-alive ClientSession; no auth, no database): what forwarding
+  alone costs on the same ASGI server;
+- direct: GET <upstream>/items, the floor under both (its rows are marked "direct upstream").
+- ours [pg+redis], the production profile, when DATABASE_URL (postgres://...) and REDIS_URL are set:
+  ours again, as deployed, on a throw-away database made on that Postgres server (dropped after)
+  and Redis (cache and rate limit) in the benchmark's Redis database (bench.support.production_profile),
+  measured in the same rounds against the same peer. Without those variables it is skipped (the
+  notes say why).
 Each client keeps one connection open (bench.support.KeepAliveClient, a light asyncio client, so
 the load generator in this process takes little of the 2 CPUs) and sends its next request when
-the answer arrives. Direct and routed loads alternate for `--rounds` rounds of `--seconds` each
-(after a 1 s warm-up); the samples of all rounds are pooled. Measured: errors (anything but 200;
-target zero), latency p50/p95/p99, throughput, and the RSS of daphne (ours) and of the upstream
-(what the peer's load touches) before, at the peak and after. Ratios are ours/peer.
+the answer arrives. First at 1 client (`--single-seconds` per target and round), then at
+`--clients`: the targets alternate for `--rounds` rounds of `--seconds` each (after a 1 s warm-up);
+the samples of all rounds are pooled. Measured: errors (anything but 200; target zero), latency
+p50/p95/p99, throughput, the server's CPU time per request (daphne for ours and the peer, uvicorn
+for direct) and RSS before, at the peak and after. Ratios are ours / the bare proxy. Targets:
+requests/s >= 0.5x the peer's, CPU per request <= 2x the peer's, zero errors, and at 1 client the
+added p50 (ours p50 - direct p50) <= 1 ms.
 """
 
 import argparse
@@ -25,28 +36,31 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from bench.support import (
-    Child, Memory, create_platform, http_load, latency_ms, mib, peer_env, platform_env, print_rows, row, stop_all,
+    PRODUCTION, Child, Memory, create_platform, http_load, latency_ms, mib, peer_env, platform_env, print_rows,
+    production_profile, production_stores, row, stop_all,
 )
 
+REQUESTS_TARGET = 0.5  # ours requests/s at least this share of the bare proxy's
+CPU_TARGET = 2.0  # ours CPU per request at most this multiple of the bare proxy's
+ADDED_P50_TARGET_MS = 1.0  # at 1 client, ours p50 - direct p50
 
-def set_up(workdir, extra_env, apps=("backflow.asgi:application",)):
-    """The upstream, then one daphne per ASGI app in `apps` on the same database: (upstream, the
-    first daphne, auth headers, every child); the other daphnes are children[2:]."""
+
+def start_platform(workdir, env, upstream, apps, name="daphne"):
+    """Tenant, API key, one daphne per ASGI app in `apps` on the database of `env`, the integration
+    for `upstream` and the route GET /items; (the daphnes, auth headers)."""
     import httpx
 
-    env = platform_env(f"sqlite:///{workdir / 'bench.sqlite3'}", BACKFLOW_EGRESS_ALLOW="127.0.0.1", **extra_env)
-    children = []
+    key = create_platform(env)
+    daphnes = []
     try:
-        children.append(Child.uvicorn("bench.support:upstream_app", peer_env(), workdir / "upstream.log"))
-        key = create_platform(env)
         for index, app in enumerate(apps):
-            children.append(Child.daphne(app, env, workdir / f"daphne-{index}.log"))
-        upstream, daphne = children[:2]
+            daphnes.append(Child.daphne(app, env, workdir / f"{name}-{index}.log"))
         auth = {"Authorization": f"Bearer {key}"}
-        with httpx.Client(base_url=daphne.url, headers=auth, timeout=30) as api:
+        with httpx.Client(base_url=daphnes[0].url, headers=auth, timeout=30) as api:
             api.post("/api/integrations/", json={
                 "name": "catalog", "baseUrl": upstream.url, "auth": {"type": "none"},
                 "endpoints": [{"name": "listItems", "method": "get", "path": "/items"}]}).raise_for_status()
@@ -54,12 +68,41 @@ def set_up(workdir, extra_env, apps=("backflow.asgi:application",)):
                 "path": "/items", "method": "get", "requireAuth": True,
                 "integrations": {"actions": [{"id": "items", "integration": "catalog", "action": "listItems"}]},
             }).raise_for_status()
+        for daphne in daphnes:
             check = httpx.get(f"{daphne.url}/t/bench/items", headers=auth, timeout=30)
             assert check.status_code == 200 and check.json() == httpx.get(f"{upstream.url}/items").json(), check.text
-        return upstream, daphne, auth, children
+        return daphnes, auth
+    except BaseException:
+        stop_all(daphnes)
+        raise
+
+
+def set_up(workdir, extra_env, apps=("backflow.asgi:application",)):
+    """The upstream, then one daphne per ASGI app in `apps` on one SQLite database: (upstream, the
+    first daphne, auth headers, every child); the other daphnes are children[2:]."""
+    env = platform_env(f"sqlite:///{workdir / 'bench.sqlite3'}", BACKFLOW_EGRESS_ALLOW="127.0.0.1", **extra_env)
+    children = [Child.uvicorn("bench.support:upstream_app", peer_env(), workdir / "upstream.log")]
+    try:
+        daphnes, auth = start_platform(workdir, env, children[0], apps)
     except BaseException:
         stop_all(children)
         raise
+    return children[0], daphnes[0], auth, children + daphnes
+
+
+def start_peer(workdir, upstream):
+    """The bare proxy (bench.peer_proxy) on daphne, checked to forward what the upstream answers."""
+    import httpx
+
+    proxy = Child.daphne("bench.peer_proxy:application", peer_env(BENCH_UPSTREAM_URL=upstream.url), workdir / "peer-proxy.log")
+    try:
+        direct, forwarded = httpx.get(f"{upstream.url}/items"), httpx.get(f"{proxy.url}/items")
+        assert (forwarded.status_code, forwarded.content, forwarded.headers["content-type"]) == (
+            direct.status_code, direct.content, direct.headers["content-type"]), forwarded.text
+    except BaseException:
+        proxy.stop()
+        raise
+    return proxy
 
 
 def pooled(runs):
@@ -88,51 +131,108 @@ async def measure(targets, clients, seconds, rounds):
     return out
 
 
+def cpu_ms_per_request(result):
+    return round(result["memory"]["cpuSeconds"] * 1000 / max(1, result["requests"]), 3)
+
+
+def rows_of(results, single, names):
+    """Rows of ours (and of ours [pg+redis]) against the bare proxy; the direct upstream's alone."""
+    peer, direct = results["peer"], results["direct"]
+    peer_cpu = cpu_ms_per_request(peer)
+    added_peer = round(single["peer"]["latencyMs"]["p50"] - single["direct"]["latencyMs"]["p50"], 3)
+    rows = []
+    for name, tag in names:
+        ours = results[name]
+        cpu = cpu_ms_per_request(ours)
+        errors, peer_errors = ours["errors"] + single[name]["errors"], peer["errors"] + single["peer"]["errors"]
+        added = round(single[name]["latencyMs"]["p50"] - single["direct"]["latencyMs"]["p50"], 3)
+        rows += [
+            row(f"errors{tag}", errors, peer_errors, ratio_of=False, target="0", met=errors == 0),
+            row(f"requests/s{tag}", ours["perSecond"], peer["perSecond"], target=f">= {REQUESTS_TARGET}x",
+                met=ours["perSecond"] >= REQUESTS_TARGET * peer["perSecond"]),
+            row(f"server CPU ms per request{tag}", cpu, peer_cpu, target=f"<= {CPU_TARGET:g}x", met=cpu <= CPU_TARGET * peer_cpu),
+            *(row(f"latency {p} ms{tag}", ours["latencyMs"][p], peer["latencyMs"][p]) for p in ("p50", "p95", "p99")),
+            row(f"RSS before/peak/after MiB{tag}", mib(ours["memory"]), mib(peer["memory"]), ratio_of=False),
+            row(f"latency p50 ms at 1 client{tag}", single[name]["latencyMs"]["p50"], single["peer"]["latencyMs"]["p50"]),
+            row(f"added p50 at 1 client (ms){tag}", added, added_peer, ratio_of=False, target=f"<= {ADDED_P50_TARGET_MS:g}",
+                met=added <= ADDED_P50_TARGET_MS),
+        ]
+    rows += [
+        row("direct upstream: errors", direct["errors"] + single["direct"]["errors"]),
+        row("direct upstream: requests/s", direct["perSecond"]),
+        row("direct upstream: server CPU ms per request", cpu_ms_per_request(direct)),
+        *(row(f"direct upstream: latency {p} ms", direct["latencyMs"][p]) for p in ("p50", "p95", "p99")),
+        row("direct upstream: latency p50 ms at 1 client", single["direct"]["latencyMs"]["p50"]),
+    ]
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each round of each target")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each round of each target at --clients")
+    parser.add_argument("--single-seconds", type=float, default=3.0, help="length of each round of each target at 1 client")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment of ours (e.g. CONN_MAX_AGE=60)")
+    parser.add_argument("--no-production", action="store_true", help="skip the [pg+redis] profile even when DATABASE_URL and REDIS_URL are set")
     args = parser.parse_args(argv)
     extra_env = dict(item.split("=", 1) for item in args.env)
+    database_server, redis_url, skipped = (None, None, "production profile skipped: --no-production") if args.no_production \
+        else production_profile()
 
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="backflow-bench-load-routes-"))
     children = []
+    names = [("ours", "")]
     try:
-        upstream, daphne, auth, children = set_up(workdir, extra_env)
-        memory = {"ours": Memory(daphne), "peer": Memory(upstream)}
-        targets = {"peer": (f"{upstream.url}/items", {}, [memory["peer"]]),
-                   "ours": (f"{daphne.url}/t/bench/items", auth, [memory["ours"]])}
-        time.sleep(0.5)
-        results = asyncio.run(measure(targets, args.clients, args.seconds, args.rounds))
-        for name in ("ours", "peer"):
-            memory[name].settle(1.5)
-            results[name]["memory"] = memory[name].report()
-        if not daphne.alive():
-            results["ours"]["serverDied"] = daphne.output(1500)
+        with ExitStack() as stack:
+            upstream, daphne, auth, children = set_up(workdir, extra_env)
+            children.append(start_peer(workdir, upstream))
+            servers = {"direct": (upstream, f"{upstream.url}/items", {}), "peer": (children[-1], f"{children[-1].url}/items", {}),
+                       "ours": (daphne, f"{daphne.url}/t/bench/items", auth)}
+            if database_server:
+                database_url = stack.enter_context(production_stores(database_server, redis_url))
+                stack.callback(stop_all, children)  # before the database is dropped
+                env = platform_env(database_url, redis_url, BACKFLOW_EGRESS_ALLOW="127.0.0.1", **extra_env)
+                (production,), production_auth = start_platform(workdir, env, upstream, ["backflow.asgi:application"], "production")
+                children.append(production)
+                servers["production"] = (production, f"{production.url}/t/bench/items", production_auth)
+                names.append(("production", PRODUCTION))
+            time.sleep(0.5)
+            print(f"load_routes: 1 client, {args.rounds} x {args.single_seconds:g} s per target ...", flush=True)
+            single = asyncio.run(measure({name: (url, headers, []) for name, (_, url, headers) in servers.items()},
+                                         1, args.single_seconds, args.rounds))
+            print(f"load_routes: {args.clients} clients, {args.rounds} x {args.seconds:g} s per target ...", flush=True)
+            memory = {name: Memory(child) for name, (child, _, _) in servers.items()}
+            results = asyncio.run(measure({name: (url, headers, [memory[name]]) for name, (_, url, headers) in servers.items()},
+                                          args.clients, args.seconds, args.rounds))
+            for name, (child, _, _) in servers.items():
+                memory[name].settle(1.0 if name == "direct" else 0.5)
+                results[name]["memory"] = memory[name].report()
+                if not child.alive():
+                    results[name]["serverDied"] = child.output(1500)
+            stop_all(children)
     finally:
         stop_all(children)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    ours, peer = results["ours"], results["peer"]
-    rows = [row("errors", ours["errors"], peer["errors"], ratio_of=False, target="0", met=ours["errors"] == 0)]
-    for p in ("p50", "p95", "p99"):
-        rows.append(row(f"latency {p} ms", ours["latencyMs"][p], peer["latencyMs"][p]))
-    rows.append(row("requests/s", ours["perSecond"], peer["perSecond"]))
-    cpu = {name: round(r["memory"]["cpuSeconds"] * 1000 / max(1, r["requests"]), 3) for name, r in results.items()}
-    rows.append(row("server CPU ms per request", cpu["ours"], cpu["peer"]))
-    rows.append(row("RSS before/peak/after MiB", mib(ours["memory"]), mib(peer["memory"]), ratio_of=False))
-    about = (f"{args.clients} keep-alive clients, {args.rounds} x {args.seconds:g} s per target alternating; ours: daphne, "
-             "SQLite (temp file), GET /t/bench/items (API key, 1 action -> local upstream, invocation recorded); "
-             "peer: the upstream (uvicorn) called directly; RSS: daphne vs the upstream"
+    rows = rows_of(results, single, names)
+    about = (f"1 client ({args.rounds} x {args.single_seconds:g} s per target), then {args.clients} keep-alive clients "
+             f"({args.rounds} x {args.seconds:g} s per target), targets alternating; ours: daphne, SQLite (temp file), "
+             "GET /t/bench/items (API key, 1 action -> local upstream, invocation recorded); peer: bare ASGI proxy "
+             "(bench.peer_proxy: daphne + one pooled aiohttp ClientSession, no auth, no DB); direct upstream: uvicorn called "
+             "directly (its rows give its own numbers); CPU and RSS: the server process of each; "
+             + (f"{PRODUCTION.strip()}: ours on a throw-away Postgres database and Redis {redis_url}, same rounds, same peer"
+                if database_server else skipped)
              + (f"; ours with {' '.join(args.env)}" if args.env else ""))
-    outcome = {"about": about, "rows": rows, "targets": results, "seconds": round(time.monotonic() - started, 1),
-               "zeroErrorsMet": ours["errors"] == 0}
-    print_rows(rows)
-    for failure in ours.get("firstFailures", []):
-        print(f"  ours failure: {failure}")
+    single_p50 = {name: r["latencyMs"]["p50"] for name, r in single.items()}
+    outcome = {"about": about, "rows": rows, "targets": results, "singleClient": single, "singleClientP50Ms": single_p50,
+               "production": None if database_server else skipped, "seconds": round(time.monotonic() - started, 1),
+               "zeroErrorsMet": all(results[name]["errors"] == single[name]["errors"] == 0 for name, _ in names)}
+    print_rows(rows, 44)
+    for name, _ in names:
+        for failure in results[name].get("firstFailures", []) + single[name].get("firstFailures", []):
+            print(f"  {name} failure: {failure}")
     return outcome
 
 

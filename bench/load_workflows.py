@@ -1,12 +1,22 @@
 """Load: workflow runs queued faster than they run, drained by `run_worker` children; peer:
 django-tasks-db's own `db_worker` draining equivalent plain tasks, in the same run.
 
-    .venv/bin/python -m bench.load_workflows [--runs 300] [--workers 2] [--postgres URL]   # about 1-1.5 min
+    .venv/bin/python -m bench.load_workflows [--runs 300] [--workers 2] [--postgres URL [--redis URL]]   # about 1-1.5 min (2.5 with [pg+redis])
 
-Loopback only. A throw-away database (a SQLite file in a temporary folder, or with --postgres the
-database bf_bench_h5 created on that server and dropped after), a local upstream (uvicorn,
-bench.support.upstream_app), daphne, and the workflow `fetch` of one step: an integration tool
-calling the upstream's GET /items (the cheapest real step; a workflow needs at least one).
+Loopback only. A throw-away database (a SQLite file in a temporary folder, or with --postgres a
+database backflow_bench_<random> created on that server and dropped after), a local upstream
+(uvicorn, bench.support.upstream_app), daphne, and the workflow `fetch` of one step: an
+integration tool calling the upstream's GET /items (the cheapest real step; a workflow needs at
+least one). With --redis (and --postgres) ours (daphne and run_worker) also has that REDIS_URL, as
+deployed; the peer never does.
+
+The production profile: when DATABASE_URL (postgres://...) and REDIS_URL are set (and no
+--postgres is given), the whole benchmark runs a second time, ours and peer, in a child process
+(Django is set up once per process) with --postgres and --redis on those servers
+(bench.support.production_profile: a throw-away database, the benchmark's own Redis database),
+and its rows are added with the suffix " [pg+redis]": ours on Postgres + Redis against
+django-tasks-db alone on the same Postgres. Without those variables it is skipped (the notes say
+why); --no-production skips it too.
 
 - ours: runs queued with POST /api/workflows/fetch/runs/ (API key) by `--concurrency` clients;
   `--workers` `manage.py run_worker` children execute them.
@@ -28,8 +38,11 @@ every 1 s (django-tasks-db's default), both.
 
 import argparse
 import asyncio
+import json
 import os
+import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +50,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench.support import (
-    Child, Memory, PostgresDatabase, create_platform, latency_ms, peer_env, platform_env, print_rows, row, stop_all,
+    PRODUCTION, PYTHON, ROOT, Child, Memory, PostgresDatabase, create_platform, latency_ms, peer_env, platform_env, print_rows,
+    production_profile, production_stores, redis_available, redis_database, row, stop_all,
 )
 
 WORKFLOW = {
@@ -288,8 +302,8 @@ def run_phase(target, args, env, workdir, phase):
 
 # -- the run -----------------------------------------------------------------------------------
 
-def rows_of(ours, peer, workers):
-    """ours / peer: {"live": phase result, "backlog": phase result}."""
+def rows_of(ours, peer, workers, tag=""):
+    """ours / peer: {"live": phase result, "backlog": phase result}; `tag` ends every metric's name."""
 
     def errors(result):
         return result["live"]["errors"] + result["backlog"]["errors"]
@@ -301,16 +315,65 @@ def rows_of(ours, peer, workers):
         return round(sum(w["cpuSeconds"] for w in result["live"]["workers"]) * 1000 / max(1, result["live"]["queued"]), 2)
 
     met = errors(ours) == 0 and ours["live"]["drained"] and ours["backlog"]["drained"]
-    rows = [row("errors (failed/lost/run twice)", errors(ours), errors(peer), ratio_of=False, target="0", met=met)]
+    rows = [row(f"errors (failed/lost/run twice){tag}", errors(ours), errors(peer), ratio_of=False, target="0", met=met)]
     lat, peer_lat = ours["live"]["queueToFinishMs"] or {}, peer["live"]["queueToFinishMs"] or {}
     for p in ("p50", "p95", "p99"):
-        rows.append(row(f"queue-to-finish {p} ms", lat.get(p), peer_lat.get(p)))
-    rows.append(row("enqueue runs/s (POST burst)", ours["live"]["enqueuePerSecond"], peer["live"]["enqueuePerSecond"]))
-    rows.append(row("max backlog while draining", ours["live"]["maxBacklog"], peer["live"]["maxBacklog"], ratio_of=False))
-    rows.append(row("drain runs/s (full queue)", ours["backlog"]["drainPerSecond"], peer["backlog"]["drainPerSecond"]))
-    rows.append(row(f"worker RSS before/peak/after MiB (max of {workers})", worker_mib(ours), worker_mib(peer), ratio_of=False))
-    rows.append(row("worker CPU ms per run", cpu_per_run(ours), cpu_per_run(peer)))
+        rows.append(row(f"queue-to-finish {p} ms{tag}", lat.get(p), peer_lat.get(p)))
+    rows.append(row(f"enqueue runs/s (POST burst){tag}", ours["live"]["enqueuePerSecond"], peer["live"]["enqueuePerSecond"]))
+    rows.append(row(f"max backlog while draining{tag}", ours["live"]["maxBacklog"], peer["live"]["maxBacklog"], ratio_of=False))
+    rows.append(row(f"drain runs/s (full queue){tag}", ours["backlog"]["drainPerSecond"], peer["backlog"]["drainPerSecond"]))
+    rows.append(row(f"worker RSS before/peak/after MiB (max of {workers}){tag}", worker_mib(ours), worker_mib(peer), ratio_of=False))
+    rows.append(row(f"worker CPU ms per run{tag}", cpu_per_run(ours), cpu_per_run(peer)))
     return rows
+
+
+def run_profile(args, workdir, database_url, redis_url=None):
+    """Ours and the peer, both phases, on `database_url` (ours with `redis_url` too); this process's
+    Django is set up on that database (once per process). Returns (results, database label)."""
+    results = {}
+    children = []
+    try:
+        env = platform_env(database_url, redis_url, BACKFLOW_EGRESS_ALLOW="127.0.0.1")
+        peer_platform_env = {name: value for name, value in env.items() if name != "REDIS_URL"}  # django-tasks-db alone
+        upstream = Child.uvicorn("bench.support:upstream_app", peer_env(), workdir / "upstream.log")
+        children.append(upstream)
+        key = create_platform(env)
+        daphne = Child.daphne("backflow.asgi:application", env, workdir / "daphne.log")
+        children.append(daphne)
+        import httpx
+
+        with httpx.Client(base_url=daphne.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as api:
+            api.post("/api/integrations/", json={
+                "name": "catalog", "baseUrl": upstream.url, "auth": {"type": "none"},
+                "endpoints": [{"name": "listItems", "method": "get", "path": "/items"}]}).raise_for_status()
+            api.post("/api/workflows/", json=WORKFLOW).raise_for_status()
+        set_up_django(env)
+        database = database_label() + (f" + Redis {redis_url} (ours)" if redis_url else "")
+        enqueuer = Child.daphne("bench.peer_tasks:enqueue_app", peer_platform_env, workdir / "enqueuer.log")
+        children.append(enqueuer)
+        for target, target_env in ((Ours(daphne, key), env), (Peer(enqueuer, upstream), peer_platform_env)):
+            results[target.name] = {}
+            for phase in ("live", "backlog"):
+                print(f"load_workflows: {target.name}, {phase} ({args.runs} runs, {args.workers} workers) ...", flush=True)
+                results[target.name][phase] = run_phase(target, args, target_env, workdir, phase)
+        from django.db import connections
+
+        connections.close_all()
+    finally:
+        stop_all(children)
+    return results, database
+
+
+def run_production(args, workdir, database_server, redis_url):
+    """The production profile in a child process (this one's Django is on the first database)."""
+    out = workdir / "production.json"
+    command = [PYTHON, "-m", "bench.load_workflows", "--postgres", database_server, "--redis", redis_url, "--runs", str(args.runs),
+               "--workers", str(args.workers), "--concurrency", str(args.concurrency), "--json", str(out)]
+    done = subprocess.run(command, cwd=ROOT, stdin=subprocess.DEVNULL)
+    if done.returncode != 0 or not out.exists():
+        raise RuntimeError(f"the production profile's run exited with {done.returncode}")
+    production = json.loads(out.read_text())
+    return production["targets"], production["database"]
 
 
 def main(argv=None):
@@ -318,61 +381,64 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=300, help="runs per phase (live burst, then full queue)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=20, help="clients POSTing the burst")
-    parser.add_argument("--postgres", metavar="URL", help="a Postgres server: run on database bf_bench_h5 created there (and dropped)")
+    parser.add_argument("--postgres", metavar="URL", help="a Postgres server: run on a database created there (and dropped)")
+    parser.add_argument("--redis", metavar="URL", help="with --postgres: ours with Redis on this server (in the bench's own database, "
+                                                           "which must be empty and is emptied after)")
+    parser.add_argument("--no-production", action="store_true", help="skip the [pg+redis] profile even when DATABASE_URL and REDIS_URL are set")
+    parser.add_argument("--json", metavar="PATH", help=argparse.SUPPRESS)  # the production profile's child: its results go there
     args = parser.parse_args(argv)
+    if args.redis and not args.postgres:
+        parser.error("--redis goes with --postgres")
+    if args.redis:  # the benchmark's own database of that server, never the one the URL names (it is emptied after)
+        args.redis = redis_database(args.redis)
+        ok, note = redis_available(args.redis)
+        if not ok:
+            parser.error(note)
+    if args.postgres or args.no_production:
+        database_server = redis_url = None
+        skipped = "production profile skipped: " + ("--postgres given" if args.postgres else "--no-production")
+    else:
+        database_server, redis_url, skipped = production_profile()
 
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="backflow-bench-load-workflows-"))
-    children, results = [], {}
     try:
         with ExitStack() as stack:
-            if args.postgres:
-                database_url = stack.enter_context(PostgresDatabase(args.postgres, "bf_bench_h5")).url
+            if args.postgres and args.redis:
+                database_url = stack.enter_context(production_stores(args.postgres, args.redis))
+            elif args.postgres:
+                database_url = stack.enter_context(PostgresDatabase(args.postgres, f"backflow_bench_{secrets.token_hex(4)}")).url
             else:
                 database_url = f"sqlite:///{workdir / 'bench.sqlite3'}"
-            env = platform_env(database_url, BACKFLOW_EGRESS_ALLOW="127.0.0.1")
-            upstream = Child.uvicorn("bench.support:upstream_app", peer_env(), workdir / "upstream.log")
-            children.append(upstream)
-            key = create_platform(env)
-            daphne = Child.daphne("backflow.asgi:application", env, workdir / "daphne.log")
-            children.append(daphne)
-            import httpx
-
-            with httpx.Client(base_url=daphne.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as api:
-                api.post("/api/integrations/", json={
-                    "name": "catalog", "baseUrl": upstream.url, "auth": {"type": "none"},
-                    "endpoints": [{"name": "listItems", "method": "get", "path": "/items"}]}).raise_for_status()
-                api.post("/api/workflows/", json=WORKFLOW).raise_for_status()
-            set_up_django(env)
-            database = database_label()
-            enqueuer = Child.daphne("bench.peer_tasks:enqueue_app", env, workdir / "enqueuer.log")
-            children.append(enqueuer)
-            for target in (Ours(daphne, key), Peer(enqueuer, upstream)):
-                results[target.name] = {}
-                for phase in ("live", "backlog"):
-                    print(f"load_workflows: {target.name}, {phase} ({args.runs} runs, {args.workers} workers) ...", flush=True)
-                    results[target.name][phase] = run_phase(target, args, env, workdir, phase)
-            from django.db import connections
-
-            connections.close_all()
-            stop_all(children)
+            results, database = run_profile(args, workdir, database_url, args.redis)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"targets": results, "database": database}, default=str))
+            return {"targets": results, "database": database, "zeroErrorsMet": True}  # the parent judges the errors
+        if database_server:
+            production_dir = workdir / "production"
+            production_dir.mkdir()
+            results["production"], production_database = run_production(args, production_dir, database_server, redis_url)
     finally:
-        stop_all(children)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    ours, peer = results["ours"], results["peer"]
-    rows = rows_of(ours, peer, args.workers)
+    rows = rows_of(results["ours"], results["peer"], args.workers)
+    if database_server:
+        rows += rows_of(results["production"]["ours"], results["production"]["peer"], args.workers, PRODUCTION)
     about = (f"{args.runs} runs of a 1-step workflow (integration GET to a local upstream) POSTed by {args.concurrency} clients "
              f"while {args.workers} run_worker drain them (live), then {args.runs} more queued before the workers start (full queue); "
-             f"peer: django-tasks-db db_worker on plain tasks doing the same GET, POSTed to a bare ASGI enqueue endpoint; {database}")
+             f"peer: django-tasks-db db_worker on plain tasks doing the same GET, POSTed to a bare ASGI enqueue endpoint; {database}; "
+             + (f"{PRODUCTION.strip()}: the same on {production_database}, the peer on that Postgres without Redis"
+                if database_server else skipped))
     outcome = {"about": about, "rows": rows, "targets": results, "database": database, "seconds": round(time.monotonic() - started, 1),
-               "zeroErrorsMet": rows[0]["met"]}
-    print_rows(rows, 44, 10)
-    for name, result in results.items():
-        for phase, numbers in result.items():
-            print(f"  {name} {phase}: checks {numbers['checks']} statuses {numbers['statuses']}")
-            for failure in numbers.get("firstFailures", []):
-                print(f"    failure: {failure}")
+               "production": None if database_server else skipped,
+               "zeroErrorsMet": all(line["met"] for line in rows if line["metric"].startswith("errors"))}
+    print_rows(rows, 44 + len(PRODUCTION), 10)
+    for profile, tag in ((results, ""), (results.get("production"), PRODUCTION)):
+        for name, phases in (profile or {}).items():
+            for phase, numbers in phases.items() if name != "production" else ():
+                print(f"  {name} {phase}{tag}: checks {numbers['checks']} statuses {numbers['statuses']}")
+                for failure in numbers.get("firstFailures", []):
+                    print(f"    failure: {failure}")
     return outcome
 
 

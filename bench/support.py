@@ -7,6 +7,7 @@ children load `bench.support:peer_app` / `bench.support:upstream_app` from this 
 """
 
 import base64
+import contextlib
 import json
 import os
 import resource
@@ -21,7 +22,8 @@ from tests.live import free_port, wait_for_port  # the tests' server children us
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 HOST = "127.0.0.1"
-REDIS_URL = "redis://127.0.0.1:6379/9"  # the benchmarks' own Redis database (tests use 7, 12, 13 and 14)
+REDIS_DB = 9  # the benchmarks' own Redis database (tests use 7, 12, 13 and 14)
+REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 # The per-tenant and per-credential budgets against abuse (one tenant, one key makes all the load
 # here); the fairness shares (database threads, route calls and runs at once) stay as deployed.
 LIFTED_LIMITS = {
@@ -309,6 +311,60 @@ class PostgresDatabase:
 
         with psycopg.connect(self.admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+# -- the production profile --------------------------------------------------------------------
+
+PRODUCTION = " [pg+redis]"  # the suffix of the production profile's rows
+
+
+def redis_database(url, db=REDIS_DB):
+    """`url` (a Redis server) with the benchmark's own database number instead of the one it names."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    return urlunsplit(urlsplit(url)._replace(path=f"/{db}", query=""))
+
+
+def production_profile(environ=None):
+    """(Postgres server URL, Redis URL, None) when DATABASE_URL (postgres://...) and REDIS_URL are
+    set (in the environment of `make bench`) and both servers answer; (None, None, why not) otherwise.
+
+    The production profile runs ours as deployed, on Postgres and Redis (cache, channel layer, rate
+    limits), but never on the databases those URLs name: on a throw-away database made on that
+    Postgres server (`production_stores`, dropped after) and on the benchmark's own database of
+    that Redis server (REDIS_DB: it must be empty, and is emptied after)."""
+    from urllib.parse import urlsplit
+
+    environ = os.environ if environ is None else environ
+    database, redis_url = environ.get("DATABASE_URL", ""), environ.get("REDIS_URL", "")
+    missing = [name for name, value in (("DATABASE_URL", database), ("REDIS_URL", redis_url)) if not value]
+    if missing:
+        return None, None, (f"production profile ({PRODUCTION.strip()}) skipped: {' and '.join(missing)} not set "
+                            "(DATABASE_URL=postgres://... REDIS_URL=redis://... make bench runs it)")
+    if urlsplit(database).scheme not in ("postgres", "postgresql"):
+        return None, None, f"production profile skipped: DATABASE_URL is not a postgres:// URL ({urlsplit(database).scheme}://)"
+    bench_redis = redis_database(redis_url)
+    ok, note = redis_available(bench_redis)
+    if not ok:
+        return None, None, f"production profile skipped: {note}"
+    try:
+        import psycopg
+
+        psycopg.connect(PostgresDatabase(database, "postgres").admin_url, connect_timeout=5).close()
+    except Exception as exc:
+        return None, None, f"production profile skipped: Postgres not reachable ({exc.__class__.__name__}: {' '.join(str(exc).split())[:200]})"
+    return database, bench_redis, None
+
+
+@contextlib.contextmanager
+def production_stores(database_server, redis_url):
+    """The URL of a throw-away database made on the Postgres server `database_server` (dropped
+    after); the benchmark's Redis database `redis_url` is emptied after, too."""
+    try:
+        with PostgresDatabase(database_server, f"backflow_bench_{secrets.token_hex(4)}") as database:
+            yield database.url
+    finally:
+        redis_clean(redis_url)
 
 
 # -- Redis -------------------------------------------------------------------------------------
