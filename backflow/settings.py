@@ -366,8 +366,11 @@ LOGGING = {
     "loggers": {
         # The SDK logs every stateless request at INFO.
         "mcp.server.streamable_http": {"level": "WARNING"},
-        # httpx logs full URLs at INFO; an api_key credential may travel in the query string.
+        # httpx (and the MCP SDK's httpx2) log full URLs at INFO; an api_key credential may travel in
+        # the query string.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+        "httpcore2": {"level": "WARNING"},
     },
 }

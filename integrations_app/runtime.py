@@ -448,9 +448,9 @@ async def _follow(client, request, max_bytes, label, timeout):
             kwargs["json"] = json_body
         async with client.stream(method, url, **kwargs) as response:
             if response.is_redirect and "location" in response.headers:
-                url = urljoin(str(response.url), response.headers["location"])
+                url, next_origin = _next_hop(response, label)
                 params = None
-                if _origin(url) != origin:  # credentials stay with the origin they were meant for
+                if next_origin != origin:  # credentials stay with the origin they were meant for
                     headers = {k: v for k, v in headers.items() if k.lower() not in request.auth_headers}
                 if response.status_code in (301, 302, 303) and method not in ("GET", "HEAD"):
                     method, has_body, json_body = "GET", False, None
@@ -468,6 +468,18 @@ def _origin(url):
     return parsed.scheme, parsed.host, parsed.port
 
 
+def _next_hop(response, label):
+    """Where a redirect leads, and its origin; a Location that is no URL is the upstream's fault (502)."""
+    location = response.headers["location"]
+    try:
+        url = urljoin(str(response.url), location)
+        return url, _origin(url)
+    except (ValueError, httpx.InvalidURL) as exc:  # UnicodeError is a ValueError
+        shown = location.encode("unicode_escape").decode("ascii")[:200]
+        raise RouteFailure(502, f"{label}: the upstream redirected ({response.status_code}) to {shown!r}, which is not a "
+                                "valid URL.", upstreamStatus=response.status_code) from exc
+
+
 def _result(status, content_type, body, label, credentials=()):
     """The upstream's answer as a value: JSON parsed strictly (backflow.jsonbody: no NaN or
     Infinity, nesting bounded), other types as text; scrubbed of the credentials sent."""
@@ -480,7 +492,7 @@ def _result(status, content_type, body, label, credentials=()):
     else:
         value = text
     value = scrub(value, credentials)
-    if status >= 400:
+    if status >= 300:  # a 3xx that is not followed (no Location, or 300, 304, 305…) is no answer either
         raise RouteFailure(502, f"{label}: the upstream answered {status}.", upstreamStatus=status,
                            upstreamBody=_truncate(value))
     return value

@@ -160,3 +160,22 @@ def test_route_to_an_allowed_host_name(acme, upstream, inprocess, tripwire, sett
     assert response.status_code == 200 and response.json()["path"] == "/fetch"
     # Let through by name, though its address 127.0.0.1 is not listed (the connector resolved it).
     assert tripwire.hosts() == {"127.0.0.1"}
+
+
+def test_a_redirect_to_a_location_that_is_no_url_is_the_upstreams_fault(acme, upstream, inprocess, tripwire):
+    upstream.on("GET", "/go", Reply(302, b"", headers={"Location": "\xff\xfe"}))  # not UTF-8 on the wire
+    make_integration(acme, "up", upstream.url, ENDPOINTS)
+    _route(acme, "go")
+    response = inprocess.call("GET", "/t/acme/go")
+    assert response.status_code == 502, response.text
+    assert "redirected (302)" in response.json()["error"] and "not a valid URL" in response.json()["error"]
+
+
+@pytest.mark.parametrize("status", [300, 304, 305])
+def test_a_3xx_answer_that_is_not_followed_is_not_a_success(acme, upstream, inprocess, tripwire, status):
+    upstream.on("GET", "/go", Reply(status, b"", headers={"Location": "http://10.0.0.1/"}))
+    make_integration(acme, "up", upstream.url, ENDPOINTS)
+    _route(acme, "go")
+    response = inprocess.call("GET", "/t/acme/go")
+    assert response.status_code == 502 and f"the upstream answered {status}" in response.json()["error"], response.text
+    assert tripwire.hosts() == {"127.0.0.1"}

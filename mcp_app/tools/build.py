@@ -109,7 +109,8 @@ async def _fetch_spec(url):
     try:
         with anyio.fail_after(SPEC_FETCH_SECONDS):
             async with shared_client().stream("GET", url, headers={"Accept": "application/json, application/yaml, text/yaml, */*",
-                                                                   "Accept-Encoding": ACCEPT_ENCODING}) as response:
+                                                                   "Accept-Encoding": ACCEPT_ENCODING},
+                                              timeout=SPEC_FETCH_SECONDS) as response:
                 if response.is_redirect:
                     raise InvalidInput.single("url", f"it redirects to {response.headers.get('location', '?')!r}; give that URL.")
                 if response.status_code >= 400:

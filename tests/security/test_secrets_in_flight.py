@@ -77,3 +77,12 @@ def test_a_secret_used_by_routes_workflows_and_tools_is_never_given_back_or_logg
     assert "bad credentials" in everything
     for form in (value, value.removeprefix("sk-live-"), json.dumps(value)):
         assert form not in everything, "the secret's value leaked"
+
+
+@pytest.mark.parametrize("client_logger", ["httpx", "httpcore", "httpx2", "httpcore2"])
+def test_the_outbound_clients_log_no_url(client_logger):
+    """httpx (the LLM client) and the MCP SDK's httpx2 (tenants' MCP servers) log every request's
+    full URL at INFO, where an api_key in the query would be written down."""
+    import logging
+
+    assert not logging.getLogger(client_logger).isEnabledFor(logging.INFO)
