@@ -119,17 +119,17 @@ def _no_name_lookups(monkeypatch):
     (documents that say api.example.com stay refused, not looked up)."""
     from backflow import egress
 
-    real = egress.anyio.getaddrinfo
+    real = egress.blocking_getaddrinfo
 
-    async def loopback_only(host, *args, **kwargs):
+    def loopback_only(host, port):
         try:
             socket.inet_aton(str(host))  # a numeric IPv4 spelling (0x7f.1, 2130706433): parsed, never looked up
         except OSError:
             if str(host).lower() not in ("localhost", "localhost."):
                 raise OSError(f"tests look up no host names ({host}); use 127.0.0.1") from None
-        return await real(host, *args, **kwargs)
+        return real(host, port)
 
-    monkeypatch.setattr(egress.anyio, "getaddrinfo", loopback_only)
+    monkeypatch.setattr(egress, "blocking_getaddrinfo", loopback_only)
 
 
 @pytest.fixture(autouse=True)

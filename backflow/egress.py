@@ -25,16 +25,20 @@ before any connection is attempted.
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import ipaddress
 import json as jsonlib
 import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
 
 import aiohttp
 import anyio
 import httpcore
 import httpx
+import idna
 import yarl
 from django.conf import settings
 
@@ -119,7 +123,7 @@ class EgressPolicy:
             addresses = [ipaddress.ip_address(bare)]
         except ValueError:
             try:
-                infos = await anyio.getaddrinfo(bare, port, type=socket.SOCK_STREAM)
+                infos = await lookups.getaddrinfo(bare, port)
             except OSError as exc:
                 raise EgressRefused(f"Cannot resolve {host!r}: {exc}.", reason="unresolvable") from exc
             addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
@@ -131,6 +135,74 @@ class EgressPolicy:
                     reason="non_public_address",
                 )
         return addresses
+
+
+# -- name lookups ----------------------------------------------------------------------------------
+#
+# getaddrinfo holds a thread until the resolver answers: with resolv.conf's defaults, 10 s and more
+# for a name whose server never answers, after the call that asked for it ended with its 504. On
+# the event loop's shared executor (a handful of threads) a tenant's unanswerable names made every
+# other tenant's lookups wait. Lookups run on a pool of their own, and one owner (a tenant, set by
+# whoever calls out on its behalf: `lookups_for`) holds at most BACKFLOW_LOOKUPS_PER_TENANT of its
+# threads, counted until the thread is free again; beyond, its lookup is refused at once.
+
+lookup_owner = contextvars.ContextVar("lookup_owner", default=None)
+
+
+@contextlib.contextmanager
+def lookups_for(owner):
+    """Count the name lookups made in this block against `owner`'s share."""
+    token = lookup_owner.set(owner)
+    try:
+        yield
+    finally:
+        lookup_owner.reset(token)
+
+
+def blocking_getaddrinfo(host, port):
+    """The system resolver, as anyio calls it (IDNA 2008 with UTS 46 for names that are not ASCII)."""
+    try:
+        encoded = host.encode("ascii")
+    except UnicodeEncodeError:
+        try:
+            encoded = idna.encode(host, uts46=True)
+        except idna.IDNAError as exc:
+            raise socket.gaierror(socket.EAI_NONAME, f"not a valid host name ({exc})") from None
+    return socket.getaddrinfo(encoded, port, type=socket.SOCK_STREAM)
+
+
+class Lookups:
+    def __init__(self):
+        self._pool = None
+        self._held = {}  # owner -> threads its lookups hold now
+        self._lock = threading.Lock()  # guards the counts only, never a lookup
+
+    def _executor(self):
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(settings.BACKFLOW_LOOKUP_THREADS, thread_name_prefix="backflow-dns")
+            return self._pool
+
+    async def getaddrinfo(self, host, port):
+        owner, bound = lookup_owner.get(), settings.BACKFLOW_LOOKUPS_PER_TENANT
+        with self._lock:
+            held = self._held.get(owner, 0)
+            if owner is not None and held >= bound:
+                raise EgressRefused(f"Cannot resolve {host!r} now: {held} name lookups of this tenant are still "
+                                    "unanswered (BACKFLOW_LOOKUPS_PER_TENANT); retry later.", reason="unresolvable")
+            self._held[owner] = held + 1
+        future = self._executor().submit(blocking_getaddrinfo, host, port)
+        future.add_done_callback(lambda _: self._release(owner))
+        return await asyncio.wrap_future(future)
+
+    def _release(self, owner):
+        with self._lock:
+            self._held[owner] -= 1
+            if not self._held[owner]:
+                del self._held[owner]
+
+
+lookups = Lookups()
 
 
 @functools.cache

@@ -315,6 +315,10 @@ BACKFLOW_SYNC_THREADS_PER_TENANT = env.int("BACKFLOW_SYNC_THREADS_PER_TENANT", d
 # route calls of one tenant in flight at once in one process (503 beyond: the shared upstream
 # connection pool stays open to the others);
 BACKFLOW_ROUTE_CONCURRENCY_PER_TENANT = env.int("BACKFLOW_ROUTE_CONCURRENCY_PER_TENANT", default=50)
+# Threads for outbound name lookups per process, and how many one tenant's lookups may hold at once
+# (a name whose DNS server never answers holds its thread for the resolver's whole timeout).
+BACKFLOW_LOOKUP_THREADS = env.int("BACKFLOW_LOOKUP_THREADS", default=16)
+BACKFLOW_LOOKUPS_PER_TENANT = env.int("BACKFLOW_LOOKUPS_PER_TENANT", default=2)
 # Route invocation records waiting for their batched insert, per web process; past it new ones are dropped (and counted).
 BACKFLOW_ROUTE_INVOCATION_BUFFER = env.int("BACKFLOW_ROUTE_INVOCATION_BUFFER", default=10000)
 # a tenant's runs executing at once (the rest wait in the queue) and runs queued per minute (429 beyond);

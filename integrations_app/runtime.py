@@ -29,7 +29,7 @@ from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 
 from backflow import metrics
-from backflow.egress import EgressRefused
+from backflow.egress import EgressRefused, lookups_for
 from backflow.errors import InvalidInput, LoopDetected, NotFound
 from backflow.jsonbody import JsonBodyError, parse_peer_json
 from backflow.logs import HEADER as REQUEST_ID_HEADER
@@ -201,8 +201,9 @@ async def call_endpoint(integration, endpoint_name, params, *, client, secrets, 
         request_id = current_request_id()
         if request_id and not any(name.lower() == "x-request-id" for name in request.headers):
             request.headers[REQUEST_ID_HEADER] = request_id  # the upstream's logs can name our request
-        await _apply_auth(request, integration, secrets, client, label)
-        result = await _send(client, request, endpoint, call_settings, label)
+        with lookups_for(secrets.cache_namespace):  # the tenant's (or local mode's) share of name lookups
+            await _apply_auth(request, integration, secrets, client, label)
+            result = await _send(client, request, endpoint, call_settings, label)
     except RouteFailure as failure:
         if call_settings.trace is not None:
             call_settings.trace.append(_trace_entry(trace_id or endpoint_name, (integration or {}).get("name"), endpoint_name,

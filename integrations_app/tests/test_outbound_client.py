@@ -150,3 +150,45 @@ def test_the_shared_client_is_one_per_loop_and_closes_with_it():
 
     first, second = asyncio.run(main()), asyncio.run(main())
     assert first is not second and first.closed and second.closed
+
+
+def test_a_tenants_unanswered_name_lookups_hold_only_its_own_share(monkeypatch, settings):
+    """A name whose DNS server never answers holds a lookup thread for the resolver's whole
+    timeout, after the call that asked gave up. One tenant holds at most
+    BACKFLOW_LOOKUPS_PER_TENANT of them (counted until the thread is free); beyond, its lookups are
+    refused at once, and another tenant's answer at once."""
+    import ipaddress
+    import socket
+    import threading
+
+    from backflow import egress
+
+    settings.BACKFLOW_LOOKUPS_PER_TENANT = 2
+    never, loopback_only = threading.Event(), egress.blocking_getaddrinfo
+
+    def resolver(host, port):
+        if host.endswith(".slow.test"):
+            never.wait(30)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return loopback_only(host, port)
+
+    monkeypatch.setattr(egress, "blocking_getaddrinfo", resolver)
+    policy = EgressPolicy(["127.0.0.1"])
+
+    async def main():
+        with egress.lookups_for("tenant-a"):
+            stuck = [asyncio.ensure_future(policy.resolve(f"n{i}.slow.test", 80)) for i in range(2)]
+            await asyncio.sleep(0.1)
+            for task in stuck:  # the calls give up (their endpoint's timeout); the threads do not
+                task.cancel()
+            with pytest.raises(EgressRefused, match="2 name lookups of this tenant are still unanswered"):
+                await policy.resolve("n3.slow.test", 80)
+        with egress.lookups_for("tenant-b"):
+            async with asyncio.timeout(5):
+                assert await policy.resolve("localhost", 80) == [ipaddress.ip_address("127.0.0.1")]
+        never.set()
+
+    try:
+        asyncio.run(main())
+    finally:
+        never.set()

@@ -9,7 +9,7 @@ import httpx
 from django.conf import settings
 
 from backflow.asgi_utils import HttpError
-from backflow.egress import EgressRefused, shared_client
+from backflow.egress import EgressRefused, lookups_for, shared_client
 from backflow.errors import Conflict, InvalidInput, NotFound, ServiceError, TooManyRequests
 from backflow.peer_bodies import ACCEPT_ENCODING, PeerBodyError, read_body
 from backflow.redaction import preview
@@ -159,7 +159,11 @@ async def import_openapi(ctx, args):
     if not isinstance(include, dict) or any(not isinstance(include.get(k, []), list) for k in ("tags", "paths", "operationIds")) \
             or set(include) - {"tags", "paths", "operationIds"}:
         raise InvalidInput.single("include", "give lists under tags, paths and operationIds.")
-    raw = args["spec"] if "spec" in args else await _fetch_spec(args["url"])
+    if "spec" in args:
+        raw = args["spec"]
+    else:
+        with lookups_for(ctx.owner):
+            raw = await _fetch_spec(args["url"])
     document = openapi.load(raw)
     integration, report = openapi.integration_document(document, name=args["integration"], base_url=args.get("baseUrl"),
                                                        include=include, local=ctx.local)
