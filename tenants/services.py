@@ -63,8 +63,10 @@ def tenant_set_active(*, tenant, actor, active):
         locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
         was_active = locked.is_active
         if was_active != active:
+            # An update of is_active bumps auth_version too (TenantQuerySet): the processes'
+            # remembered key verifications for the tenant end here (the doors also read is_active).
+            Tenant.objects.filter(pk=locked.pk).update(is_active=active)
             locked.is_active = active
-            locked.save(update_fields=["is_active"])
         failed, moved, now = 0, 0, timezone.now()
         if not active:
             failed = WorkflowRun.objects.for_tenant(locked).filter(status=WorkflowRun.Status.QUEUED).update(
