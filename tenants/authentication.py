@@ -21,7 +21,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from tenants.principals import Principal
 from tenants.scopes import ALL_SCOPES
 from tenants.selectors import membership_get, tenant_get
-from tenants.services import api_key_authenticate
+from tenants.services import api_key_verify, api_key_verify_for
 
 TENANT_CLAIM = "tenants"
 PASSWORD_CLAIM = "pwd"
@@ -85,11 +85,28 @@ def check_refresh_binding(token):
     return user
 
 
+INVALID_KEY = "Invalid, expired or revoked API key."
+
+
 def principal_for_api_key(raw_key):
-    key = api_key_authenticate(raw_key)
-    if key is None:
-        raise AuthenticationError("Invalid, expired or revoked API key.")
-    return Principal(tenant=key.tenant, label=f"key:{key.prefix}", scopes=frozenset(key.scopes), api_key=key)
+    """API keys are verified once per process and then trusted while the tenant row's auth_version
+    says nothing changed (tenants/keycache.py): one query by primary key, the tenant row."""
+    verified = api_key_verify(raw_key)
+    if verified is None:
+        raise AuthenticationError(INVALID_KEY)
+    entry, tenant = verified
+    return Principal(tenant=tenant, label=f"key:{entry.prefix}", scopes=entry.scopes)
+
+
+def principal_for_tenant_key(raw_key, tenant):
+    """An API key presented to a door that has read `tenant`'s row for this request anyway (the
+    tenant routes): no query at all while nothing changed."""
+    entry = api_key_verify_for(raw_key, tenant)
+    if entry is None:
+        raise AuthenticationError(INVALID_KEY)
+    if entry.tenant_id != tenant.pk:
+        raise AuthenticationError(f"This API key belongs to another tenant than {tenant.slug!r}.")
+    return Principal(tenant=tenant, label=f"key:{entry.prefix}", scopes=entry.scopes)
 
 
 def principal_for_jwt(raw_token, requested_tenant=None):
@@ -119,10 +136,13 @@ def principal_for_jwt(raw_token, requested_tenant=None):
     )
 
 
-def principal_for_token(raw, requested_tenant=None, audience=None):
+def principal_for_token(raw, requested_tenant=None, audience=None, tenant=None):
     """API key (bf_…), JWT (three dot-separated parts) or, for the MCP resource `audience`, an
-    OAuth access token."""
+    OAuth access token. `tenant`: the row of `requested_tenant` when the door has read it for this
+    request anyway; an API key is then verified against it (principal_for_tenant_key)."""
     if raw.startswith("bf_"):
+        if tenant is not None:
+            return principal_for_tenant_key(raw, tenant)
         principal = principal_for_api_key(raw)
         if requested_tenant and requested_tenant != principal.tenant.slug:
             raise AuthenticationError(f"This API key belongs to another tenant than {requested_tenant!r}.")

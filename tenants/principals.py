@@ -11,7 +11,6 @@ class Principal:
     label: str  # "key:ab12cd34", "user:alice", "system:create_api_key"
     scopes: frozenset = field(default_factory=lambda: frozenset(ALL_SCOPES))
     user: object = None
-    api_key: object = None
     role: str | None = None
 
     # DRF sets request.user to the principal; these make it behave like a signed-in user.
