@@ -120,13 +120,26 @@ class DatabaseSites:
             cached = self._tables[tenant.pk] = (tenant.routes_version, RouteTable(store.list_routes(), store.list_integrations()))
         return tenant, cached[1]
 
-    async def site(self, slug):
-        tenant, table = await in_thread(f"slug:{slug}", reconnecting(self._lookup), slug)
+    def _site(self, slug):
+        tenant, table = self._lookup(slug)
         if tenant is None:
             raise HttpError(404, f"No tenant {slug!r}.")
         if not tenant.is_active:
             raise HttpError(403, f"Tenant {slug!r} is inactive.")
         return TenantSite(tenant, table)
+
+    async def site(self, slug):
+        return await in_thread(f"slug:{slug}", reconnecting(self._site), slug)
+
+    async def admitted(self, slug, method, path, headers, client):
+        """The tenant's site, the route matching the request and its path params, with the caller
+        authenticated and counted (`admission`): in one trip to a thread."""
+        return await in_thread(f"slug:{slug}", reconnecting(self._admitted), slug, method, path, headers, client)
+
+    def _admitted(self, slug, method, path, headers, client):
+        site = self._site(slug)
+        route, path_params = site.table.match(method, path)
+        return site, route, path_params, admission(site, route, headers, client)
 
 
 class LocalSite:
@@ -196,11 +209,25 @@ class LocalSites:
             raise HttpError(404, f"Local mode serves /t/local/…, not /t/{slug}/.")
         return self._site
 
+    async def admitted(self, slug, method, path, headers, client):
+        site = await self.site(slug)
+        route, path_params = site.table.match(method, path)
+        return site, route, path_params, await in_thread(site.owner, admission, site, route, headers, client)
+
 
 def caller_wait(site, caller):
     """Count one call of `site`'s routes by `caller` (a credential's label, or `ip:<address>`):
     None while within BACKFLOW_ROUTE_RATE_LIMIT, else the seconds to wait."""
     return retry_after(f"{site.rate_key}:{caller}", settings.BACKFLOW_ROUTE_RATE_LIMIT, name="routes")
+
+
+def admission(site, route, headers, client):
+    """Authenticate the caller (when the route requires it; HttpError 401 otherwise), then count the
+    call against its budget at this tenant: seconds to wait, or None. Per caller (the credential,
+    else the client's address), so that anonymous callers of a public route cannot spend the
+    tenant's whole budget and lock its own callers out."""
+    caller = site.authenticate(headers) if route.get("requireAuth", True) else None
+    return caller_wait(site, caller or "ip:" + client)
 
 
 class RouteDispatcher:
@@ -228,9 +255,9 @@ class RouteDispatcher:
             depth = call_depth(headers.get(DEPTH_HEADER.lower()))
         except ServiceError as exc:
             raise HttpError(exc.status_code, str(exc)) from exc
-        site = await self.sites.site(slug)
-        route, path_params = site.table.match(method, path)
-        await self.admit(site, route, headers, (scope.get("client") or ("",))[0])
+        site, route, path_params, wait = await self.sites.admitted(slug, method, path, headers, (scope.get("client") or ("",))[0])
+        if wait:
+            raise HttpError(429, f"Too many requests to this tenant's routes from you; retry in {wait} s.", [(b"retry-after", str(wait).encode())])
         raw = await read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         try:
             body = parse_json(raw) if raw.strip() else {}
@@ -241,12 +268,6 @@ class RouteDispatcher:
         seconds = time.monotonic() - started
         metrics.route_invocation(status, seconds, site.slug)
         self.record_soon(site, route, method, path, status, round(seconds * 1000, 2), error)
-
-    async def admit(self, site, route, headers, client):
-        """Authenticate the caller (when the route requires it) and count the call, or HttpError."""
-        wait = await in_thread(site.owner, reconnecting(self._admit), site, route, headers, client)
-        if wait:
-            raise HttpError(429, f"Too many requests to this tenant's routes from you; retry in {wait} s.", [(b"retry-after", str(wait).encode())])
 
     async def serve(self, site, route, path_params, query, body, headers, depth, trace=None):
         """Run a matched route: (status, answer, error). `trace`, a list, gets one entry per action
@@ -275,15 +296,6 @@ class RouteDispatcher:
             metrics.rate_limit_refusals.labels("route_concurrency").inc()
             raise HttpError(503, f"This tenant already has {full.held} route calls in progress; retry shortly.",
                             [(b"retry-after", b"1")]) from None
-
-    @staticmethod
-    def _admit(site, route, headers, client):
-        """Authenticate (when the route requires it), then count the call against its caller's budget
-        at this tenant: seconds to wait, or None. Per caller (the credential, else the client's
-        address), so that anonymous callers of a public route cannot spend the tenant's whole
-        budget and lock its own callers out."""
-        caller = site.authenticate(headers) if route.get("requireAuth", True) else None
-        return caller_wait(site, caller or "ip:" + client)
 
     def record_soon(self, site, route, method, path, status, duration_ms, error, test=False):
         """After the answer is sent, off the request's path (the record carries the request's id)."""
