@@ -337,6 +337,8 @@ BACKFLOW_SSE_SESSIONS_PER_PRINCIPAL = env.int("BACKFLOW_SSE_SESSIONS_PER_PRINCIP
 
 # API keys: last_used_at is written at most this often per key, to keep reads read-only.
 BACKFLOW_KEY_LAST_USED_INTERVAL = timedelta(seconds=60)
+# API keys a process remembers as verified (tenants/keycache.py), least recently used out first.
+BACKFLOW_KEY_CACHE_SIZE = env.int("BACKFLOW_KEY_CACHE_SIZE", default=4096)
 
 # Operations (docs/operator-guide.md, "Monitoring"): GET /metrics is served only with this token
 # set, to callers sending it as a bearer token; a tenant label on route and tool-call metrics
