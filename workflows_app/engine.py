@@ -4,7 +4,6 @@ built-ins mcp.listTools / mcp.execute. A worker signals a heartbeat while it run
 worker died is failed by the scheduler instead of staying `running` forever.
 """
 
-import asyncio
 import json
 import logging
 import threading
@@ -89,7 +88,10 @@ class RunContext:
                     prompt=options["prompt"], system=options.get("system"), model=options.get("model"),
                     temperature=options.get("temperature"), timeout=timeout,
                 ), timeout + 5)
-            return mcp_client.CLIENT.run(self._integration(tool, params), timeout + 5)
+            # The document is read here, on the run's thread and its warm connection, not on a
+            # thread of the loop's (a connection and a health check of its own per run).
+            integration = self._integration_document(tool["params"]["integration"])
+            return mcp_client.CLIENT.run(self._integration(tool, params, integration), timeout + 5)
         except mcp_client.McpClientError as exc:
             raise StepFailed(str(exc)) from exc
         except llm.LlmError as exc:
@@ -99,42 +101,72 @@ class RunContext:
         except TimeoutError as exc:
             raise StepFailed(f"no result within {timeout:g} s") from exc
 
-    async def _integration(self, tool, params):
-        integration = await asyncio.to_thread(self._integration_document, tool["params"]["integration"])
+    async def _integration(self, tool, params, integration):
         return await call_endpoint(integration, tool["params"]["action"], params, client=shared_client(),
                                    secrets=tenant_secrets(self.tenant), call_settings=CallSettings(depth=self.run.depth + 1),
                                    label=f"integration {tool['params']['integration']}")
 
     def _integration_document(self, name):
-        close_old_connections()
         return DatabaseStore(tenant=self.tenant, actor=None).get_integration(name)
 
 
-class Heartbeat:
-    """Marks the run alive every few seconds from a side thread while steps block."""
+class _Heartbeats:
+    """One side thread per process marks every run this process executes alive, every
+    max(1, BACKFLOW_RUN_STALE_SECONDS / 4) s, while their steps block (one UPDATE for all of them):
+    a thread started and joined per run cost more than the run's own bookkeeping."""
 
-    def __init__(self, run_id):
-        self.run_id = run_id
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._runs = {}  # run id -> monotonic time of its last sign of life (the claim, or a beat)
+        self._thread = None
 
-    def _beat(self):
-        interval = max(1.0, settings.BACKFLOW_RUN_STALE_SECONDS / 4)
-        while not self._stop.wait(interval):
+    def add(self, run_id):
+        with self._lock:
+            self._runs[run_id] = time.monotonic()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._beat_forever, name="backflow-run-heartbeat", daemon=True)
+                self._thread.start()
+
+    def discard(self, run_id):
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+    def _beat_forever(self):
+        while True:
+            interval = max(1.0, settings.BACKFLOW_RUN_STALE_SECONDS / 4)
+            time.sleep(min(1.0, interval))
+            now = time.monotonic()
+            with self._lock:
+                due = [run_id for run_id, last in self._runs.items() if now - last >= interval]
+            if not due:
+                continue
             try:
-                WorkflowRun.all_tenants.filter(pk=self.run_id, status=WorkflowRun.Status.RUNNING).update(heartbeat_at=timezone.now())
+                WorkflowRun.all_tenants.filter(pk__in=due, status=WorkflowRun.Status.RUNNING).update(heartbeat_at=timezone.now())
+                with self._lock:
+                    for run_id in due:
+                        if run_id in self._runs:
+                            self._runs[run_id] = now
             except Exception:
                 logger.exception("heartbeat failed")
             finally:
                 close_old_connections()
 
+
+HEARTBEATS = _Heartbeats()
+
+
+class Heartbeat:
+    """While in this block, the run is marked alive by the process's heartbeat thread."""
+
+    def __init__(self, run_id):
+        self.run_id = run_id
+
     def __enter__(self):
-        self._thread.start()
+        HEARTBEATS.add(self.run_id)
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(5)
+        HEARTBEATS.discard(self.run_id)
 
 
 def inactive_error(slug):
