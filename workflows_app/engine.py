@@ -4,6 +4,7 @@ built-ins mcp.listTools / mcp.execute. A worker signals a heartbeat while it run
 worker died is failed by the scheduler instead of staying `running` forever.
 """
 
+import asyncio
 import json
 import logging
 import threading
@@ -91,7 +92,7 @@ class RunContext:
             # The document is read here, on the run's thread and its warm connection, not on a
             # thread of the loop's (a connection and a health check of its own per run).
             integration = self._integration_document(tool["params"]["integration"])
-            return mcp_client.CLIENT.run(self._integration(tool, params, integration), timeout + 5)
+            return _run_here(self._integration(tool, params, integration), timeout + 5)
         except mcp_client.McpClientError as exc:
             raise StepFailed(str(exc)) from exc
         except llm.LlmError as exc:
@@ -107,7 +108,40 @@ class RunContext:
                                    label=f"integration {tool['params']['integration']}")
 
     def _integration_document(self, name):
-        return DatabaseStore(tenant=self.tenant, actor=None).get_integration(name)
+        """The integration's document as of the run's claim: kept per process while the tenant's
+        routes_version (bumped in the transaction of every integration write, read with the tenant
+        row by the claim) stays the same, as the route runtime keeps its route tables."""
+        key = (self.tenant.pk, self.tenant.created_at, name)
+        cached = _INTEGRATIONS.get(key)
+        if cached is not None and cached[0] == self.tenant.routes_version:
+            return cached[1]
+        document = DatabaseStore(tenant=self.tenant, actor=None).get_integration(name)
+        if len(_INTEGRATIONS) >= 1024:
+            _INTEGRATIONS.clear()
+        _INTEGRATIONS[key] = (self.tenant.routes_version, document)
+        return document
+
+
+# (tenant pk, tenant created_at, integration name) -> (the tenant's routes_version, the document or None)
+_INTEGRATIONS = {}
+_LOOPS = threading.local()
+
+
+def _run_here(coroutine, timeout):
+    """Run `coroutine` to its end (at most `timeout` s) on this thread's own event loop, made on
+    first use and kept (with the pooled upstream connections of backflow.egress.shared_client):
+    a one-call step does not hop to the MCP client's loop thread and back. From inside a running
+    loop, it goes to the MCP client's loop as before."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return mcp_client.CLIENT.run(coroutine, timeout)
+    loop = getattr(_LOOPS, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _LOOPS.loop = asyncio.new_event_loop()
+    return loop.run_until_complete(asyncio.wait_for(coroutine, timeout))
 
 
 class _Heartbeats:
