@@ -10,12 +10,15 @@ built by the ORM per run (building them cost more CPU than the database spent on
 Table and column names come from the models' _meta, so a renamed column stays right.
 """
 
+import datetime
+
 from django.db import connection, transaction
 from django.utils import timezone
 from django_tasks_db.compat import TaskResultStatus
 from django_tasks_db.models import DBTaskResult
 
-from workflows_app.models import StepRun, WorkflowRun
+from tenants.models import Tenant
+from workflows_app.models import StepRun, Workflow, WorkflowRun
 
 RUNNING, QUEUED = WorkflowRun.Status.RUNNING, WorkflowRun.Status.QUEUED
 
@@ -54,6 +57,14 @@ class _Statements:
         s = lambda name: _column(StepRun, name)  # noqa: E731
         t = lambda name: _column(DBTaskResult, name)  # noqa: E731
         self.task_fields = [f.attname for f in DBTaskResult._meta.concrete_fields]
+        # The queued run, its tenant and workflow; the tenant row locked (see lock_queued_run).
+        self.lock_run_fields = tuple([f.attname for f in model._meta.concrete_fields] for model in (WorkflowRun, Tenant, Workflow))
+        selected = ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}"
+                             for alias, model in (("r", WorkflowRun), ("t", Tenant), ("w", Workflow)) for f in model._meta.concrete_fields)
+        self.lock_run = (
+            f"SELECT {selected} FROM {run} r JOIN {_table(Tenant)} t ON t.{_column(Tenant, 'id')} = r.{r('tenant')} "
+            f"JOIN {_table(Workflow)} w ON w.{_column(Workflow, 'id')} = r.{r('workflow')} "
+            f"WHERE r.{r('id')} = %s AND r.{r('status')} = %s FOR NO KEY UPDATE OF t")
         task_columns = ", ".join(connection.ops.quote_name(f.column) for f in DBTaskResult._meta.concrete_fields)
         # {ready} is django-tasks-db's own query for the next ready task (built by the ORM per call:
         # it holds the time and the worker's queues), LIMIT 1 FOR UPDATE SKIP LOCKED.
@@ -96,36 +107,81 @@ class _Statements:
 
 # -- the task ----------------------------------------------------------------------------------
 
-def claim_task(tasks, worker_id):
-    """The next ready task of the queryset `tasks` (django-tasks-db's Worker: ready tasks of its
-    backend and queues), claimed by `worker_id`, or None. In the caller's transaction. On
-    PostgreSQL one statement (UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING)
-    instead of a locking SELECT and an UPDATE."""
-    if not _postgres():
-        task_result = tasks.get_locked()
-        if task_result is not None:
-            task_result.claim(worker_id)
-        return task_result
-    statements = _Statements.get()
-    ready, ready_params = tasks.select_for_update(skip_locked=True).values("pk")[:1].query.get_compiler(using=tasks.db).as_sql()
-    now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(statements.claim_task.format(ready=ready),
-                       [TaskResultStatus.RUNNING, now, _save_value(DBTaskResult, "worker_ids", [worker_id]), *ready_params])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    return DBTaskResult.from_db(connection.alias, statements.task_fields, _from_db(DBTaskResult, statements.task_fields, row))
+class TaskClaimer:
+    """Claims the next ready task of `ready()` (a queryset: django-tasks-db's Worker's ready tasks
+    of its backend and queues) for `worker_id`, in the caller's transaction: claim() returns the
+    DBTaskResult or None.
+
+    On PostgreSQL one statement (UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED)
+    RETURNING) instead of a locking SELECT and an UPDATE; the SELECT is the queryset's own, compiled
+    once: only its time ("ready now") changes from one claim to the next. Elsewhere, get_locked()
+    and claim() as django-tasks-db's Worker does."""
+
+    def __init__(self, ready, worker_id):
+        self.ready, self.worker_id = ready, worker_id
+        self._compiled = None
+
+    def claim(self):
+        if not _postgres():
+            task_result = self.ready().get_locked()
+            if task_result is not None:
+                task_result.claim(self.worker_id)
+            return task_result
+        sql, params = self._select()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [TaskResultStatus.RUNNING, timezone.now(), _save_value(DBTaskResult, "worker_ids", [self.worker_id]),
+                                 *params])
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        return _instance(DBTaskResult, _Statements.get().task_fields, row)
+
+    def _select(self):
+        """The claiming statement and its parameters, the ready-task query compiled once."""
+        if self._compiled is None:
+            self._compiled = self._compile()
+        if self._compiled is False:  # its time could not be told from its other parameters: compiled per claim
+            return self._compile_now()
+        sql, params, now_at = self._compiled
+        params = list(params)
+        params[now_at] = timezone.now()
+        return sql, params
+
+    def _compile_now(self):
+        tasks = self.ready()
+        ready, params = tasks.select_for_update(skip_locked=True).values("pk")[:1].query.get_compiler(using=tasks.db).as_sql()
+        return _Statements.get().claim_task.format(ready=ready), list(params)
+
+    def _compile(self):
+        from django_tasks_db.models import get_date_max
+
+        sql, params = self._compile_now()
+        times = [index for index, value in enumerate(params) if isinstance(value, datetime.datetime) and value != get_date_max()]
+        if len(times) != 1:
+            return False
+        return sql, params, times[0]
 
 
-def _from_db(model, attnames, row):
-    """A row's values as from_db expects them (JSON decoded, as the ORM's converters do)."""
+_CONVERTERS = {}
+
+
+def _instance(model, attnames, row):
+    """A model instance from a row of `attnames` columns, its values converted as the ORM's
+    (JSON decoded, ...), as if it was read by a queryset."""
+    key = (model, tuple(attnames))
+    converters = _CONVERTERS.get(key)
+    if converters is None:
+        converters = _CONVERTERS[key] = []
+        for index, attname in enumerate(attnames):
+            column = model._meta.get_field(attname).get_col(model._meta.db_table)
+            found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+            if found:
+                converters.append((index, column, found))
     values = list(row)
-    for index, attname in enumerate(attnames):
-        column = model._meta.get_field(attname).get_col(model._meta.db_table)
-        for converter in connection.ops.get_db_converters(column) + column.get_db_converters(connection):
+    for index, column, found in converters:
+        for converter in found:
             values[index] = converter(values[index], column, connection)
-    return values
+    return model.from_db(connection.alias, attnames, values)
 
 
 def mark_task_successful(task_result, status, now=None):
@@ -146,9 +202,26 @@ def _task_done(task_result, status, now):
 def lock_queued_run(run_id):
     """The queued run with its workflow and tenant, the tenant row locked (FOR NO KEY UPDATE: it
     serialises the claims of one tenant's runs and a deactivation, tenants.services.tenant_set_active,
-    but not the inserts that only refer to the tenant, such as new runs); None when not queued."""
-    return (WorkflowRun.all_tenants.select_related("tenant", "workflow").select_for_update(of=("tenant",), no_key=True)
-            .filter(pk=run_id, status=QUEUED).order_by().first())
+    but not the inserts that only refer to the tenant, such as new runs); None when not queued.
+    A run id that is no UUID raises ValidationError, as the ORM does."""
+    if not _postgres():
+        return (WorkflowRun.all_tenants.select_related("tenant", "workflow").select_for_update(of=("tenant",), no_key=True)
+                .filter(pk=run_id, status=QUEUED).order_by().first())
+    statements = _Statements.get()
+    pk = WorkflowRun._meta.pk
+    with connection.cursor() as cursor:
+        cursor.execute(statements.lock_run, [pk.get_db_prep_value(pk.to_python(run_id), connection), QUEUED])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    run_fields, tenant_fields, workflow_fields = statements.lock_run_fields
+    run = _instance(WorkflowRun, run_fields, row[:len(run_fields)])
+    tenant = _instance(Tenant, tenant_fields, row[len(run_fields):len(run_fields) + len(tenant_fields)])
+    workflow = _instance(Workflow, workflow_fields, row[len(run_fields) + len(tenant_fields):])
+    WorkflowRun.tenant.field.set_cached_value(run, tenant)
+    WorkflowRun.workflow.field.set_cached_value(run, workflow)
+    Workflow.tenant.field.set_cached_value(workflow, tenant)
+    return run
 
 
 def move_to_running(run, limit, first_step):

@@ -50,17 +50,13 @@ class RunWorker(Worker):
         logger.info("Starting worker worker_id=%s queues=%s", self.worker_id, ",".join(self.queue_names))
         if self.startup_delay and self.interval:
             time.sleep(random.random())  # noqa: S311 - a small random delay against a thundering herd
+        claimer = bookkeeping.TaskClaimer(self._ready, self.worker_id)
         while self.running:
             close_old_connections()  # check for dropped or expired connections right after waking up
-            tasks = DBTaskResult.objects.ready().filter(backend_name=self.backend_name)
-            if not self.process_all_queues:
-                tasks = tasks.filter(queue_name__in=self.queue_names)
-            if self.excluded_queue_names:
-                tasks = tasks.exclude(queue_name__in=self.excluded_queue_names)
             claimed = fault = None
-            with exclusive_transaction(tasks.db):
+            with exclusive_transaction(DBTaskResult.objects.db):
                 try:
-                    task_result = bookkeeping.claim_task(tasks, self.worker_id)  # (Worker.run: get_locked(), claim())
+                    task_result = claimer.claim()  # (Worker.run: get_locked(), claim())
                     retrieved_task_result = True
                     if task_result is not None and task_result.task_path == RUN_TASK_PATH:  # (not in Worker.run)
                         claimed, fault = self._claim_run(task_result)
@@ -88,6 +84,15 @@ class RunWorker(Worker):
             close_old_connections()
             if self.running and not task_result:
                 time.sleep(self.interval)
+
+    def _ready(self):
+        """Worker.run's query: the ready tasks of this worker's backend and queues."""
+        tasks = DBTaskResult.objects.ready().filter(backend_name=self.backend_name)
+        if not self.process_all_queues:
+            tasks = tasks.filter(queue_name__in=self.queue_names)
+        if self.excluded_queue_names:
+            tasks = tasks.exclude(queue_name__in=self.excluded_queue_names)
+        return tasks
 
     @staticmethod
     def _claim_run(task_result):
