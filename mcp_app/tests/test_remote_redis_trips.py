@@ -3,27 +3,15 @@ the rate-limit count, one script, and nothing else (no session lookup, no channe
 and receive: the message is handed over in memory). A private redis-server counts the commands
 (INFO commandstats), so nothing else on the machine adds to them."""
 
-from pathlib import Path
 
 import pytest
 import redis
 
 from mcp_app.tests.test_remote_multiprocess import call
 from mcp_app.tests.test_remote_support import bearer, exchange, handshake, raw_client, raw_sse, run
-from tests.faults.helpers import REDIS_SERVER, RedisServer
+from tests.faults.helpers import private_redis  # noqa: F401 (fixture)
 
 CALLS = 20
-
-
-@pytest.fixture
-def private_redis(tmp_path):
-    if not Path(REDIS_SERVER).exists():
-        pytest.skip(f"no redis-server binary ({REDIS_SERVER}) to run a private Redis")
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _commands(url):
@@ -34,7 +22,7 @@ def _commands(url):
     return counted, sum(scripted.values())
 
 
-def test_a_tool_call_over_sse_takes_one_redis_round_trip(acme, live_daphne, private_redis):
+def test_a_tool_call_over_sse_takes_one_redis_round_trip(acme, live_daphne, private_redis):  # noqa: F811
     server = live_daphne(REDIS_URL=private_redis.url, BACKFLOW_SSE_KEEPALIVE_SECONDS="3600")
     auth = bearer(acme.key)
 

@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.live import free_port, stop_process
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -65,6 +67,18 @@ class RedisServer:
     def stop(self):
         if self.process is not None:
             stop_process(self.process)
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A started RedisServer of the test's own (skipped where there is no redis-server binary)."""
+    if not Path(REDIS_SERVER).exists():
+        pytest.skip(f"no redis-server binary ({REDIS_SERVER}) to run a private Redis")
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class TcpProxy:

@@ -21,7 +21,6 @@ restarted.
 from pathlib import Path
 
 import anyio
-import pytest
 
 from integrations_app import services as integration_services
 from integrations_app.models import Integration, Route
@@ -39,21 +38,10 @@ from mcp_app.tests.test_remote_support import (
     rpc,
     run,
 )
-from tests.faults.helpers import REDIS_SERVER, RedisServer
+from tests.faults.helpers import private_redis  # noqa: F401 (fixture)
 
 STREAMABLE_HEADERS = {"Accept": "application/json, text/event-stream"}
 SIGN_IN = {"username": "acme-owner", "password": "a wrong guess", "tenant": "acme"}
-
-
-@pytest.fixture
-def private_redis(tmp_path):
-    if not Path(REDIS_SERVER).exists():
-        pytest.skip(f"no redis-server binary ({REDIS_SERVER}) to run a private Redis")
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def integration_doc(name, server):
