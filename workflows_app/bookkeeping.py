@@ -11,12 +11,14 @@ Table and column names come from the models' _meta, so a renamed column stays ri
 """
 
 import datetime
+from contextlib import nullcontext
 
 from django.db import connection, transaction
 from django.utils import timezone
 from django_tasks_db.compat import TaskResultStatus
 from django_tasks_db.models import DBTaskResult
 
+from backflow.outages import DATABASE_ERRORS
 from tenants.models import Tenant
 from workflows_app.models import StepRun, Workflow, WorkflowRun
 
@@ -66,8 +68,8 @@ class _Statements:
             f"JOIN {_table(Workflow)} w ON w.{_column(Workflow, 'id')} = r.{r('workflow')} "
             f"WHERE r.{r('id')} = %s AND r.{r('status')} = %s FOR NO KEY UPDATE OF t")
         task_columns = ", ".join(connection.ops.quote_name(f.column) for f in DBTaskResult._meta.concrete_fields)
-        # {ready} is django-tasks-db's own query for the next ready task (built by the ORM per call:
-        # it holds the time and the worker's queues), LIMIT 1 FOR UPDATE SKIP LOCKED.
+        # {ready} is django-tasks-db's own query for the next ready task of the worker's backend and
+        # queues, LIMIT 1 FOR UPDATE SKIP LOCKED (see TaskClaimer).
         self.claim_task = (
             f"UPDATE {task} SET {t('status')} = %s, {t('started_at')} = %s, {t('worker_ids')} = {t('worker_ids')} || %s "
             f"WHERE {t('id')} = ({{ready}}) RETURNING {task_columns}")
@@ -78,7 +80,7 @@ class _Statements:
                 f"WHERE {r('id')} = %s AND {r('status')} = %s "
                 f"AND (SELECT COUNT(*) FROM {run} WHERE {r('tenant')} = %s AND {r('status')} = %s) < %s "
                 f"RETURNING {r('id')}")
-        self.claim_run = f"{move}"
+        self.claim_run = move
         self.claim_run_and_step = (
             f"WITH claimed AS ({move}) "
             f"INSERT INTO {step} ({s('tenant')}, {s('run')}, {s('position')}, {s('step_id')}, {s('action')}, {s('status')}, "
@@ -100,7 +102,7 @@ class _Statements:
                     f"stored AS ({end_step})" if with_step else None,
                     f"ended AS ({end_run})",
                     f"marked AS ({end_task})" if with_task else None,
-                ) if part) + " SELECT (SELECT COUNT(*) FROM ended)" + (", (SELECT COUNT(*) FROM stored)" if with_step else "")
+                ) if part) + " SELECT COUNT(*) FROM ended"
             for with_step in (False, True) for with_task in (False, True)
         }
 
@@ -270,7 +272,8 @@ STEP_FIELDS = ["duration_ms", "status", "result", "error", "params", "attempts"]
 
 
 class RecordRefused(Exception):
-    """The database refused a step's record (its result, most likely); __cause__ says how."""
+    """The database refused a step's record (its result, most likely); __cause__ says how. (An
+    outage is no refusal: it is raised as it is.)"""
 
 
 def end_run(run, status, *, output=None, error="", record=None, task=None):
@@ -298,10 +301,12 @@ def end_run(run, status, *, output=None, error="", record=None, task=None):
     # A lone statement is a transaction of its own; inside the caller's, a savepoint keeps a
     # refused record from spoiling the rest of it (tests run in one).
     try:
-        with transaction.atomic() if connection.in_atomic_block else _nothing():
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
             with connection.cursor() as cursor:
                 cursor.execute(sql, params)
                 ended = cursor.fetchone()[0]
+    except DATABASE_ERRORS:
+        raise
     except Exception as exc:
         if record is not None:
             raise RecordRefused() from exc
@@ -311,17 +316,11 @@ def end_run(run, status, *, output=None, error="", record=None, task=None):
     return bool(ended)
 
 
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def save_record(record):
     """Store a step's final record, in the caller's transaction."""
     try:
         record.save(update_fields=STEP_FIELDS)
+    except DATABASE_ERRORS:
+        raise
     except Exception as exc:
         raise RecordRefused() from exc
