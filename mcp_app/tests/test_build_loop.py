@@ -11,6 +11,7 @@ list_route_invocations tells the tests and the real calls apart.
 
 import json
 
+import anyio
 import httpx
 import pytest
 
@@ -162,8 +163,13 @@ def test_the_loop_in_tenant_mode_over_streamable_http(acme, live_daphne, upstrea
             assert {item["name"] for item in secrets["secrets"]} == {f"{name}_token" for name in TOKENS}
             await build_and_test(s.session, stand_ins, local=False)
             real_calls(f"{server.url}/t/acme")
-            invocations = (await call(s.session, "list_route_invocations", {"limit": 50}))["invocations"]
-            return invocations
+            # Records are written after the answers, in batches: the last ones may take a moment.
+            with anyio.fail_after(15):
+                while True:
+                    invocations = (await call(s.session, "list_route_invocations", {"limit": 50}))["invocations"]
+                    if sum(not i["test"] for i in invocations) >= 3:
+                        return invocations
+                    await anyio.sleep(0.1)
 
     invocations = run(main, timeout=120)
     tests = [(i["method"], i["path"], i["status"]) for i in invocations if i["test"]]
