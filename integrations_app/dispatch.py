@@ -322,13 +322,17 @@ class InvocationWriter:
         self._background = background  # the dispatcher's set of tasks in flight (tests wait for it)
         self._waiting = {}  # event loop -> records not yet handed to an insert
         self._writers = {}  # event loop -> its writer task
+        self._dropping = set()  # event loops whose records are being dropped (logged once)
 
     def add(self, row):
         loop = asyncio.get_running_loop()
         waiting = self._waiting.setdefault(loop, [])
         if len(waiting) >= settings.BACKFLOW_ROUTE_INVOCATION_BUFFER:
             metrics.route_invocation_records_dropped.inc()
-            logger.warning("Dropped a route invocation record: %s are waiting for the database already.", len(waiting))
+            if loop not in self._dropping:  # once until the writer catches up, not once a call
+                self._dropping.add(loop)
+                logger.warning("Dropping route invocation records: %s are waiting for the database already "
+                               "(counted in backflow_route_invocation_records_dropped_total).", len(waiting))
             return
         waiting.append(row)
         if loop not in self._writers:
@@ -345,6 +349,7 @@ class InvocationWriter:
         finally:
             del self._writers[loop]
             self._waiting.pop(loop, None)
+            self._dropping.discard(loop)
 
     @staticmethod
     async def _insert(batch):
