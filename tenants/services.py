@@ -61,7 +61,7 @@ def tenant_set_active(*, tenant, actor, active):
 
     active = bool(active)
     with transaction.atomic():
-        # The row lock orders this against workers claiming the tenant's runs (workflows_app.engine._claim).
+        # The row lock orders this against workers claiming the tenant's runs (workflows_app.engine.claim_in_transaction).
         locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
         was_active = locked.is_active
         if was_active != active:
