@@ -29,7 +29,7 @@ from integrations_app.models import RouteInvocation
 from integrations_app.runtime import DEPTH_HEADER, CallSettings, RouteFailure, SecretResolver, call_depth, run_route, tenant_secrets
 from integrations_app.stores import DatabaseStore
 from tenants.authentication import AuthenticationError, bearer_value, principal_for_token
-from tenants.models import Tenant
+from tenants.selectors import tenant_get
 
 logger = logging.getLogger("backflow.routes")
 PARAM_SEGMENT = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -111,7 +111,7 @@ class DatabaseSites:
     def _lookup(self, slug):
         """The tenant and its current route table, in one trip to the database thread (the tenant
         row, read on every request, carries its state and its routes' version)."""
-        tenant = Tenant.objects.filter(slug=slug).first()
+        tenant = tenant_get(slug=slug)
         if tenant is None:
             return None, None
         cached = self._tables.get(tenant.pk)

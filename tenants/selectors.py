@@ -1,10 +1,15 @@
 """Reads for tenants, keys and the audit log."""
 
+from backflow.compiled import RowBy
 from tenants.models import ApiKey, AuditEvent, Membership, Tenant
+
+_tenant_by_slug = RowBy(Tenant, "slug")
+tenant_by_id = RowBy(Tenant, "id")  # each key check of REST and MCP reads the row (tenants.services.api_key_verify)
 
 
 def tenant_get(*, slug):
-    return Tenant.objects.filter(slug=slug).first()
+    """The tenant row, read on every request of the routes and the tenant-scoped doors."""
+    return _tenant_by_slug(slug)
 
 
 def membership_get(*, tenant, user):

@@ -17,6 +17,7 @@ from backflow.validation import without_nul
 from tenants.keycache import VerifiedKey, verified_keys
 from tenants.models import ApiKey, AuditEvent, Membership, Tenant, hash_api_key
 from tenants.scopes import normalize_scopes
+from tenants.selectors import tenant_by_id
 
 KEY_PREFIX_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -207,7 +208,7 @@ def api_key_verify(raw_key):
     digest, now = hash_api_key(raw_key), timezone.now()
     entry = verified_keys.get(digest)
     if entry is not None:
-        tenant = Tenant.objects.filter(pk=entry.tenant_id).first()
+        tenant = tenant_by_id(entry.tenant_id)
         if _trusted(entry, tenant, now):
             entry.last_used_at = _record_use(entry.key_id, entry.last_used_at, now)
             return entry, tenant
