@@ -13,13 +13,14 @@ thread); callers check them (`mcp_app.server`, `backflow.outages.reconnecting`).
 """
 
 import asyncio
+import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-_lock = threading.Lock()  # guards the lazy creation of the pool only, never a call
+_lock = threading.Lock()  # guards the lazy creation of the pool and its runner only, never a call
 _pool = None
 
 
@@ -44,10 +45,25 @@ class _Share:
 _shares = {}  # (loop id, owner) -> _Share; touched only from its event loop's thread
 
 
+def _apply(func, *args, **kwargs):
+    return func(*args, **kwargs)
+
+
+_runners = []  # the one SyncToAsync of the pool, made with the pool
+
+
 def on_pool_thread(func):
     """`func` as a coroutine function that runs on a thread of the pool. (In-process tests that
-    hold their data in an open transaction replace this to run on the test's own thread.)"""
-    return sync_to_async(func, thread_sensitive=False, executor=_executor())
+    hold their data in an open transaction replace this to run on the test's own thread.)
+
+    One SyncToAsync serves every call: making one per call (it inspects the function) cost more
+    CPU than the hop itself on the routes' hot path."""
+    if not _runners:
+        executor = _executor()  # before the lock, which it takes
+        with _lock:
+            if not _runners:
+                _runners.append(sync_to_async(_apply, thread_sensitive=False, executor=executor))
+    return functools.partial(_runners[0], func)
 
 
 async def in_thread(owner, func, *args, **kwargs):

@@ -107,6 +107,7 @@ class TenantSite:
 class DatabaseSites:
     def __init__(self):
         self._tables = {}  # tenant id -> (version, RouteTable)
+        self._reconnecting_site, self._reconnecting_admitted = reconnecting(self._site), reconnecting(self._admitted)
 
     def _lookup(self, slug):
         """The tenant and its current route table, in one trip to the database thread (the tenant
@@ -129,12 +130,12 @@ class DatabaseSites:
         return TenantSite(tenant, table)
 
     async def site(self, slug):
-        return await in_thread(f"slug:{slug}", reconnecting(self._site), slug)
+        return await in_thread(f"slug:{slug}", self._reconnecting_site, slug)
 
     async def admitted(self, slug, method, path, headers, client):
         """The tenant's site, the route matching the request and its path params, with the caller
         authenticated and counted (`admission`): in one trip to a thread."""
-        return await in_thread(f"slug:{slug}", reconnecting(self._admitted), slug, method, path, headers, client)
+        return await in_thread(f"slug:{slug}", self._reconnecting_admitted, slug, method, path, headers, client)
 
     def _admitted(self, slug, method, path, headers, client):
         site = self._site(slug)
@@ -314,9 +315,14 @@ class InvocationWriter:
     down or slower than the calls) new records are dropped, logged and counted
     (backflow_route_invocation_records_dropped). A crash loses the records waiting at that moment,
     never more than that bound; the answers were sent already. A batch the database refuses is
-    logged and dropped, as one record was before."""
+    logged and dropped, as one record was before.
+
+    A busy process (records came in while an insert ran) waits LINGER seconds before the next
+    insert, so that one insert takes the records of that time (at 600 calls/s, about 30) instead
+    of the one or two that finish during an insert; an idle one writes at once."""
 
     BATCH = 500
+    LINGER = 0.05
 
     def __init__(self, background):
         self._background = background  # the dispatcher's set of tasks in flight (tests wait for it)
@@ -346,6 +352,8 @@ class InvocationWriter:
                 batch = waiting[:self.BATCH]
                 del waiting[:self.BATCH]
                 await self._insert(batch)
+                if 0 < len(waiting) < self.BATCH:  # calls kept coming during the insert: gather more per insert
+                    await asyncio.sleep(self.LINGER)
         finally:
             del self._writers[loop]
             self._waiting.pop(loop, None)

@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
-import anyio
 import httpx
 from django.conf import settings
 from django.core.cache import cache
@@ -154,9 +153,12 @@ async def run_route(*, route, integrations, request_context, client, secrets, ca
     call_settings = call_settings or CallSettings()
     steps = {}
     for group in waves(route["integrations"]["actions"]):
-        results = await asyncio.gather(*(
-            _run_action(action, integrations, request_context, steps, client, secrets, call_settings) for action in group
-        ), return_exceptions=True)
+        if len(group) == 1:  # most routes: awaited here, without a task of its own
+            results = [await _run_action(group[0], integrations, request_context, steps, client, secrets, call_settings)]
+        else:
+            results = await asyncio.gather(*(
+                _run_action(action, integrations, request_context, steps, client, secrets, call_settings) for action in group
+            ), return_exceptions=True)
         for action, result in zip(group, results):
             if isinstance(result, BaseException):
                 raise result
@@ -335,7 +337,7 @@ async def _oauth2_token(auth, client_secret, namespace, integration_name, client
         form["scope"] = " ".join(auth["scopes"])
     where = f"{label}: the OAuth token endpoint"
     try:
-        with anyio.fail_after(DEFAULT_TIMEOUT):
+        async with asyncio.timeout(DEFAULT_TIMEOUT):
             async with client.stream("POST", auth["tokenUrl"], data=form,
                                      headers={"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING}) as response:
                 status = response.status_code
@@ -413,7 +415,7 @@ async def _send_with_retries(client, request, endpoint, call_settings, label):
         try:
             if remaining <= 0:
                 raise TimeoutError
-            with anyio.fail_after(remaining):
+            async with asyncio.timeout(remaining):
                 status, content_type, body = await _follow(client, request, call_settings.max_bytes, label, remaining)
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise RouteFailure(504, too_slow.format(", retries included" if attempt else "")) from exc
@@ -424,13 +426,13 @@ async def _send_with_retries(client, request, endpoint, call_settings, label):
         except httpx.TransportError as exc:
             pause = call_settings.backoff * 2**attempt
             if attempt + 1 < attempts and time.monotonic() + pause < deadline:
-                await anyio.sleep(pause)
+                await asyncio.sleep(pause)
                 continue
             raise RouteFailure(502, f"{label}: cannot reach the upstream ({exc.__class__.__name__}).") from exc
         request.status = status
         pause = call_settings.backoff * 2**attempt
         if status in RETRY_STATUSES and attempt + 1 < attempts and time.monotonic() + pause < deadline:
-            await anyio.sleep(pause)
+            await asyncio.sleep(pause)
             continue
         return _result(status, content_type, body, label, request.credentials)
 

@@ -68,3 +68,32 @@ def test_a_record_keeps_the_id_of_the_request_that_made_it(acme):
         rows = _records(acme, 1)
     _write(rows)
     assert RouteInvocation.objects.for_tenant(acme.tenant).get().request_id == "req-from-the-call"
+
+
+def test_a_busy_writer_waits_to_take_more_records_per_insert(acme, monkeypatch):
+    """Records keep coming (one every 2 ms) while each insert takes 10 ms: after an insert that saw
+    records arrive, the writer waits LINGER before the next, so the 100 records take a handful of
+    inserts instead of one every 10 ms (about 20)."""
+    monkeypatch.setattr(InvocationWriter, "LINGER", 0.05)
+    insert = InvocationWriter._insert
+
+    async def slow_insert(batch):
+        await asyncio.sleep(0.01)
+        await insert(batch)
+
+    monkeypatch.setattr(InvocationWriter, "_insert", staticmethod(slow_insert))
+    rows = _records(acme, 100)
+
+    async def main():
+        background = set()
+        writer = InvocationWriter(background)
+        for row in rows:
+            writer.add(row)
+            await asyncio.sleep(0.002)
+        while background:
+            await asyncio.gather(*list(background))
+
+    with CaptureQueriesContext(connection) as queries:
+        async_to_sync(main)()
+    assert RouteInvocation.objects.for_tenant(acme.tenant).count() == 100
+    assert _inserts(queries) <= 8
