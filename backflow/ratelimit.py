@@ -62,9 +62,9 @@ def _count(counter, window):
         if not _script:
             _script.append(client.register_script(_INCREMENT))
         return int(_script[0](keys=[key], args=[window + 1], client=client))
-    cache.add(counter, 0, timeout=window + 1)
+    backend.add(counter, 0, timeout=window + 1)
     try:
-        return cache.incr(counter)
+        return backend.incr(counter)
     except ValueError:  # expired between add and incr
-        cache.add(counter, 1, timeout=window + 1)
+        backend.add(counter, 1, timeout=window + 1)
         return 1

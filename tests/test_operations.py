@@ -397,3 +397,15 @@ def test_websocket_handshakes_are_refused_quietly(live_daphne):
         assert conn.recv(200).startswith(b"HTTP/1.1 403")
     assert probe(server, "/healthz").status_code == 200
     assert "Traceback" not in server.output(tail=None)
+
+
+@pytest.mark.parametrize("path, door", [
+    ("/t/acme/items", "routes"), ("/t/", "routes"), ("/t", "pages"), ("/mcp", "mcp_http"), ("/mcp/", "mcp_http"),
+    ("/mcp/sse", "sse"), ("/mcp/messages/", "sse_messages"), ("/mcpx/", "pages"), ("/api/routes/", "rest"),
+    ("/agent/build", "rest"), ("/hooks/acme/x", "webhooks"), ("/o/token/", "oauth"),
+    ("/.well-known/oauth-authorization-server", "oauth"), ("/admin/", "pages"), ("/", "pages"), ("//t/a", "pages"),
+])
+def test_each_path_is_counted_under_its_door(path, door):
+    from backflow.front import door_of
+
+    assert door_of(path) == door
