@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from backflow.compiled import Compiled
 from backflow.errors import Conflict
 from integrations_app.models import Integration, Route
 from tenants.models import Tenant
@@ -64,6 +65,12 @@ class IntegrationStore(ABC):
     def record(self, action, object_type, object_id, summary): ...
 
 
+# The reads of every list/get tool call and route table build, compiled once (backflow.compiled).
+_TENANT_INTEGRATIONS = Compiled(Integration, lambda tenant: Integration.objects.for_tenant(tenant))
+_INTEGRATION_NAMED = Compiled(Integration, lambda tenant, name: Integration.objects.for_tenant(tenant).filter(name=name))
+_TENANT_ROUTES = Compiled(Route, lambda tenant: Route.objects.for_tenant(tenant))
+
+
 class DatabaseStore(IntegrationStore):
     def __init__(self, *, tenant, actor):
         self.tenant = tenant
@@ -84,10 +91,10 @@ class DatabaseStore(IntegrationStore):
         return Route.objects.for_tenant(self.tenant)
 
     def list_integrations(self):
-        return [obj.to_document() for obj in self._integrations()]
+        return [obj.to_document() for obj in _TENANT_INTEGRATIONS.all(self.tenant)]
 
     def get_integration(self, name):
-        obj = self._integrations().filter(name=name).first()
+        obj = _INTEGRATION_NAMED.first(self.tenant, name)
         return obj.to_document() if obj else None
 
     def save_integration(self, doc, *, create):
@@ -106,7 +113,7 @@ class DatabaseStore(IntegrationStore):
         self._changed()
 
     def list_routes(self):
-        return [obj.to_document() for obj in self._routes()]
+        return [obj.to_document() for obj in _TENANT_ROUTES.all(self.tenant)]
 
     def get_route(self, *, route_id=None, path=None, method=None):
         routes = self._routes()

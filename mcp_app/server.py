@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from backflow import metrics
 from backflow.errors import InvalidInput, ServiceError, TooManyRequests
-from backflow.outages import RETRY_AFTER_SECONDS, describe, outage_message
+from backflow.outages import RETRY_AFTER_SECONDS, describe, outage_message, reconnecting
 from backflow.ratelimit import retry_after
 from backflow.redaction import redact
 from backflow.sync import in_thread
@@ -146,18 +146,27 @@ def _with_checked_connections(fn):
     return checked
 
 
-@_with_checked_connections
 def _call_sync(ctx, name, definition, args):
-    """Admission, the tool and its audit event in one trip to a thread."""
-    started, admitted = time.monotonic(), False
+    """Admission, the tool and its audit event in one trip to a thread.
+
+    A read-only tool skips the connection's health check (on PostgreSQL a `SELECT 1`, a round trip
+    per call) and is run once more on a new connection when its first try fails on a dropped one
+    (reads can be repeated); a tool that writes keeps the check, so that it never runs twice."""
+    read_only = definition is not None and definition.read_only
+    _check_connections(health_check=not read_only)
     try:
-        _admit(ctx, name, definition, args)
-        admitted = True
-        result, outcome = json_result(definition.handler(ctx, args)), "ok"
-    except Exception as exc:
-        result, outcome = _failure(name, exc)
-    _record(ctx, name, args, outcome, started, admitted)
-    return result
+        started, admitted = time.monotonic(), False
+        try:
+            _admit(ctx, name, definition, args)
+            admitted = True
+            handler = reconnecting(definition.handler) if read_only else definition.handler
+            result, outcome = json_result(handler(ctx, args)), "ok"
+        except Exception as exc:
+            result, outcome = _failure(name, exc)
+        _record(ctx, name, args, outcome, started, admitted)
+        return result
+    finally:
+        _check_connections(health_check=False)
 
 
 async def _call_async(ctx, name, definition, args):

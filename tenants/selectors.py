@@ -1,15 +1,20 @@
 """Reads for tenants, keys and the audit log."""
 
-from backflow.compiled import RowBy
+from backflow.compiled import Compiled
 from tenants.models import ApiKey, AuditEvent, Membership, Tenant
 
-_tenant_by_slug = RowBy(Tenant, "slug")
-tenant_by_id = RowBy(Tenant, "id")  # each key check of REST and MCP reads the row (tenants.services.api_key_verify)
+_tenant_by_slug = Compiled(Tenant, lambda slug: Tenant.objects.filter(slug=slug))
+_tenant_by_id = Compiled(Tenant, lambda pk: Tenant.objects.filter(pk=pk))
 
 
 def tenant_get(*, slug):
     """The tenant row, read on every request of the routes and the tenant-scoped doors."""
-    return _tenant_by_slug(slug)
+    return _tenant_by_slug.first(slug)
+
+
+def tenant_by_id(pk):
+    """The tenant row of a verified key, read on each key check of REST and MCP (tenants.services.api_key_verify)."""
+    return _tenant_by_id.first(pk)
 
 
 def membership_get(*, tenant, user):
