@@ -444,7 +444,7 @@ async def _follow(client, request, max_bytes, label, timeout):
     has_body, json_body, headers = request.has_body, request.json, request.headers
     if not any(name.lower() == "accept-encoding" for name in headers):
         headers = {**headers, "Accept-Encoding": ACCEPT_ENCODING}  # only what peer_bodies decodes
-    origin = _origin(url)
+    origin = None  # the first URL's, parsed when a redirect asks for it (most calls follow none)
     for _ in range(MAX_REDIRECTS + 1):
         kwargs = {"params": params, "headers": headers, "timeout": timeout}  # not the client's shorter default
         if has_body:
@@ -453,6 +453,7 @@ async def _follow(client, request, max_bytes, label, timeout):
             if response.is_redirect and "location" in response.headers:
                 url, next_origin = _next_hop(response, label)
                 params = None
+                origin = origin or _origin(request.url)
                 if next_origin != origin:  # credentials stay with the origin they were meant for
                     headers = {k: v for k, v in headers.items() if k.lower() not in request.auth_headers}
                 if response.status_code in (301, 302, 303) and method not in ("GET", "HEAD"):
