@@ -11,6 +11,7 @@ import contextlib
 import logging
 import re
 import secrets as tokens
+import weakref
 import time
 
 from django.conf import settings
@@ -317,18 +318,20 @@ class InvocationWriter:
     never more than that bound; the answers were sent already. A batch the database refuses is
     logged and dropped, as one record was before.
 
-    A busy process (records came in while an insert ran) waits LINGER seconds before the next
-    insert, so that one insert takes the records of that time (at 600 calls/s, about 30) instead
-    of the one or two that finish during an insert; an idle one writes at once."""
+    Inserts start at most once every LINGER seconds per loop: a busy process gathers the records
+    of that time in one insert (at 600 calls/s, about 12) instead of inserting the one or two that
+    arrived during the last insert (each insert costs about 0.2 ms of CPU, plus 0.05 ms a row); a
+    record that comes after a quiet moment is written at once."""
 
     BATCH = 500
-    LINGER = 0.05
+    LINGER = 0.02
 
     def __init__(self, background):
         self._background = background  # the dispatcher's set of tasks in flight (tests wait for it)
         self._waiting = {}  # event loop -> records not yet handed to an insert
         self._writers = {}  # event loop -> its writer task
         self._dropping = set()  # event loops whose records are being dropped (logged once)
+        self._next_insert = weakref.WeakKeyDictionary()  # event loop -> when its next insert may start
 
     def add(self, row):
         loop = asyncio.get_running_loop()
@@ -349,11 +352,13 @@ class InvocationWriter:
     async def _write(self, loop):
         try:
             while waiting := self._waiting.get(loop):
+                pause = self._next_insert.get(loop, 0.0) - time.monotonic()
+                if pause > 0 and len(waiting) < self.BATCH:  # the last insert was moments ago: a busy process
+                    await asyncio.sleep(pause)
                 batch = waiting[:self.BATCH]
                 del waiting[:self.BATCH]
+                self._next_insert[loop] = time.monotonic() + self.LINGER
                 await self._insert(batch)
-                if 0 < len(waiting) < self.BATCH:  # calls kept coming during the insert: gather more per insert
-                    await asyncio.sleep(self.LINGER)
         finally:
             del self._writers[loop]
             self._waiting.pop(loop, None)

@@ -3,6 +3,7 @@ the records of calls answered while an insert runs go in the next insert togethe
 than BACKFLOW_ROUTE_INVOCATION_BUFFER wait at once."""
 
 import asyncio
+import time
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -71,9 +72,9 @@ def test_a_record_keeps_the_id_of_the_request_that_made_it(acme):
 
 
 def test_a_busy_writer_waits_to_take_more_records_per_insert(acme, monkeypatch):
-    """Records keep coming (one every 2 ms) while each insert takes 10 ms: after an insert that saw
-    records arrive, the writer waits LINGER before the next, so the 100 records take a handful of
-    inserts instead of one every 10 ms (about 20)."""
+    """Records keep coming (one every 2 ms) while each insert takes 10 ms: inserts start at most
+    once every LINGER, so the 100 records take a handful of inserts instead of one every 10 ms
+    (about 20)."""
     monkeypatch.setattr(InvocationWriter, "LINGER", 0.05)
     insert = InvocationWriter._insert
 
@@ -97,3 +98,12 @@ def test_a_busy_writer_waits_to_take_more_records_per_insert(acme, monkeypatch):
         async_to_sync(main)()
     assert RouteInvocation.objects.for_tenant(acme.tenant).count() == 100
     assert _inserts(queries) <= 8
+
+
+def test_a_record_after_a_quiet_moment_is_written_at_once(acme, monkeypatch):
+    """No insert ran on this loop within LINGER: the writer does not wait (a 30 s LINGER would show)."""
+    monkeypatch.setattr(InvocationWriter, "LINGER", 30)
+    started = time.monotonic()
+    _write(_records(acme, 1))
+    assert time.monotonic() - started < 10
+    assert RouteInvocation.objects.for_tenant(acme.tenant).count() == 1
