@@ -96,3 +96,13 @@ def test_a_refusal_is_counted_under_the_limits_name_and_a_bare_count_is_not():
     retry_after(f"{key}:failures", (1, 3600), name=None)
     retry_after(f"{key}:failures", (1, 3600), name=None)  # over its count, but it refuses nothing itself
     assert refusals("probe_limit") - before == 2
+
+
+def test_every_backend_of_the_process_uses_one_client(redis_cache):
+    """Django builds a redis-py client per command; one per server serves them all."""
+
+    def client_in_a_new_context():
+        return contextvars.Context().run(lambda: caches["default"]._cache.get_client(write=True))
+
+    first, second = client_in_a_new_context(), client_in_a_new_context()
+    assert first is second and first is redis_cache._cache.get_client()
