@@ -20,8 +20,8 @@ class Compiled:
 
     `.all(*values)` / `.first(*values)` run it. The shape is checked when it is compiled; values it
     cannot bind as they are (None, types other than those it was compiled with), or a shape that
-    does not match, are read through the ORM instead, with the same result. Scoping (for_tenant) is compiled into the SQL with the
-    rest of the filter, and its guard runs at that compile."""
+    does not match, are read through the ORM instead, with the same result. Scoping (for_tenant)
+    is compiled into the SQL with the rest of the filter, and its guard runs at that compile."""
 
     def __init__(self, model, build):
         self.model, self.build = model, build

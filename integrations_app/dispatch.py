@@ -11,8 +11,8 @@ import contextlib
 import logging
 import re
 import secrets as tokens
-import weakref
 import time
+import weakref
 
 from django.conf import settings
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import mcp_types as types
 import pydantic_core
 from django.conf import settings
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections
 from mcp.server import Server
 from mcp.shared.exceptions import MCPDeprecationWarning
 from pydantic import ValidationError
@@ -151,18 +151,30 @@ def _call_sync(ctx, name, definition, args):
 
     A read-only tool skips the connection's health check (on PostgreSQL a `SELECT 1`, a round trip
     per call) and is run once more on a new connection when its first try fails on a dropped one
-    (reads can be repeated); a tool that writes keeps the check, so that it never runs twice."""
+    (reads can be repeated); a tool that writes keeps the check, so that it never runs twice. When
+    no query of the call went through (refused, or failed before reading), the check runs before
+    the audit event's INSERT, so that a dropped connection does not lose the event."""
     read_only = definition is not None and definition.read_only
     _check_connections(health_check=not read_only)
+    answered = []  # a query of this call went through: its connection is alive for the audit event
+
+    def noting(execute, *query):
+        result = execute(*query)
+        answered.append(True)
+        return result
+
     try:
         started, admitted = time.monotonic(), False
-        try:
-            _admit(ctx, name, definition, args)
-            admitted = True
-            handler = reconnecting(definition.handler) if read_only else definition.handler
-            result, outcome = json_result(handler(ctx, args)), "ok"
-        except Exception as exc:
-            result, outcome = _failure(name, exc)
+        with connections[DEFAULT_DB_ALIAS].execute_wrapper(noting):
+            try:
+                _admit(ctx, name, definition, args)
+                admitted = True
+                handler = reconnecting(definition.handler) if read_only else definition.handler
+                result, outcome = json_result(handler(ctx, args)), "ok"
+            except Exception as exc:
+                result, outcome = _failure(name, exc)
+        if read_only and not answered:  # refused or failed before any query: check before the audit INSERT
+            _check_connections(health_check=True)
         _record(ctx, name, args, outcome, started, admitted)
         return result
     finally:

@@ -82,3 +82,19 @@ def test_a_read_only_call_sends_no_health_check(postgres, acme):
             assert not any(sql.strip().upper() == "SELECT 1" for sql in statements), statements
         finally:
             close_connections(thread)
+
+
+def test_a_read_only_call_refused_before_any_query_still_records_its_audit_event(postgres, acme):
+    from tenants.models import AuditEvent
+
+    ctx = connection_for(principal_for_token(acme.key))
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        try:
+            assert call(thread, ctx, "list_integrations", {})[0] is False
+            drop_connection_of(thread)
+            failed, answer = call(thread, ctx, "get_integration", {})  # no name: refused by its schema
+            assert failed is True and "Invalid arguments" in answer["error"], answer
+        finally:
+            close_connections(thread)
+    refused = AuditEvent.objects.for_tenant(acme.tenant).filter(object_id="get_integration")
+    assert [event.summary["outcome"] for event in refused] == ["error: Invalid arguments for get_integration."]
