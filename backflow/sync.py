@@ -20,17 +20,24 @@ from concurrent.futures import ThreadPoolExecutor
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-_lock = threading.Lock()  # guards the lazy creation of the pool and its runner only, never a call
-_pool = None
+_lock = threading.Lock()  # guards the lazy creation of the pool's runner only, never a call
+_runner = None  # the one SyncToAsync of the pool, made with the pool on first use
 
 
-def _executor():
-    global _pool
-    if _pool is None:
+def _apply(func, *args, **kwargs):
+    return func(*args, **kwargs)
+
+
+def _pool_runner():
+    """One SyncToAsync serves every call: making one per call (it inspects the function) cost more
+    CPU than the hop itself on the routes' hot path."""
+    global _runner
+    if _runner is None:
         with _lock:
-            if _pool is None:
-                _pool = ThreadPoolExecutor(max_workers=settings.BACKFLOW_SYNC_THREADS, thread_name_prefix="backflow-sync")
-    return _pool
+            if _runner is None:
+                pool = ThreadPoolExecutor(max_workers=settings.BACKFLOW_SYNC_THREADS, thread_name_prefix="backflow-sync")
+                _runner = sync_to_async(_apply, thread_sensitive=False, executor=pool)
+    return _runner
 
 
 class _Share:
@@ -45,25 +52,10 @@ class _Share:
 _shares = {}  # (loop id, owner) -> _Share; touched only from its event loop's thread
 
 
-def _apply(func, *args, **kwargs):
-    return func(*args, **kwargs)
-
-
-_runners = []  # the one SyncToAsync of the pool, made with the pool
-
-
 def on_pool_thread(func):
     """`func` as a coroutine function that runs on a thread of the pool. (In-process tests that
-    hold their data in an open transaction replace this to run on the test's own thread.)
-
-    One SyncToAsync serves every call: making one per call (it inspects the function) cost more
-    CPU than the hop itself on the routes' hot path."""
-    if not _runners:
-        executor = _executor()  # before the lock, which it takes
-        with _lock:
-            if not _runners:
-                _runners.append(sync_to_async(_apply, thread_sensitive=False, executor=executor))
-    return functools.partial(_runners[0], func)
+    hold their data in an open transaction replace this to run on the test's own thread.)"""
+    return functools.partial(_pool_runner(), func)
 
 
 async def in_thread(owner, func, *args, **kwargs):
