@@ -130,6 +130,10 @@ class LocalSession:
         self.queue.send_nowait(body)
         self.queued_bytes += len(body)
 
+    def taken(self, body):
+        """The stream's server read `body`: its bytes no longer count against the bound."""
+        self.queued_bytes -= len(body)
+
 
 _local_sessions = {}  # session id -> LocalSession, while the stream is open
 
@@ -198,7 +202,7 @@ async def sse_stream(scope, receive, send, principal, url_token=None):
 
     async def incoming_here():
         async for body in local_messages:
-            here.queued_bytes -= len(body)
+            here.taken(body)
             await forward(body)
 
     async def keepalive():
@@ -268,20 +272,23 @@ async def post_message(scope, receive, send, principal, query):
     rejection = check_message(body)
     if rejection is not None:
         return await refuse_message(send, rejection)
-    busy = HttpError(503, "The session is busy; retry shortly.", [(b"retry-after", b"1")])
     if here:
         try:
             here.hand_over(body.decode())
         except anyio.WouldBlock:
-            raise busy from None
+            raise session_busy() from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise HttpError(404, "No such session.") from None  # it ended while the body was read
     else:
         try:
             await get_channel_layer().send(record["channel"], {"type": "mcp.message", "body": body.decode()})
         except ChannelFull as exc:
-            raise busy from exc
+            raise session_busy() from exc
     await respond(send, 202, b"Accepted", content_type=b"text/plain")
+
+
+def session_busy():
+    return HttpError(503, "The session is busy; retry shortly.", [(b"retry-after", b"1")])
 
 
 async def refuse_message(send, rejection):
