@@ -194,6 +194,22 @@ def _trusted(entry, tenant, now):
             and tenant.is_active and not entry.expired(now))
 
 
+def _verify(raw_key, tenant_of):
+    """(VerifiedKey, tenant row) or None: a key verified before is trusted while the row
+    `tenant_of(entry)` says nothing changed (_trusted), else verified from the database."""
+    prefix = _key_prefix(raw_key)
+    if prefix is None:
+        return None
+    digest, now = hash_api_key(raw_key), timezone.now()
+    entry = verified_keys.get(digest)
+    if entry is not None:
+        tenant = tenant_of(entry)
+        if _trusted(entry, tenant, now):
+            entry.last_used_at = _record_use(entry.key_id, entry.last_used_at, now)
+            return entry, tenant
+    return _verified_now(prefix, digest, now)
+
+
 def api_key_verify(raw_key):
     """A presented key, verified for a door that learns the tenant from the key (REST, MCP):
     (keycache.VerifiedKey, tenant row), or None (malformed, unknown, wrong secret, revoked, expired).
@@ -202,17 +218,7 @@ def api_key_verify(raw_key):
     instead of the key query: the same one query, about half its time. An inactive tenant's key is
     verified from the database, for the door to refuse it (403). last_used_at is touched at most
     once per BACKFLOW_KEY_LAST_USED_INTERVAL."""
-    prefix = _key_prefix(raw_key)
-    if prefix is None:
-        return None
-    digest, now = hash_api_key(raw_key), timezone.now()
-    entry = verified_keys.get(digest)
-    if entry is not None:
-        tenant = tenant_by_id(entry.tenant_id)
-        if _trusted(entry, tenant, now):
-            entry.last_used_at = _record_use(entry.key_id, entry.last_used_at, now)
-            return entry, tenant
-    return _verified_now(prefix, digest, now)
+    return _verify(raw_key, lambda entry: tenant_by_id(entry.tenant_id))
 
 
 def api_key_verify_for(raw_key, tenant):
@@ -220,15 +226,9 @@ def api_key_verify_for(raw_key, tenant):
     tenant routes): a keycache.VerifiedKey, whose tenant_id may be another tenant's (the caller
     says so), or None (as api_key_verify, or `tenant` inactive). No query at all while this
     process verified the key before and the row says nothing changed."""
-    prefix = _key_prefix(raw_key)
-    if prefix is None or not tenant.is_active:
+    if not tenant.is_active:
         return None
-    digest, now = hash_api_key(raw_key), timezone.now()
-    entry = verified_keys.get(digest)
-    if entry is not None and _trusted(entry, tenant, now):
-        entry.last_used_at = _record_use(entry.key_id, entry.last_used_at, now)
-        return entry
-    verified = _verified_now(prefix, digest, now)
+    verified = _verify(raw_key, lambda entry: tenant)
     return verified[0] if verified else None
 
 
