@@ -103,6 +103,16 @@ async def fast_calls(http, key):
     return durations
 
 
+async def wait_for_a_running_run(http, key, within):
+    """The `hang` runs, as soon as one of them is `running` (or as they stand after `within` seconds)."""
+    deadline = time.monotonic() + within
+    while True:
+        runs = (await http.get("/api/workflows/hang/runs/", headers=bearer(key))).json()["results"]
+        if any(run["status"] == "running" for run in runs) or time.monotonic() > deadline:
+            return runs
+        await asyncio.sleep(0.2)
+
+
 def test_a_tenant_hanging_on_a_tarpit_adds_nothing_to_another_tenants_calls(stack):
     server, worker, keys, tarpit, upstream = stack
     with httpx.Client(base_url=server.url, timeout=30) as http:
@@ -120,11 +130,13 @@ def test_a_tenant_hanging_on_a_tarpit_adds_nothing_to_another_tenants_calls(stac
                                                    json=call(i, "run_workflow", {"id": "hang", "wait": 30}))) for i in range(8)]
             routes = [asyncio.create_task(slow.get("/t/slow/hang")) for _ in range(20)]
             try:
-                await asyncio.sleep(2.0)  # all of it is in flight: runs queued and claimed, routes waiting on the tarpit
+                await asyncio.sleep(2.0)  # all of it is in flight: runs queued, routes waiting on the tarpit
+                # The worker is stuck on them too before the fast tenant is measured; how soon it claims
+                # depends on the machine's load, so wait for it (a generous bound) instead of assuming.
+                runs = await wait_for_a_running_run(fast, keys["slow"], within=20)
+                assert any(run["status"] == "running" for run in runs), runs
                 assert not any(task.done() for task in waits + routes), [t.result() for t in waits + routes if t.done()]
                 loaded = await fast_calls(fast, keys["fast"])
-                runs = (await fast.get("/api/workflows/hang/runs/", headers=bearer(keys["slow"]))).json()["results"]
-                assert any(run["status"] == "running" for run in runs), runs  # the worker is stuck on them too
             finally:
                 for task in waits + routes:
                     task.cancel()
