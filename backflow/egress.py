@@ -420,12 +420,26 @@ def _as_httpx_errors():
 
 def _target(url, params):
     """The URL with `params` merged into its query, encoded as httpx encodes it."""
-    target = httpx.URL(url)
-    if params:
-        target = target.copy_merge_params(params)
+    if not params and len(url) <= _REMEMBERED_URL_LENGTH:
+        return _remembered_target(url)
+    return _encoded(httpx.URL(url).copy_merge_params(params) if params else httpx.URL(url))
+
+
+def _encoded(target):
     if target.scheme not in ("http", "https"):
         raise httpx.UnsupportedProtocol(f"Request URL has an unsupported protocol '{target.scheme}://'.")
     return yarl.URL(str(target), encoded=True)
+
+
+# Parsing and encoding a URL twice (httpx's rules, then yarl's URL) cost a route call about 5% of its
+# CPU, for the same few URLs again and again: the last ones are remembered (immutable values; a
+# URL that failed is parsed again each time, and refused again).
+_REMEMBERED_URL_LENGTH = 2048
+
+
+@functools.lru_cache(maxsize=1024)
+def _remembered_target(url):
+    return _encoded(httpx.URL(url))
 
 
 def _body(headers, json, data):
