@@ -164,21 +164,35 @@ def _call_sync(ctx, name, definition, args):
         return result
 
     try:
-        started, admitted = time.monotonic(), False
         with connections[DEFAULT_DB_ALIAS].execute_wrapper(noting):
-            try:
-                _admit(ctx, name, definition, args)
-                admitted = True
-                handler = reconnecting(definition.handler) if read_only else definition.handler
-                result, outcome = json_result(handler(ctx, args)), "ok"
-            except Exception as exc:
-                result, outcome = _failure(name, exc)
+            result, outcome, started, admitted = _run(ctx, name, definition, args, reconnecting if read_only else None)
         if read_only and not answered:  # refused or failed before any query: check before the audit INSERT
             _check_connections(health_check=True)
         _record(ctx, name, args, outcome, started, admitted)
         return result
     finally:
         _check_connections(health_check=False)
+
+
+def _call_local(ctx, name, definition, args):
+    """A read-only tool in local file mode: files held in memory, no database connection to check,
+    no audit event (there is no tenant)."""
+    result, outcome, started, admitted = _run(ctx, name, definition, args)
+    _record(ctx, name, args, outcome, started, admitted)
+    return result
+
+
+def _run(ctx, name, definition, args, wrap=None):
+    """(result, audit outcome, when it started, whether it was admitted): the tool, `wrap`ped if
+    given, after admission."""
+    started, admitted = time.monotonic(), False
+    try:
+        _admit(ctx, name, definition, args)
+        admitted = True
+        result, outcome = json_result((wrap(definition.handler) if wrap else definition.handler)(ctx, args)), "ok"
+    except Exception as exc:
+        result, outcome = _failure(name, exc)
+    return result, outcome, started, admitted
 
 
 async def _call_async(ctx, name, definition, args):
@@ -221,7 +235,7 @@ async def call_tool(ctx, name, args):
     if ctx.local and definition is not None and definition.read_only:
         # Local files, read from memory (a stat when autoReload is on): answered on the loop, as a
         # trip to a thread and back costs several times the read. One stdio process serves one client.
-        return _call_sync(ctx, name, definition, args)
+        return _call_local(ctx, name, definition, args)
     return await in_thread(ctx.owner, _call_sync, ctx, name, definition, args)
 
 
