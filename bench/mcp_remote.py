@@ -12,14 +12,16 @@ Loopback only. About 1 min on an idle 2-CPU machine; the load phase is cut off a
   ours) as an ASGI app under the same daphne (bench.support.PeerApp).
 
 Measured: tools/call p50/p95 over SSE and Streamable HTTP for both (sequential calls on one
-session); 200 concurrent SSE sessions x 20 calls each against ours (errors must be zero); the RSS
-growth of each daphne process per idle (initialized) SSE session, over 200 sessions. Ratios are
-ours/peer. `main()` prints a table and returns the numbers as a dict.
+session each, ours and the peer in alternating turns); 200 concurrent SSE sessions x 20 calls
+each against ours (errors must be zero); the RSS growth of each daphne process per idle
+(initialized) SSE session, over 200 sessions. Ratios are ours/peer. `main()` prints a table and
+returns the numbers as a dict.
 
 Our per-principal call budget (BACKFLOW_MCP_RATE_LIMIT, 600/min by default) is lifted for ours:
 the load test is 4000 calls by one key in well under a minute.
 """
 
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -36,7 +38,7 @@ from mcp.client.streamable_http import streamable_http_client
 if not __package__:  # run as a script (python bench/mcp_remote.py): the project root on the path for `bench.support`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.support import Child, create_platform, peer_env, percentile, platform_env, stop_all
+from bench.support import Child, alternating_calls, create_platform, peer_env, percentile, platform_env, stop_all
 
 SEQUENTIAL_CALLS = 300
 WARMUP_CALLS = 30
@@ -69,17 +71,21 @@ def summary_ms(samples):
             "max": round(max(samples) * 1000, 2), "n": len(samples)}
 
 
-async def sequential_latency(url, transport, headers, tool, arguments):
-    samples, errors = [], 0
-    async with session(url, transport, headers) as s:
-        for i in range(WARMUP_CALLS + SEQUENTIAL_CALLS):
-            started = time.perf_counter()
-            result = await s.call_tool(tool, arguments)
-            elapsed = time.perf_counter() - started
-            errors += bool(result.is_error)
-            if i >= WARMUP_CALLS:
-                samples.append(elapsed)
-    return {**summary_ms(samples), "errors": errors}
+async def sequential_latency(ours, peer):
+    """{"ours": summary, "peer": summary}: sequential calls on one session each, `ours` and `peer`
+    being (url, transport, headers, tool, arguments), timed in alternating turns (the same load
+    of the machine for both)."""
+    async with contextlib.AsyncExitStack() as stack:
+        sides = {}
+        for name, (url, transport, headers, tool, arguments) in (("ours", ours), ("peer", peer)):
+            s = await stack.enter_async_context(session(url, transport, headers))
+
+            async def call(i, s=s, tool=tool, arguments=arguments):
+                return (await s.call_tool(tool, arguments)).is_error
+
+            sides[name] = call
+        timed = await alternating_calls(sides, SEQUENTIAL_CALLS, WARMUP_CALLS)
+    return {name: {**summary_ms(samples), "errors": errors} for name, (samples, errors) in timed.items()}
 
 
 async def concurrent_load(url, headers, tool, arguments, budget):
@@ -162,8 +168,9 @@ async def measure(ours, peer, key, deadline):
 
     latency = {}
     for transport in ("sse", "http"):
-        latency[f"ours/{transport}"] = await sequential_latency(our_urls[transport], transport, headers, "list_integrations", {})
-        latency[f"peer/{transport}"] = await sequential_latency(peer_urls[transport], transport, {}, "echo", {"text": "hi"})
+        both = await sequential_latency((our_urls[transport], transport, headers, "list_integrations", {}),
+                                        (peer_urls[transport], transport, {}, "echo", {"text": "hi"}))
+        latency[f"ours/{transport}"], latency[f"peer/{transport}"] = both["ours"], both["peer"]
 
     memory = {"ours": await idle_session_memory(ours, our_urls["sse"], headers),
               "peer": await idle_session_memory(peer, peer_urls["sse"], {})}

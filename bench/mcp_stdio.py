@@ -3,9 +3,9 @@
     .venv/bin/python bench/mcp_stdio.py [--integrations 200] [--calls 300] [--spawns 5]
 
 Both servers are driven by the same MCP SDK client code, in the same run:
-- tools/call latency (p50/p95 of sequential calls after a warm-up): our get_integration and
-  list_integrations on a local-mode folder of N integrations, and server-everything's echo
-  (Node 22 from tests/peers);
+- tools/call latency (p50/p95 of sequential calls after a warm-up, the servers' calls timed in
+  alternating turns): our get_integration and list_integrations on a local-mode folder of N
+  integrations, and server-everything's echo (Node 22 from tests/peers);
 - start-up: time from spawning the process to the `initialize` answer, median of several spawns.
 A bare low-level server on the same Python SDK (`python_sdk_floor`, one no-op tool) shows how much
 of the gap to echo is the SDK's own per-message cost rather than Backflow's.
@@ -14,6 +14,7 @@ Targets: get_integration p50 within 2x of echo p50; our start-up under 1.5 s.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -24,6 +25,11 @@ from pathlib import Path
 
 import anyio
 from mcp import ClientSession, StdioServerParameters, stdio_client
+
+if not __package__:  # run as a script (python bench/mcp_stdio.py): the project root on the path for `bench.support`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.support import alternating_calls  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -110,23 +116,25 @@ def summary_ms(samples):
             "n": len(samples)}
 
 
-async def time_calls(params, calls, warmup, errlog):
-    """{label: [seconds]} for each (label, tool, arguments-for-i) in `calls`, on one session."""
-    results = {}
-    async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
-        await session.initialize()
-        for label, tool, arguments, count in calls:
-            for i in range(warmup):
-                await session.call_tool(tool, arguments(i))
-            samples = []
-            for i in range(count):
-                started = time.perf_counter()
+async def time_calls(servers, calls, count, warmup, errlog):
+    """{label: [seconds]} for each (label, server, tool, arguments-for-i) in `calls`: one session per
+    server, the labels timed in alternating turns (bench.support.alternating_calls)."""
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = {}
+        for name, params in servers.items():
+            read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
+            sessions[name] = await stack.enter_async_context(ClientSession(read, write))
+            await sessions[name].initialize()
+        sides = {}
+        for label, server, tool, arguments in calls:
+            async def call(i, label=label, session=sessions[server], tool=tool, arguments=arguments):
                 result = await session.call_tool(tool, arguments(i))
-                samples.append(time.perf_counter() - started)
                 if result.is_error:
                     raise RuntimeError(f"{label}: {tool} failed: {result.content[0].text}")
-            results[label] = samples
-    return results
+
+            sides[label] = call
+        timed = await alternating_calls(sides, count, warmup)
+    return {label: samples for label, (samples, _) in timed.items()}
 
 
 async def time_startup(params, errlog):
@@ -138,13 +146,12 @@ async def time_startup(params, errlog):
 
 async def measure(*, mcp_config, integrations, calls, spawns, warmup, errlog):
     names = [f"service-{i:03d}" for i in range(integrations)]
-    ours_calls = await time_calls(ours(mcp_config), [
-        ("get_integration", "get_integration", lambda i: {"name": names[i % len(names)]}, calls),
-        ("list_integrations", "list_integrations", lambda i: {}, calls),
-    ], warmup, errlog)
-    echo_calls = await time_calls(echo_server(), [("echo", "echo", lambda i: {"message": f"hello {i}"}, calls)], warmup, errlog)
-    floor_calls = await time_calls(sdk_floor_server(), [("noop", "noop", lambda i: {"name": names[i % len(names)]}, calls)],
-                                   warmup, errlog)
+    timed = await time_calls({"ours": ours(mcp_config), "echo": echo_server(), "floor": sdk_floor_server()}, [
+        ("get_integration", "ours", "get_integration", lambda i: {"name": names[i % len(names)]}),
+        ("list_integrations", "ours", "list_integrations", lambda i: {}),
+        ("echo", "echo", "echo", lambda i: {"message": f"hello {i}"}),
+        ("python_sdk_floor", "floor", "noop", lambda i: {"name": names[i % len(names)]}),
+    ], calls, warmup, errlog)
     ours_start, echo_start = [], []
     for _ in range(spawns):  # alternate, so both see the same machine load
         ours_start.append(await time_startup(ours(mcp_config), errlog))
@@ -154,10 +161,7 @@ async def measure(*, mcp_config, integrations, calls, spawns, warmup, errlog):
         "load_average_1m": round(os.getloadavg()[0], 2),  # other work on the machine skews every number
         "integrations": integrations,
         "calls": calls,
-        "get_integration": summary_ms(ours_calls["get_integration"]),
-        "list_integrations": summary_ms(ours_calls["list_integrations"]),
-        "echo": summary_ms(echo_calls["echo"]),
-        "python_sdk_floor": summary_ms(floor_calls["noop"]),
+        **{label: summary_ms(samples) for label, samples in timed.items()},
         "startup": {"ours_median_s": round(statistics.median(ours_start), 3), "echo_median_s": round(statistics.median(echo_start), 3),
                     "ours_s": [round(s, 3) for s in ours_start], "echo_s": [round(s, 3) for s in echo_start]},
     }

@@ -52,6 +52,28 @@ def ratio(ours, peer, digits=2):
     return round(ours / peer, digits) if ours is not None and peer else None
 
 
+async def alternating_calls(sides, count, warmup, rounds=10):
+    """{name: (seconds of each timed call, failed calls)}. `sides` maps a name to `call(i)`, which
+    makes the i-th call and returns True when it failed. Each side makes `warmup` untimed calls,
+    then `count` timed ones in `rounds` turns that alternate between the sides: a shared machine's
+    speed changes within seconds, and a side timed in one block would see another machine than
+    its peer timed in the next one."""
+    for call in sides.values():
+        for i in range(warmup):
+            await call(i)
+    results = {name: ([], 0) for name in sides}
+    per_round = -(-count // rounds)
+    for first in range(0, count, per_round):
+        for name, call in sides.items():
+            samples, failed = results[name]
+            for i in range(first, min(count, first + per_round)):
+                started = time.perf_counter()
+                failed += bool(await call(warmup + i))
+                samples.append(time.perf_counter() - started)
+            results[name] = samples, failed
+    return results
+
+
 def mib(memory):
     """"before/peak/after" in MiB of a Memory.report()."""
     return "/".join(f"{(memory[k] or 0) / 1024:.0f}" for k in ("beforeKiB", "peakKiB", "afterKiB"))
