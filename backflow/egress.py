@@ -35,7 +35,6 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
 
 import aiohttp
-import anyio
 import httpcore
 import httpx
 import idna
