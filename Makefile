@@ -35,11 +35,15 @@ migrate: install
 	$(PY) manage.py migrate --noinput
 
 # daphne serves HTTP, REST, admin, MCP and tenant routes; one task worker runs workflow runs and schedules.
+# `make run SERVER=uvicorn` serves the same application with uvicorn on uvloop (backflow/serve_uvicorn.py).
+SERVER ?= daphne
+SERVE_daphne = $(VENV)/bin/daphne -b $(HOST) -p $(PORT) backflow.asgi:application
+SERVE_uvicorn = $(PY) -m backflow.serve_uvicorn --host $(HOST) --port $(PORT)
 run: migrate
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py run_worker --no-startup-delay & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
-	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) backflow.asgi:application
+	$(or $(SERVE_$(SERVER)),$(error SERVER is daphne or uvicorn, not "$(SERVER)"))
 
 $(PEERS)/node_modules/.installed: $(PEERS)/package.json $(PEERS)/package-lock.json
 	NO_UPDATE_NOTIFIER=1 npm ci --prefix $(PEERS) --no-fund --no-audit --loglevel=error

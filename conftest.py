@@ -1,6 +1,7 @@
 """Shared fixtures: tenants, principals and API clients that act as them (`as_tenant`), and real
 server processes (`live_daphne`)."""
 
+import contextlib
 import os
 import socket
 import sys
@@ -158,16 +159,26 @@ def _forget_cached_route_tables():
         dispatch.routes_asgi.sites._tables.clear()
 
 
-@pytest.fixture
-def live_daphne(transactional_db):
-    """Start daphne servers (`live_daphne(**env)`) on the test database; stopped after the test."""
+@contextlib.contextmanager
+def live_servers(server_class):
+    """`start(**env)` starts a server of `server_class` (tests.live) on the test database; every
+    one started is stopped at the end."""
     started = []
 
     def start(**env):
-        server = Daphne(**env)
+        server = server_class(**env)
         started.append(server)
         return server
 
-    yield start
-    for server in started:
-        server.stop()
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def live_daphne(transactional_db):
+    """Start daphne servers (`live_daphne(**env)`) on the test database; stopped after the test."""
+    with live_servers(Daphne) as start:
+        yield start

@@ -1,13 +1,15 @@
-"""daphne's access log without credentials.
+"""The access log without credentials, under daphne and under uvicorn.
 
 The contract's SSE door takes the API key in the query string (`GET /mcp/sse?token=KEY`), and
 daphne writes each request's path, query included, to its access log. daphne builds its logger
 from `daphne.cli.AccessLogGenerator` after loading the application, so loading backflow.asgi swaps
 in this subclass, which logs `?token=[redacted]`; the rest of the line is daphne's own format
-(or, with LOG_FORMAT=json, a JSON object).
+(or, with LOG_FORMAT=json, a JSON object). uvicorn (backflow.serve_uvicorn) logs each request on the
+`uvicorn.access` logger: a filter there redacts the path of the record before any handler sees it.
 """
 
 import json
+import logging
 import re
 from datetime import datetime, timezone
 from urllib.parse import unquote_plus
@@ -47,5 +49,18 @@ class RedactingAccessLog(AccessLogGenerator):
         }, ensure_ascii=False) + "\n")
 
 
+class RedactingUvicornAccessLog(logging.Filter):
+    """uvicorn's access records: (client, method, path with query, HTTP version, status)."""
+
+    def filter(self, record):
+        if isinstance(record.args, tuple) and len(record.args) == 5:
+            client, method, path, version, status = record.args
+            record.args = (client, method, redacted(str(path)), version, status)
+        return True
+
+
 def install():
     cli.AccessLogGenerator = RedactingAccessLog
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(existing, RedactingUvicornAccessLog) for existing in uvicorn_access.filters):
+        uvicorn_access.addFilter(RedactingUvicornAccessLog())

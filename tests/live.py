@@ -155,3 +155,10 @@ class Daphne(ServerProcess):
 
     def __init__(self, **env):
         super().__init__(lambda port: ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "backflow.asgi:application"], **env)
+
+
+class Uvicorn(ServerProcess):
+    """`make run SERVER=uvicorn`'s server (backflow.serve_uvicorn)."""
+
+    def __init__(self, **env):
+        super().__init__(lambda port: ["-m", "backflow.serve_uvicorn", "--host", "127.0.0.1", "--port", str(port)], **env)
