@@ -2,10 +2,12 @@
 
     .venv/bin/python -m bench load_mcp          # about 1 min on an idle 2-CPU machine (1.5 with [pg+redis]); loopback only
 
-Targets, one after the other, each a fresh daphne process (`make run`'s server):
+Targets, one after the other, each a fresh server process (daphne, `make run`'s server, unless said):
 - ours: `backflow.asgi:application` on a temporary SQLite file (migrate, create_tenant,
   create_api_key; 5 integrations created over REST), in-memory channel layer and cache, API-key
   auth on the GET /mcp/sse and every POST /mcp/messages;
+- ours [uvicorn]: the same, served by `make run SERVER=uvicorn` (backflow.serve_uvicorn: uvicorn on
+  uvloop with h11) instead of daphne;
 - ours [pg+redis], the production profile, when DATABASE_URL (postgres://...) and REDIS_URL are set
   (bench.support.production_profile; skipped otherwise, and the notes say why): the same on a
   throw-away database made on that Postgres server (dropped after), with the channel layer, cache
@@ -57,7 +59,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from bench import redis_counter
 from bench.support import (
-    PRODUCTION, Child, Memory, create_platform, free_port, latency_ms, mib, peer_env, platform_env, print_rows,
+    PRODUCTION, UVICORN, Child, Memory, create_platform, free_port, latency_ms, mib, peer_env, platform_env, print_rows,
     production_profile, production_stores, raise_open_files, row, stop_all,
 )
 
@@ -263,7 +265,7 @@ def summarize(results, check=None):
     peer = results["peer"]
     peer_lat = peer["callLatencyMs"] or {}
     rows = []
-    for name, tag in (("ours", ""), ("production", PRODUCTION)):
+    for name, tag in (("ours", ""), ("uvicorn", UVICORN), ("production", PRODUCTION)):
         ours = results.get(name)
         if not ours:
             continue
@@ -303,7 +305,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=SESSIONS)
     parser.add_argument("--calls", type=int, default=CALLS_PER_SESSION, help="tool calls per session")
-    parser.add_argument("--only", default="ours,production,peer", help="comma-separated targets of ours, production, peer")
+    parser.add_argument("--only", default="ours,uvicorn,production,peer", help="comma-separated targets of ours, uvicorn, production, peer")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment of ours (e.g. CONN_MAX_AGE=60)")
     args = parser.parse_args(argv)
     extra_env = dict(item.split("=", 1) for item in args.env)
@@ -323,7 +325,7 @@ def main(argv=None):
             seeder.stop()
             for name in only:
                 counter = None
-                if name == "ours":
+                if name in ("ours", "uvicorn"):
                     app, target_env, path, target_headers = "backflow.asgi:application", env, "/mcp/sse", headers
                 elif name == "production":
                     if not database_server:
@@ -347,8 +349,11 @@ def main(argv=None):
                 elif name == "peer":
                     app, target_env, path, target_headers = "bench.support:peer_app", peer_env(BENCH_PEER_TOOLS=json.dumps(answers)), "/sse", {}
                 else:
-                    raise SystemExit(f"unknown target {name}; choose from ours, production, peer")
-                child = Child.daphne(app, target_env, workdir / f"{name}.log")
+                    raise SystemExit(f"unknown target {name}; choose from ours, uvicorn, production, peer")
+                if name == "uvicorn":
+                    child = Child.backflow_uvicorn(target_env, workdir / f"{name}.log")
+                else:
+                    child = Child.daphne(app, target_env, workdir / f"{name}.log")
                 children.append(child)
                 print(f"load_mcp: {name} ...", flush=True)
                 results[name] = run_target(child, child.url + path, target_headers, calls, counter)
@@ -365,7 +370,8 @@ def main(argv=None):
                   f"{redis_url} reached through a counting proxy (bench.redis_counter; its check: "
                   f"{'ok' if check and check['ok'] else 'FAILED'}), same peer" if "production" in results else skipped)
     about = (f"{SESSIONS} SSE sessions x {CALLS_PER_SESSION} calls (list_integrations/get_integration), one daphne; "
-             f"ours on SQLite (temp file), in-memory layer and cache; {production}; "
+             f"ours on SQLite (temp file), in-memory layer and cache; [uvicorn]: ours again, served by `make run "
+             f"SERVER=uvicorn` (uvicorn on uvloop, h11); {production}; "
              "peer: MCP SDK SseServerTransport + low-level Server, same answers, no DB/auth/audit"
              + (f"; ours with {' '.join(args.env)}" if args.env else ""))
     outcome = {"about": about, "rows": rows, "targets": results, "redisCounterCheck": check,

@@ -14,6 +14,8 @@ calls the upstream's GET /items). The tenant's route rate limit is lifted for th
   upstream through one pooled keep-alive ClientSession; no auth, no database): what forwarding
   alone costs on the same ASGI server;
 - direct: GET <upstream>/items, the floor under both (its rows are marked "direct upstream").
+- ours [uvicorn]: ours again, served by `make run SERVER=uvicorn` (backflow.serve_uvicorn: uvicorn
+  on uvloop with h11) on the same database, against the same peer (the server operators may pick);
 - ours [pg+redis], the production profile, when DATABASE_URL (postgres://...) and REDIS_URL are set:
   ours again, as deployed, on a throw-away database made on that Postgres server (dropped after)
   and Redis (cache and rate limit) in the benchmark's Redis database (bench.support.production_profile),
@@ -40,7 +42,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench.support import (
-    PRODUCTION, Child, Memory, create_platform, http_load, latency_ms, mib, peer_env, platform_env, print_rows,
+    PRODUCTION, UVICORN, Child, Memory, create_platform, http_load, latency_ms, mib, peer_env, platform_env, print_rows,
     production_profile, production_stores, row, stop_all,
 )
 
@@ -77,10 +79,15 @@ def start_platform(workdir, env, upstream, apps, name="daphne"):
         raise
 
 
+def daphne_env(workdir, extra_env):
+    """The environment of ours on the SQLite database of set_up."""
+    return platform_env(f"sqlite:///{workdir / 'bench.sqlite3'}", BACKFLOW_EGRESS_ALLOW="127.0.0.1", **extra_env)
+
+
 def set_up(workdir, extra_env, apps=("backflow.asgi:application",)):
     """The upstream, then one daphne per ASGI app in `apps` on one SQLite database: (upstream, the
     first daphne, auth headers, every child); the other daphnes are children[2:]."""
-    env = platform_env(f"sqlite:///{workdir / 'bench.sqlite3'}", BACKFLOW_EGRESS_ALLOW="127.0.0.1", **extra_env)
+    env = daphne_env(workdir, extra_env)
     children = [Child.uvicorn("bench.support:upstream_app", peer_env(), workdir / "upstream.log")]
     try:
         daphnes, auth = start_platform(workdir, env, children[0], apps)
@@ -190,6 +197,9 @@ def main(argv=None):
             children.append(start_peer(workdir, upstream))
             servers = {"direct": (upstream, f"{upstream.url}/items", {}), "peer": (children[-1], f"{children[-1].url}/items", {}),
                        "ours": (daphne, f"{daphne.url}/t/bench/items", auth)}
+            children.append(Child.backflow_uvicorn(daphne_env(workdir, extra_env), workdir / "uvicorn.log"))
+            servers["uvicorn"] = (children[-1], f"{children[-1].url}/t/bench/items", auth)
+            names.append(("uvicorn", UVICORN))
             if database_server:
                 database_url = stack.enter_context(production_stores(database_server, redis_url))
                 stack.callback(stop_all, children)  # before the database is dropped
@@ -221,7 +231,8 @@ def main(argv=None):
              f"({args.rounds} x {args.seconds:g} s per target), targets alternating; ours: daphne, SQLite (temp file), "
              "GET /t/bench/items (API key, 1 action -> local upstream, invocation recorded); peer: bare ASGI proxy "
              "(bench.peer_proxy: daphne + one pooled aiohttp ClientSession, no auth, no DB); direct upstream: uvicorn called "
-             "directly (its rows give its own numbers); CPU and RSS: the server process of each; "
+             "directly (its rows give its own numbers); [uvicorn]: ours served by `make run SERVER=uvicorn` (uvicorn on uvloop, "
+             "h11) on the same database, against the same peer; CPU and RSS: the server process of each; "
              + (f"{PRODUCTION.strip()}: ours on a throw-away Postgres database and Redis {redis_url}, same rounds, same peer"
                 if database_server else skipped)
              + (f"; ours with {' '.join(args.env)}" if args.env else ""))

@@ -7,6 +7,8 @@ Loopback only. About 1 min on an idle 2-CPU machine; the load phase is cut off a
 - ours: daphne serving `backflow.asgi:application` on a temporary SQLite file database (a dev
   tenant and key made with `manage.py migrate`, `create_tenant`, `create_api_key`); the tool is
   `list_integrations` over a few integrations (a database read plus an audit row per call).
+- ours-uvicorn: the same, served by `make run SERVER=uvicorn` (backflow.serve_uvicorn) on the same
+  database (latency only; its ratios end in Uvicorn);
 - peer: the SDK's low-level `Server` with one trivial tool (`echo`), served by the SDK's
   `SseServerTransport` (/sse, /messages/) and `StreamableHTTPSessionManager` (/mcp, stateless like
   ours) as an ASGI app under the same daphne (bench.support.PeerApp).
@@ -71,20 +73,20 @@ def summary_ms(samples):
             "max": round(max(samples) * 1000, 2), "n": len(samples)}
 
 
-async def sequential_latency(ours, peer):
-    """{"ours": summary, "peer": summary}: sequential calls on one session each, `ours` and `peer`
-    being (url, transport, headers, tool, arguments), timed in alternating turns (the same load
-    of the machine for both)."""
+async def sequential_latency(sides):
+    """{name: summary}: sequential calls on one session per side, `sides` mapping a name to (url,
+    transport, headers, tool, arguments), timed in alternating turns (the same load of the machine
+    for all)."""
     async with contextlib.AsyncExitStack() as stack:
-        sides = {}
-        for name, (url, transport, headers, tool, arguments) in (("ours", ours), ("peer", peer)):
+        calls = {}
+        for name, (url, transport, headers, tool, arguments) in sides.items():
             s = await stack.enter_async_context(session(url, transport, headers))
 
             async def call(i, s=s, tool=tool, arguments=arguments):
                 return (await s.call_tool(tool, arguments)).is_error
 
-            sides[name] = call
-        timed = await alternating_calls(sides, SEQUENTIAL_CALLS, WARMUP_CALLS)
+            calls[name] = call
+        timed = await alternating_calls(calls, SEQUENTIAL_CALLS, WARMUP_CALLS)
     return {name: {**summary_ms(samples), "errors": errors} for name, (samples, errors) in timed.items()}
 
 
@@ -153,9 +155,10 @@ async def idle_session_memory(server, url, headers):
 
 # -- the run -----------------------------------------------------------------------------------
 
-async def measure(ours, peer, key, deadline):
+async def measure(ours, ours_uvicorn, peer, key, deadline):
     headers = {"Authorization": f"Bearer {key}"}
     our_urls = {"sse": f"{ours.url}/mcp/sse", "http": f"{ours.url}/mcp"}
+    uvicorn_urls = {"sse": f"{ours_uvicorn.url}/mcp/sse", "http": f"{ours_uvicorn.url}/mcp"}
     peer_urls = {"sse": f"{peer.url}/sse", "http": f"{peer.url}/mcp"}
 
     async with session(our_urls["http"], "http", headers) as s:
@@ -168,9 +171,12 @@ async def measure(ours, peer, key, deadline):
 
     latency = {}
     for transport in ("sse", "http"):
-        both = await sequential_latency((our_urls[transport], transport, headers, "list_integrations", {}),
-                                        (peer_urls[transport], transport, {}, "echo", {"text": "hi"}))
-        latency[f"ours/{transport}"], latency[f"peer/{transport}"] = both["ours"], both["peer"]
+        timed = await sequential_latency({
+            "ours": (our_urls[transport], transport, headers, "list_integrations", {}),
+            "ours-uvicorn": (uvicorn_urls[transport], transport, headers, "list_integrations", {}),
+            "peer": (peer_urls[transport], transport, {}, "echo", {"text": "hi"})})
+        for name, summary in timed.items():
+            latency[f"{name}/{transport}"] = summary
 
     memory = {"ours": await idle_session_memory(ours, our_urls["sse"], headers),
               "peer": await idle_session_memory(peer, peer_urls["sse"], {})}
@@ -186,14 +192,16 @@ def report(latency, memory, load):
     """Print the table; return the ratios ours/peer (flat keys ending in Ratio, as `python -m bench` collects them)."""
     ratios = {}
     lines = ["", "tools/call latency, sequential on one session (ms)",
-             f"{'':14}{'p50':>9}{'p95':>9}{'max':>9}{'errors':>8}"]
+             f"{'':19}{'p50':>9}{'p95':>9}{'max':>9}{'errors':>8}"]
     for name, row in latency.items():
-        lines.append(f"{name:14}{row['p50']:9.2f}{row['p95']:9.2f}{row['max']:9.2f}{row['errors']:8d}")
+        lines.append(f"{name:19}{row['p50']:9.2f}{row['p95']:9.2f}{row['max']:9.2f}{row['errors']:8d}")
     for transport in ("sse", "http"):
-        ours, peer = latency[f"ours/{transport}"], latency[f"peer/{transport}"]
-        for p in ("p50", "p95"):
-            ratios[f"{transport}{p.upper()}Ratio"] = ratio(ours[p], peer[p])
-        lines.append(f"ours/peer {transport:4}  p50 x{ratios[f'{transport}P50Ratio']}  p95 x{ratios[f'{transport}P95Ratio']}")
+        for name, suffix in (("ours", ""), ("ours-uvicorn", "Uvicorn")):
+            ours, peer = latency[f"{name}/{transport}"], latency[f"peer/{transport}"]
+            for p in ("p50", "p95"):
+                ratios[f"{transport}{p.upper()}Ratio{suffix}"] = ratio(ours[p], peer[p])
+            lines.append(f"{name}/peer {transport:4}  p50 x{ratios[f'{transport}P50Ratio{suffix}']}  "
+                         f"p95 x{ratios[f'{transport}P95Ratio{suffix}']}")
     ratios["memoryPerIdleSessionRatio"] = ratio(memory["ours"]["kibPerSession"], memory["peer"]["kibPerSession"])
     ratios["loadZeroErrorsOk"] = load["errors"] == 0 and not load["timedOut"]
     lines += ["", f"memory per idle SSE session ({IDLE_SESSIONS} sessions, server RSS growth)"]
@@ -222,12 +230,14 @@ def main():
         key = create_platform(env)
         ours = Child.daphne("backflow.asgi:application", env, workdir / "ours.log")
         servers.append(ours)
+        ours_uvicorn = Child.backflow_uvicorn(env, workdir / "ours-uvicorn.log")
+        servers.append(ours_uvicorn)
         peer = Child.daphne("bench.support:peer_app", peer_env(), workdir / "peer.log")
         servers.append(peer)
 
         async def limited():
             with anyio.fail_after(max(30.0, deadline - time.monotonic()) + 30):  # the load phase stops itself at the deadline
-                return await measure(ours, peer, key, deadline)
+                return await measure(ours, ours_uvicorn, peer, key, deadline)
 
         latency, memory, load = anyio.run(limited)
         ratios = report(latency, memory, load)

@@ -140,6 +140,12 @@ class Child:
                     "--lifespan", "off"], env, log_path, port)
 
     @classmethod
+    def backflow_uvicorn(cls, env, log_path):
+        """Backflow as `make run SERVER=uvicorn` serves it (backflow.serve_uvicorn)."""
+        port = free_port()
+        return cls(["-m", "backflow.serve_uvicorn", "--host", HOST, "--port", port], env, log_path, port)
+
+    @classmethod
     def manage(cls, env, log_path, *args):
         return cls([ROOT / "manage.py", *args], env, log_path)
 
@@ -338,6 +344,7 @@ class PostgresDatabase:
 # -- the production profile --------------------------------------------------------------------
 
 PRODUCTION = " [pg+redis]"  # the suffix of the production profile's rows
+UVICORN = " [uvicorn]"  # the suffix of the rows of ours served by `make run SERVER=uvicorn` (Child.backflow_uvicorn)
 
 
 def redis_database(url, db=REDIS_DB):
