@@ -1,5 +1,5 @@
 """Serve Backflow with uvicorn on uvloop instead of daphne: the same ASGI application, about a
-quarter less CPU per request (bench/results/latest.md, the "on uvicorn" rows).
+quarter less CPU per request (bench/results/latest.md, the rows marked [uvicorn]).
 
     .venv/bin/python -m backflow.serve_uvicorn [--host 127.0.0.1] [--port 8000] [--workers 1]
     make run SERVER=uvicorn
