@@ -29,7 +29,7 @@ from backflow.redaction import redact
 from backflow.sync import in_thread
 from backflow.validation import schema_errors
 from mcp_app import resources
-from mcp_app.registry import REGISTRY, visible_tools
+from mcp_app.registry import REGISTRY, published, visible_tools
 from tenants.services import audit_record
 
 logger = logging.getLogger("backflow.mcp")
@@ -241,7 +241,7 @@ async def call_tool(ctx, name, args):
 
 async def _on_list_tools(request_ctx, params):
     ctx = CONNECTION.get()
-    return types.ListToolsResult(tools=[REGISTRY[name].to_mcp() for name in sorted(ctx.allowed)])
+    return types.ListToolsResult(tools=list(published(ctx.allowed)))
 
 
 async def _on_call_tool(request_ctx, params):
