@@ -7,7 +7,7 @@ Targets, one after the other, each a fresh server process (daphne, `make run`'s 
   create_api_key; 5 integrations created over REST), in-memory channel layer and cache, API-key
   auth on the GET /mcp/sse and every POST /mcp/messages;
 - ours [uvicorn]: the same, served by `make run SERVER=uvicorn` (backflow.serve_uvicorn: uvicorn on
-  uvloop with h11) instead of daphne;
+  uvloop with h11) instead of daphne; also against the peer served that way (peer_uvicorn);
 - ours [pg+redis], the production profile, when DATABASE_URL (postgres://...) and REDIS_URL are set
   (bench.support.production_profile; skipped otherwise, and the notes say why): the same on a
   throw-away database made on that Postgres server (dropped after), with the channel layer, cache
@@ -278,6 +278,11 @@ def summarize(results, check=None):
         rows.append(row(f"session open p99 ms{tag}", (ours["openLatencyMs"] or {}).get("p99"), (peer["openLatencyMs"] or {}).get("p99")))
         rows.append(row(f"RSS before/peak/after MiB{tag}", mib(ours["memory"]), mib(peer["memory"]), ratio_of=False))
         rows.append(row(f"KiB per session{tag}", ours["memory"]["perItemKiB"], peer["memory"]["perItemKiB"]))
+        bare = results.get("peer_uvicorn")
+        if name == "uvicorn" and bare:  # against the bare SDK served by uvicorn too: the same server under both
+            rows.append(row(f"calls/s{tag} vs bare SDK on uvicorn", ours["callsPerSecond"], bare["callsPerSecond"]))
+            rows.append(row(f"server CPU ms per call{tag} vs bare SDK on uvicorn", ours["serverCpuMsPerCall"],
+                            bare["serverCpuMsPerCall"]))
         if ours.get("redis"):
             per_call = ours["redis"]["roundTripsPerCall"]
             rows.append(row("Redis round trips per tool call", per_call, target=f"<= {ROUND_TRIPS_TARGET}",
@@ -305,7 +310,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=SESSIONS)
     parser.add_argument("--calls", type=int, default=CALLS_PER_SESSION, help="tool calls per session")
-    parser.add_argument("--only", default="ours,uvicorn,production,peer", help="comma-separated targets of ours, uvicorn, production, peer")
+    parser.add_argument("--only", default="ours,uvicorn,production,peer,peer_uvicorn",
+                        help="comma-separated targets of ours, uvicorn, production, peer, peer_uvicorn")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment of ours (e.g. CONN_MAX_AGE=60)")
     args = parser.parse_args(argv)
     extra_env = dict(item.split("=", 1) for item in args.env)
@@ -346,12 +352,14 @@ def main(argv=None):
                           f"{'ok' if check['ok'] else 'WRONG'}", flush=True)
                     app, path = "backflow.asgi:application", "/mcp/sse"
                     target_env, target_headers = platform_env(database_url, counted_url, **extra_env), {"Authorization": f"Bearer {production_key}"}
-                elif name == "peer":
+                elif name in ("peer", "peer_uvicorn"):
                     app, target_env, path, target_headers = "bench.support:peer_app", peer_env(BENCH_PEER_TOOLS=json.dumps(answers)), "/sse", {}
                 else:
-                    raise SystemExit(f"unknown target {name}; choose from ours, uvicorn, production, peer")
+                    raise SystemExit(f"unknown target {name}; choose from ours, uvicorn, production, peer, peer_uvicorn")
                 if name == "uvicorn":
                     child = Child.backflow_uvicorn(target_env, workdir / f"{name}.log")
+                elif name == "peer_uvicorn":
+                    child = Child.peer_uvicorn(app, target_env, workdir / f"{name}.log")
                 else:
                     child = Child.daphne(app, target_env, workdir / f"{name}.log")
                 children.append(child)
@@ -371,12 +379,12 @@ def main(argv=None):
                   f"{'ok' if check and check['ok'] else 'FAILED'}), same peer" if "production" in results else skipped)
     about = (f"{SESSIONS} SSE sessions x {CALLS_PER_SESSION} calls (list_integrations/get_integration), one daphne; "
              f"ours on SQLite (temp file), in-memory layer and cache; [uvicorn]: ours again, served by `make run "
-             f"SERVER=uvicorn` (uvicorn on uvloop, h11); {production}; "
+             f"SERVER=uvicorn` (uvicorn on uvloop, h11), also against the peer on uvicorn; {production}; "
              "peer: MCP SDK SseServerTransport + low-level Server, same answers, no DB/auth/audit"
              + (f"; ours with {' '.join(args.env)}" if args.env else ""))
     outcome = {"about": about, "rows": rows, "targets": results, "redisCounterCheck": check,
                "production": None if "production" in results else skipped, "seconds": round(time.monotonic() - started, 1),
-               "zeroErrorsMet": all(r["errors"] == 0 and not r["timedOut"] for n, r in results.items() if n != "peer")}
+               "zeroErrorsMet": all(r["errors"] == 0 and not r["timedOut"] for n, r in results.items() if not n.startswith("peer"))}
     print_rows(rows, 36)
     for name, result in results.items():
         if not rows:

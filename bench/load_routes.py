@@ -15,7 +15,8 @@ calls the upstream's GET /items). The tenant's route rate limit is lifted for th
   alone costs on the same ASGI server;
 - direct: GET <upstream>/items, the floor under both (its rows are marked "direct upstream").
 - ours [uvicorn]: ours again, served by `make run SERVER=uvicorn` (backflow.serve_uvicorn: uvicorn
-  on uvloop with h11) on the same database, against the same peer (the server operators may pick);
+  on uvloop with h11) on the same database, against the same peer (the server operators may pick),
+  and against the bare proxy served the same way (rows "vs bare proxy on uvicorn");
 - ours [pg+redis], the production profile, when DATABASE_URL (postgres://...) and REDIS_URL are set:
   ours again, as deployed, on a throw-away database made on that Postgres server (dropped after)
   and Redis (cache and rate limit) in the benchmark's Redis database (bench.support.production_profile),
@@ -164,6 +165,16 @@ def rows_of(results, single, names):
             row(f"added p50 at 1 client (ms){tag}", added, added_peer, ratio_of=False, target=f"<= {ADDED_P50_TARGET_MS:g}",
                 met=added <= ADDED_P50_TARGET_MS),
         ]
+    if "peer_uvicorn" in results:  # ours on uvicorn against the bare proxy on uvicorn too: the same server under both
+        ours, bare = results["uvicorn"], results["peer_uvicorn"]
+        rows += [
+            row("bare proxy on uvicorn: errors", bare["errors"] + single["peer_uvicorn"]["errors"]),
+            row(f"requests/s{UVICORN} vs bare proxy on uvicorn", ours["perSecond"], bare["perSecond"]),
+            row(f"server CPU ms per request{UVICORN} vs bare proxy on uvicorn", cpu_ms_per_request(ours),
+                cpu_ms_per_request(bare)),
+            row(f"latency p50 ms at 1 client{UVICORN} vs bare proxy on uvicorn", single["uvicorn"]["latencyMs"]["p50"],
+                single["peer_uvicorn"]["latencyMs"]["p50"]),
+        ]
     rows += [
         row("direct upstream: errors", direct["errors"] + single["direct"]["errors"]),
         row("direct upstream: requests/s", direct["perSecond"]),
@@ -200,6 +211,9 @@ def main(argv=None):
             children.append(Child.backflow_uvicorn(daphne_env(workdir, extra_env), workdir / "uvicorn.log"))
             servers["uvicorn"] = (children[-1], f"{children[-1].url}/t/bench/items", auth)
             names.append(("uvicorn", UVICORN))
+            children.append(Child.peer_uvicorn("bench.peer_proxy:application", peer_env(BENCH_UPSTREAM_URL=upstream.url),
+                                               workdir / "peer-uvicorn.log"))
+            servers["peer_uvicorn"] = (children[-1], f"{children[-1].url}/items", {})
             if database_server:
                 database_url = stack.enter_context(production_stores(database_server, redis_url))
                 stack.callback(stop_all, children)  # before the database is dropped
@@ -232,7 +246,7 @@ def main(argv=None):
              "GET /t/bench/items (API key, 1 action -> local upstream, invocation recorded); peer: bare ASGI proxy "
              "(bench.peer_proxy: daphne + one pooled aiohttp ClientSession, no auth, no DB); direct upstream: uvicorn called "
              "directly (its rows give its own numbers); [uvicorn]: ours served by `make run SERVER=uvicorn` (uvicorn on uvloop, "
-             "h11) on the same database, against the same peer; CPU and RSS: the server process of each; "
+             "h11) on the same database, against the same peer and against the bare proxy on uvicorn; CPU and RSS: the server process of each; "
              + (f"{PRODUCTION.strip()}: ours on a throw-away Postgres database and Redis {redis_url}, same rounds, same peer"
                 if database_server else skipped)
              + (f"; ours with {' '.join(args.env)}" if args.env else ""))

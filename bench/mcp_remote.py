@@ -8,7 +8,8 @@ Loopback only. About 1 min on an idle 2-CPU machine; the load phase is cut off a
   tenant and key made with `manage.py migrate`, `create_tenant`, `create_api_key`); the tool is
   `list_integrations` over a few integrations (a database read plus an audit row per call).
 - ours-uvicorn: the same, served by `make run SERVER=uvicorn` (backflow.serve_uvicorn) on the same
-  database (latency only; its ratios end in Uvicorn);
+  database (latency only; its ratios end in Uvicorn), against the peer below and against the peer
+  served by uvicorn the same way (peer-uvicorn; ratios ending in UvicornVsPeerOnUvicorn);
 - peer: the SDK's low-level `Server` with one trivial tool (`echo`), served by the SDK's
   `SseServerTransport` (/sse, /messages/) and `StreamableHTTPSessionManager` (/mcp, stateless like
   ours) as an ASGI app under the same daphne (bench.support.PeerApp).
@@ -155,11 +156,12 @@ async def idle_session_memory(server, url, headers):
 
 # -- the run -----------------------------------------------------------------------------------
 
-async def measure(ours, ours_uvicorn, peer, key, deadline):
+async def measure(ours, ours_uvicorn, peer, peer_uvicorn, key, deadline):
     headers = {"Authorization": f"Bearer {key}"}
     our_urls = {"sse": f"{ours.url}/mcp/sse", "http": f"{ours.url}/mcp"}
     uvicorn_urls = {"sse": f"{ours_uvicorn.url}/mcp/sse", "http": f"{ours_uvicorn.url}/mcp"}
     peer_urls = {"sse": f"{peer.url}/sse", "http": f"{peer.url}/mcp"}
+    peer_uvicorn_urls = {"sse": f"{peer_uvicorn.url}/sse", "http": f"{peer_uvicorn.url}/mcp"}
 
     async with session(our_urls["http"], "http", headers) as s:
         for n in range(INTEGRATIONS):
@@ -174,7 +176,8 @@ async def measure(ours, ours_uvicorn, peer, key, deadline):
         timed = await sequential_latency({
             "ours": (our_urls[transport], transport, headers, "list_integrations", {}),
             "ours-uvicorn": (uvicorn_urls[transport], transport, headers, "list_integrations", {}),
-            "peer": (peer_urls[transport], transport, {}, "echo", {"text": "hi"})})
+            "peer": (peer_urls[transport], transport, {}, "echo", {"text": "hi"}),
+            "peer-uvicorn": (peer_uvicorn_urls[transport], transport, {}, "echo", {"text": "hi"})})
         for name, summary in timed.items():
             latency[f"{name}/{transport}"] = summary
 
@@ -192,15 +195,16 @@ def report(latency, memory, load):
     """Print the table; return the ratios ours/peer (flat keys ending in Ratio, as `python -m bench` collects them)."""
     ratios = {}
     lines = ["", "tools/call latency, sequential on one session (ms)",
-             f"{'':19}{'p50':>9}{'p95':>9}{'max':>9}{'errors':>8}"]
+             f"{'':20}{'p50':>9}{'p95':>9}{'max':>9}{'errors':>8}"]
     for name, row in latency.items():
-        lines.append(f"{name:19}{row['p50']:9.2f}{row['p95']:9.2f}{row['max']:9.2f}{row['errors']:8d}")
+        lines.append(f"{name:20}{row['p50']:9.2f}{row['p95']:9.2f}{row['max']:9.2f}{row['errors']:8d}")
     for transport in ("sse", "http"):
-        for name, suffix in (("ours", ""), ("ours-uvicorn", "Uvicorn")):
-            ours, peer = latency[f"{name}/{transport}"], latency[f"peer/{transport}"]
+        for name, peer_name, suffix in (("ours", "peer", ""), ("ours-uvicorn", "peer", "Uvicorn"),
+                                        ("ours-uvicorn", "peer-uvicorn", "UvicornVsPeerOnUvicorn")):
+            ours, peer = latency[f"{name}/{transport}"], latency[f"{peer_name}/{transport}"]
             for p in ("p50", "p95"):
                 ratios[f"{transport}{p.upper()}Ratio{suffix}"] = ratio(ours[p], peer[p])
-            lines.append(f"{name}/peer {transport:4}  p50 x{ratios[f'{transport}P50Ratio{suffix}']}  "
+            lines.append(f"{name}/{peer_name} {transport:4}  p50 x{ratios[f'{transport}P50Ratio{suffix}']}  "
                          f"p95 x{ratios[f'{transport}P95Ratio{suffix}']}")
     ratios["memoryPerIdleSessionRatio"] = ratio(memory["ours"]["kibPerSession"], memory["peer"]["kibPerSession"])
     ratios["loadZeroErrorsOk"] = load["errors"] == 0 and not load["timedOut"]
@@ -234,10 +238,12 @@ def main():
         servers.append(ours_uvicorn)
         peer = Child.daphne("bench.support:peer_app", peer_env(), workdir / "peer.log")
         servers.append(peer)
+        peer_uvicorn = Child.peer_uvicorn("bench.support:peer_app", peer_env(), workdir / "peer-uvicorn.log")
+        servers.append(peer_uvicorn)
 
         async def limited():
             with anyio.fail_after(max(30.0, deadline - time.monotonic()) + 30):  # the load phase stops itself at the deadline
-                return await measure(ours, ours_uvicorn, peer, key, deadline)
+                return await measure(ours, ours_uvicorn, peer, peer_uvicorn, key, deadline)
 
         latency, memory, load = anyio.run(limited)
         ratios = report(latency, memory, load)

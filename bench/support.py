@@ -146,6 +146,13 @@ class Child:
         return cls(["-m", "backflow.serve_uvicorn", "--host", HOST, "--port", port], env, log_path, port)
 
     @classmethod
+    def peer_uvicorn(cls, app, env, log_path):
+        """A peer on uvicorn as backflow.serve_uvicorn runs ours (uvloop, h11, access log on)."""
+        port = free_port()
+        return cls(["-m", "uvicorn", app, "--host", HOST, "--port", port, "--loop", "uvloop", "--http", "h11",
+                    "--lifespan", "off", "--no-proxy-headers"], env, log_path, port)
+
+    @classmethod
     def manage(cls, env, log_path, *args):
         return cls([ROOT / "manage.py", *args], env, log_path)
 
