@@ -80,15 +80,15 @@ def start_platform(workdir, env, upstream, apps, name="daphne"):
         raise
 
 
-def daphne_env(workdir, extra_env):
-    """The environment of ours on the SQLite database of set_up."""
+def ours_env(workdir, extra_env):
+    """The environment of ours (on daphne or uvicorn) on the SQLite database of set_up."""
     return platform_env(f"sqlite:///{workdir / 'bench.sqlite3'}", BACKFLOW_EGRESS_ALLOW="127.0.0.1", **extra_env)
 
 
 def set_up(workdir, extra_env, apps=("backflow.asgi:application",)):
     """The upstream, then one daphne per ASGI app in `apps` on one SQLite database: (upstream, the
     first daphne, auth headers, every child); the other daphnes are children[2:]."""
-    env = daphne_env(workdir, extra_env)
+    env = ours_env(workdir, extra_env)
     children = [Child.uvicorn("bench.support:upstream_app", peer_env(), workdir / "upstream.log")]
     try:
         daphnes, auth = start_platform(workdir, env, children[0], apps)
@@ -208,7 +208,7 @@ def main(argv=None):
             children.append(start_peer(workdir, upstream))
             servers = {"direct": (upstream, f"{upstream.url}/items", {}), "peer": (children[-1], f"{children[-1].url}/items", {}),
                        "ours": (daphne, f"{daphne.url}/t/bench/items", auth)}
-            children.append(Child.backflow_uvicorn(daphne_env(workdir, extra_env), workdir / "uvicorn.log"))
+            children.append(Child.backflow_uvicorn(ours_env(workdir, extra_env), workdir / "uvicorn.log"))
             servers["uvicorn"] = (children[-1], f"{children[-1].url}/t/bench/items", auth)
             names.append(("uvicorn", UVICORN))
             children.append(Child.peer_uvicorn("bench.peer_proxy:application", peer_env(BENCH_UPSTREAM_URL=upstream.url),
