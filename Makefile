@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PEERS := tests/peers
 
-.PHONY: run test install migrate peers browser prometheus bench clean
+.PHONY: run known-server test install migrate peers browser prometheus bench clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml bridge/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,11 +39,15 @@ migrate: install
 SERVER ?= daphne
 SERVE_daphne = $(VENV)/bin/daphne -b $(HOST) -p $(PORT) backflow.asgi:application
 SERVE_uvicorn = $(PY) -m backflow.serve_uvicorn --host $(HOST) --port $(PORT)
-run: migrate
+SERVE = $(or $(SERVE_$(SERVER)),$(error SERVER is daphne or uvicorn, not "$(SERVER)"))
+run: known-server migrate
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py run_worker --no-startup-delay & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
-	$(or $(SERVE_$(SERVER)),$(error SERVER is daphne or uvicorn, not "$(SERVER)"))
+	$(SERVE)
+
+known-server:
+	@: $(SERVE)
 
 $(PEERS)/node_modules/.installed: $(PEERS)/package.json $(PEERS)/package-lock.json
 	NO_UPDATE_NOTIFIER=1 npm ci --prefix $(PEERS) --no-fund --no-audit --loglevel=error
