@@ -1,4 +1,5 @@
-"""Real server processes for tests: daphne (the `make run` server) on a free loopback port.
+"""Real server processes for tests: daphne (the `make run` server) or uvicorn (`make run
+SERVER=uvicorn`) on a free loopback port.
 
 Children open the test database: on Postgres by name, on SQLite through the file the root
 conftest puts it in. Tests that use them need `transactional_db` so their rows are committed.
