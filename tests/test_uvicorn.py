@@ -58,7 +58,8 @@ def answer_to(port, request):
 
 
 def test_a_request_head_is_bounded(live_daphne):
-    """httptools reads a head of any size (the process grew with it); h11 refuses one over 16 KiB."""
+    """httptools reads a head of any size (the process grew with it); h11 refuses one still
+    incomplete past 16 KiB, so one larger than a read of the socket delivers."""
     server = live_daphne()
     assert answer_to(server.port, head_of(8 * 1024)).startswith(b"HTTP/1.1 200")
     assert answer_to(server.port, head_of(10 * 1024 * 1024)).startswith(b"HTTP/1.1 400")
@@ -137,3 +138,16 @@ def test_a_connection_that_sends_no_request_is_closed(live_daphne):
             assert conn.recv(200) == b""  # closed by the server (a timeout here raises instead)
             assert time.monotonic() - started < 25
     assert answer_to(server.port, head_of(10)).startswith(b"HTTP/1.1 200")  # a whole request still gets its answer
+
+
+def test_a_request_refused_midway_ends_quietly(live_daphne):
+    """A malformed chunk after the head: uvicorn answers 400 and closes; the application's own
+    answer (405 here, before it read the body) is dropped instead of raising into the log."""
+    server = live_daphne()
+    answer = answer_to(server.port, b"POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n")
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    time.sleep(1)  # the application's side has finished by then
+    assert probe(server, "/healthz").status_code == 200
+    log = server.output(tail=None)
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
+    assert '"POST /healthz HTTP/1.1" 405' not in log, log[-3000:]
