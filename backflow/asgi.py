@@ -11,7 +11,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
 
 from backflow import access_log  # noqa: E402
-from backflow.asgi_utils import PathRouter  # noqa: E402
+from backflow.asgi_utils import BoundedBody, PathRouter  # noqa: E402
 from backflow.front import Front  # noqa: E402
 from integrations_app.dispatch import routes_asgi  # noqa: E402
 from mcp_app.http import mcp_asgi  # noqa: E402
@@ -26,6 +26,6 @@ async def refuse_websocket(scope, receive, send):
 
 
 application = ProtocolTypeRouter({
-    "http": Front(PathRouter(django_asgi_app, {"/mcp/": mcp_asgi, "/t/": routes_asgi})),
+    "http": Front(PathRouter(BoundedBody(django_asgi_app), {"/mcp/": mcp_asgi, "/t/": routes_asgi})),
     "websocket": refuse_websocket,
 })

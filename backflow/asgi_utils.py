@@ -73,6 +73,56 @@ async def read_body(receive, limit):
             return b"".join(chunks)
 
 
+class BoundedBody:
+    """Django's ASGI handler reads a request's whole body before any view or middleware runs,
+    past 2.5 MB into a temporary file: the 1 MiB limit (DATA_UPLOAD_MAX_MEMORY_SIZE) was applied
+    only after a caller, key or not, had written all of it to the server's disk (an outside attacker
+    sent 100 MB and 300 MB). Requests for Django are refused with 413 past the limit (plus room for
+    a multipart form's framing): at once when Content-Length says so, else as soon as the bytes
+    read pass it (the handler then sees the client go away, and this answers)."""
+
+    FRAMING = 64 * 1024
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if scope["type"] != "http" or limit is None:
+            return await self.app(scope, receive, send)
+        limit += self.FRAMING
+        declared = next((value for name, value in scope["headers"] if name == b"content-length"), b"")
+        if declared.isdigit() and int(declared) > limit:
+            return await _too_large(send, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+        read, over, started = 0, False, False
+
+        async def counting():
+            nonlocal read, over
+            if over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                read += len(message.get("body", b""))
+                if read > limit:
+                    over = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tracking(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, counting, tracking)
+        if over and not started:
+            await _too_large(send, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+
+
+async def _too_large(send, limit):
+    await respond(send, 413, {"detail": f"Request body is larger than {limit} bytes.", "errors": {"body": ["Send a smaller body."]}},
+                  [(b"connection", b"close")])
+
+
 class PathRouter:
     """ASGI app: requests whose path starts with a mounted prefix go to that app, the rest to Django."""
 

@@ -44,6 +44,13 @@ def live_daphne(transactional_db):
         yield start
 
 
+def read_until_closed(conn, limit=65536):
+    answer = b""
+    while len(answer) < limit and (chunk := conn.recv(4096)):
+        answer += chunk
+    return answer
+
+
 def head_of(size):
     return b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"a" * size + b"\r\n\r\n"
 
@@ -151,3 +158,27 @@ def test_a_request_refused_midway_ends_quietly(live_daphne):
     log = server.output(tail=None)
     assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
     assert '"POST /healthz HTTP/1.1" 405' not in log, log[-3000:]
+
+
+@pytest.mark.parametrize("path", ["/api/integrations/", "/admin/login/", "/hooks/acme/w/token"])
+def test_a_body_over_the_limit_is_refused_before_it_is_read(live_daphne, path):
+    """Django's handler reads a whole body (to a temporary file past 2.5 MB) before any view runs:
+    50 MB declared to a Django door, with no key, is refused at once instead, and a chunked body is
+    refused once what was read passes the limit (1 MiB and a form's framing)."""
+    server = live_daphne()
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n".encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(head + b"Content-Length: 52428800\r\n\r\n" + b"a" * 65536)
+        answer = read_until_closed(conn)
+    assert answer.startswith(b"HTTP/1.1 413") and b"larger than 1048576 bytes" in answer, answer
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"%x\r\n%s\r\n" % (65536, b"a" * 65536)
+        try:
+            for _ in range(64):  # 4 MiB at most
+                conn.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before it was all sent
+        answer = conn.recv(300)
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert probe(server, "/healthz").status_code == 200
