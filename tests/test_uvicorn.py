@@ -20,6 +20,7 @@ from mcp_app.tests.test_remote_sse import (  # noqa: F401
     test_sse_credentials_header_jwt_and_revocation,
     test_sse_flow_answers_on_the_stream_and_refuses_bad_requests,
 )
+from tests.faults.helpers import wait_until
 from tests.live import Uvicorn
 from tests.security.test_fairness import Tarpit
 from tests.security.test_edge_hardening import test_mcp_over_daphne_refuses_a_null_origin  # noqa: F401
@@ -82,12 +83,8 @@ def test_a_forwarded_for_header_does_not_change_the_caller(live_daphne):
     answer = answer_to(server.port, b"GET /healthz?forged=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                     b"X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200"), answer
-    for _ in range(50):
-        log = server.output(tail=None)
-        if "/healthz?forged=1" in log:
-            break
-        time.sleep(0.1)
-    line = next(line for line in log.splitlines() if "/healthz?forged=1" in line)
+    line = wait_until(lambda: next((line for line in server.output(tail=None).splitlines() if "/healthz?forged=1" in line), None),
+                      message="the request's access line")
     assert "127.0.0.1:" in line and "203.0.113.7" not in line, line
 
 
