@@ -13,6 +13,11 @@ calls the upstream's GET /items). The tenant's route rate limit is lifted for th
 - peer: the bare proxy (bench.peer_proxy on daphne + aiohttp: GET /items forwarded to the
   upstream through one pooled keep-alive ClientSession; no auth, no database): what forwarding
   alone costs on the same ASGI server;
+- peer + tenant row: the bare proxy again, reading the tenant row by its slug on a thread before
+  forwarding (sqlite3 or psycopg on ours' database, no ORM): the floor of a routed request as the
+  issue designs it (one read of the tenant row per request, which carries the key cache's version).
+  Its rows compare it with the bare proxy (what the design leaves of the targets) and ours with it
+  (what our own code costs above it); one per database (SQLite, and Postgres with [pg+redis]);
 - direct: GET <upstream>/items, the floor under both (its rows are marked "direct upstream").
 - ours [uvicorn]: ours again, served by `make run SERVER=uvicorn` (backflow.serve_uvicorn: uvicorn
   on uvloop with h11) on the same database, against the same peer (the server operators may pick),
@@ -98,11 +103,13 @@ def set_up(workdir, extra_env, apps=("backflow.asgi:application",)):
     return children[0], daphnes[0], auth, children + daphnes
 
 
-def start_peer(workdir, upstream):
-    """The bare proxy (bench.peer_proxy) on daphne, checked to forward what the upstream answers."""
+def start_peer(workdir, upstream, tenant_database=None, name="peer-proxy"):
+    """The bare proxy (bench.peer_proxy) on daphne, checked to forward what the upstream answers;
+    with `tenant_database` (ours), reading the tenant row first on every request."""
     import httpx
 
-    proxy = Child.daphne("bench.peer_proxy:application", peer_env(BENCH_UPSTREAM_URL=upstream.url), workdir / "peer-proxy.log")
+    env = peer_env(BENCH_UPSTREAM_URL=upstream.url, **({"BENCH_TENANT_DATABASE": tenant_database} if tenant_database else {}))
+    proxy = Child.daphne("bench.peer_proxy:application", env, workdir / f"{name}.log")
     try:
         direct, forwarded = httpx.get(f"{upstream.url}/items"), httpx.get(f"{proxy.url}/items")
         assert (forwarded.status_code, forwarded.content, forwarded.headers["content-type"]) == (
@@ -143,6 +150,32 @@ def cpu_ms_per_request(result):
     return round(result["memory"]["cpuSeconds"] * 1000 / max(1, result["requests"]), 3)
 
 
+TENANT_ROW_PEERS = {"ours": "peer_tenant_row", "production": "peer_tenant_row_production"}
+
+
+def tenant_row_floor_rows(results, single, names):
+    """The floor of a routed request as the issue designs it (the bare proxy that also reads the
+    tenant row on a thread, on ours' database): that peer against the bare proxy (how much of the
+    targets the design itself leaves), and ours against that peer (what our own code costs)."""
+    peer = results["peer"]
+    rows = []
+    for name, tag in names:
+        floor = TENANT_ROW_PEERS.get(name)
+        if floor not in results:
+            continue
+        bare, ours = results[floor], results[name]
+        rows += [
+            row(f"bare proxy + tenant row{tag}: errors", bare["errors"] + single[floor]["errors"]),
+            row(f"bare proxy + tenant row{tag}: requests/s vs bare proxy", bare["perSecond"], peer["perSecond"]),
+            row(f"bare proxy + tenant row{tag}: CPU ms per request vs bare proxy", cpu_ms_per_request(bare), cpu_ms_per_request(peer)),
+            row(f"requests/s{tag} vs bare proxy + tenant row", ours["perSecond"], bare["perSecond"]),
+            row(f"server CPU ms per request{tag} vs bare proxy + tenant row", cpu_ms_per_request(ours), cpu_ms_per_request(bare)),
+            row(f"latency p50 ms at 1 client{tag} vs bare proxy + tenant row", single[name]["latencyMs"]["p50"],
+                single[floor]["latencyMs"]["p50"]),
+        ]
+    return rows
+
+
 def rows_of(results, single, names):
     """Rows of ours (and of ours [pg+redis]) against the bare proxy; the direct upstream's alone."""
     peer, direct = results["peer"], results["direct"]
@@ -175,6 +208,7 @@ def rows_of(results, single, names):
             row(f"latency p50 ms at 1 client{UVICORN} vs bare proxy on uvicorn", single["uvicorn"]["latencyMs"]["p50"],
                 single["peer_uvicorn"]["latencyMs"]["p50"]),
         ]
+    rows += tenant_row_floor_rows(results, single, names)
     rows += [
         row("direct upstream: errors", direct["errors"] + single["direct"]["errors"]),
         row("direct upstream: requests/s", direct["perSecond"]),
@@ -208,6 +242,8 @@ def main(argv=None):
             children.append(start_peer(workdir, upstream))
             servers = {"direct": (upstream, f"{upstream.url}/items", {}), "peer": (children[-1], f"{children[-1].url}/items", {}),
                        "ours": (daphne, f"{daphne.url}/t/bench/items", auth)}
+            children.append(start_peer(workdir, upstream, str(workdir / "bench.sqlite3"), "peer-tenant-row"))
+            servers["peer_tenant_row"] = (children[-1], f"{children[-1].url}/items", {})
             children.append(Child.backflow_uvicorn(ours_env(workdir, extra_env), workdir / "uvicorn.log"))
             servers["uvicorn"] = (children[-1], f"{children[-1].url}/t/bench/items", auth)
             names.append(("uvicorn", UVICORN))
@@ -221,6 +257,8 @@ def main(argv=None):
                 (production,), production_auth = start_platform(workdir, env, upstream, ["backflow.asgi:application"], "production")
                 children.append(production)
                 servers["production"] = (production, f"{production.url}/t/bench/items", production_auth)
+                children.append(start_peer(workdir, upstream, database_url, "peer-tenant-row-postgres"))
+                servers["peer_tenant_row_production"] = (children[-1], f"{children[-1].url}/items", {})
                 names.append(("production", PRODUCTION))
             time.sleep(0.5)
             print(f"load_routes: 1 client, {args.rounds} x {args.single_seconds:g} s per target ...", flush=True)
@@ -244,7 +282,7 @@ def main(argv=None):
     about = (f"1 client ({args.rounds} x {args.single_seconds:g} s per target), then {args.clients} keep-alive clients "
              f"({args.rounds} x {args.seconds:g} s per target), targets alternating; ours: daphne, SQLite (temp file), "
              "GET /t/bench/items (API key, 1 action -> local upstream, invocation recorded); peer: bare ASGI proxy "
-             "(bench.peer_proxy: daphne + one pooled aiohttp ClientSession, no auth, no DB); direct upstream: uvicorn called "
+             "(bench.peer_proxy: daphne + one pooled aiohttp ClientSession, no auth, no DB); bare proxy + tenant row: the same proxy reading the tenant row (sqlite3 / psycopg on a thread pool) per request; direct upstream: uvicorn called "
              "directly (its rows give its own numbers); [uvicorn]: ours served by `make run SERVER=uvicorn` (uvicorn on uvloop, "
              "h11) on the same database, against the same peer and against the bare proxy on uvicorn; CPU and RSS: the server process of each; "
              + (f"{PRODUCTION.strip()}: ours on a throw-away Postgres database and Redis {redis_url}, same rounds, same peer"

@@ -8,7 +8,10 @@ Both servers are driven by the same MCP SDK client code, in the same run:
   integrations, and server-everything's echo (Node 22 from tests/peers);
 - start-up: time from spawning the process to the `initialize` answer, median of several spawns.
 A bare low-level server on the same Python SDK (`python_sdk_floor`, one no-op tool) shows how much
-of the gap to echo is the SDK's own per-message cost rather than Backflow's.
+of the gap to echo is the SDK's own per-message cost rather than Backflow's; the same server
+answering what ours answers (`python_sdk_floor_same_answer`: get_integration's tool entry with its
+outputSchema, and ours' recorded result for each name) splits the rest into the answer's own cost
+(serialising it, the client's checks of it) and our code's.
 Targets: get_integration p50 within 2x of echo p50; our start-up under 1.5 s.
 `main()` returns the numbers as a dict (for a `python -m bench` runner).
 """
@@ -60,6 +63,34 @@ async def main():
 anyio.run(main)
 """
 
+# The same floor answering what ours answers: get_integration's tool entry as ours lists it (its
+# outputSchema, which the client then checks every result against) and, for each name, ours' own
+# result for it, read from the JSON file named by argv[1] before the timed calls; a dict lookup per call.
+SDK_SAME_ANSWER_SERVER = """
+import anyio, json, sys
+import mcp_types as types
+from mcp.server import Server
+from mcp.server.stdio import stdio_server
+
+recorded = json.load(open(sys.argv[1], encoding="utf-8"))
+tool = types.Tool.model_validate(recorded["tool"])
+answers = recorded["answers"]
+
+async def on_list_tools(ctx, params):
+    return types.ListToolsResult(tools=[tool])
+
+async def on_call_tool(ctx, params):
+    value = answers[params.arguments["name"]]
+    return types.CallToolResult(content=[types.TextContent(text=json.dumps(value, ensure_ascii=False))], structured_content=value)
+
+async def main():
+    server = Server("sdk-floor-same-answer", on_list_tools=on_list_tools, on_call_tool=on_call_tool)
+    async with stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())
+
+anyio.run(main)
+"""
+
 GET_RATIO_TARGET = 2.0
 STARTUP_TARGET_S = 1.5
 
@@ -105,6 +136,27 @@ def sdk_floor_server():
     return StdioServerParameters(command=PYTHON, args=["-c", SDK_FLOOR_SERVER], cwd=str(ROOT))
 
 
+def sdk_same_answer_server(recorded):
+    return StdioServerParameters(command=PYTHON, args=["-c", SDK_SAME_ANSWER_SERVER, str(recorded)], cwd=str(ROOT))
+
+
+async def record_answers(params, names, path, errlog):
+    """Ours' get_integration tool entry and its result for each of `names`, written to `path` for
+    the same-answer floor."""
+    async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        tool = next(t for t in (await session.list_tools()).tools if t.name == "get_integration")
+        answers = {}
+        for name in names:
+            result = await session.call_tool("get_integration", {"name": name})
+            if result.is_error or result.structured_content is None:
+                raise RuntimeError(f"get_integration {name}: {result.content[0].text}")
+            answers[name] = result.structured_content
+    path.write_text(json.dumps({"tool": tool.model_dump(mode="json", by_alias=True, exclude_none=True), "answers": answers}),
+                    encoding="utf-8")
+    return path
+
+
 def percentile(samples, fraction):
     ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
@@ -146,11 +198,14 @@ async def time_startup(params, errlog):
 
 async def measure(*, mcp_config, integrations, calls, spawns, warmup, errlog):
     names = [f"service-{i:03d}" for i in range(integrations)]
-    timed = await time_calls({"ours": ours(mcp_config), "echo": echo_server(), "floor": sdk_floor_server()}, [
+    recorded = await record_answers(ours(mcp_config), names, Path(mcp_config).parent / "recorded-answers.json", errlog)
+    timed = await time_calls({"ours": ours(mcp_config), "echo": echo_server(), "floor": sdk_floor_server(),
+                              "floor_same_answer": sdk_same_answer_server(recorded)}, [
         ("get_integration", "ours", "get_integration", lambda i: {"name": names[i % len(names)]}),
         ("list_integrations", "ours", "list_integrations", lambda i: {}),
         ("echo", "echo", "echo", lambda i: {"message": f"hello {i}"}),
         ("python_sdk_floor", "floor", "noop", lambda i: {"name": names[i % len(names)]}),
+        ("python_sdk_floor_same_answer", "floor_same_answer", "get_integration", lambda i: {"name": names[i % len(names)]}),
     ], calls, warmup, errlog)
     ours_start, echo_start = [], []
     for _ in range(spawns):  # alternate, so both see the same machine load
@@ -171,6 +226,10 @@ async def measure(*, mcp_config, integrations, calls, spawns, warmup, errlog):
         "list_integrations_p50_vs_echo": round(results["list_integrations"]["p50_ms"] / echo_p50, 2),
         "get_integration_p50_vs_python_sdk_floor": round(results["get_integration"]["p50_ms"] / results["python_sdk_floor"]["p50_ms"], 2),
         "python_sdk_floor_p50_vs_echo": round(results["python_sdk_floor"]["p50_ms"] / echo_p50, 2),
+        "get_integration_p50_vs_python_sdk_floor_same_answer": round(
+            results["get_integration"]["p50_ms"] / results["python_sdk_floor_same_answer"]["p50_ms"], 2),
+        "python_sdk_floor_same_answer_p50_vs_python_sdk_floor": round(
+            results["python_sdk_floor_same_answer"]["p50_ms"] / results["python_sdk_floor"]["p50_ms"], 2),
         "startup_vs_echo": round(results["startup"]["ours_median_s"] / results["startup"]["echo_median_s"], 2),
     }
     results["targets"] = {
@@ -183,9 +242,9 @@ async def measure(*, mcp_config, integrations, calls, spawns, warmup, errlog):
 def report(results):
     lines = [(f"mcp_stdio benchmark: {results['integrations']} integrations, {results['calls']} calls per tool "
              f"(load average {results['load_average_1m']} on {os.cpu_count()} CPUs)")]
-    for label in ("get_integration", "list_integrations", "echo", "python_sdk_floor"):
+    for label in ("get_integration", "list_integrations", "echo", "python_sdk_floor", "python_sdk_floor_same_answer"):
         r = results[label]
-        lines.append(f"  {label:<18} p50 {r['p50_ms']:8.3f} ms   p95 {r['p95_ms']:8.3f} ms")
+        lines.append(f"  {label:<28} p50 {r['p50_ms']:8.3f} ms   p95 {r['p95_ms']:8.3f} ms")
     s = results["startup"]
     lines.append(f"  start-up (to initialize answer, median of {len(s['ours_s'])}): ours {s['ours_median_s']:.3f} s, echo {s['echo_median_s']:.3f} s")
     ratios, targets = results["ratios"], results["targets"]
@@ -194,6 +253,9 @@ def report(results):
     lines.append(f"  ratio list_integrations / echo p50: {ratios['list_integrations_p50_vs_echo']:.2f}x")
     lines.append(f"  ratio python_sdk_floor / echo p50: {ratios['python_sdk_floor_p50_vs_echo']:.2f}x "
                  f"(what any server on the Python SDK pays); get_integration / floor: {ratios['get_integration_p50_vs_python_sdk_floor']:.2f}x")
+    lines.append(f"  ratio floor answering get_integration's results / floor: "
+                 f"{ratios['python_sdk_floor_same_answer_p50_vs_python_sdk_floor']:.2f}x (the answer's own cost); "
+                 f"get_integration / that floor: {ratios['get_integration_p50_vs_python_sdk_floor_same_answer']:.2f}x (our own code)")
     lines.append(f"  ratio start-up ours / echo: {ratios['startup_vs_echo']:.2f}x "
                  f"(ours < {STARTUP_TARGET_S} s: {'met' if targets['startup_under_1_5_s'] else 'MISSED'})")
     return "\n".join(lines)
