@@ -19,6 +19,7 @@ from django.conf import settings
 from backflow import metrics
 from backflow.asgi_utils import HttpError, check_host, query_params, read_body, request_headers, respond
 from backflow.bounds import Full, Slots
+from backflow.compiled import CompiledInsert
 from backflow.egress import shared_client
 from backflow.errors import ServiceError
 from backflow.jsonbody import JsonBodyError, parse_json
@@ -33,6 +34,7 @@ from tenants.authentication import AuthenticationError, bearer_value, principal_
 from tenants.selectors import tenant_get
 
 logger = logging.getLogger("backflow.routes")
+INVOCATION_ROWS = CompiledInsert(RouteInvocation)
 PARAM_SEGMENT = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 FORWARDED_HEADERS_EXCLUDED = {"authorization", "cookie", "x-backflow-scope", "proxy-authorization"}
 class RouteTable:
@@ -98,9 +100,9 @@ class TenantSite:
             raise HttpError(401, str(exc), [(b"www-authenticate", b'Bearer realm="backflow"')]) from exc
 
     def invocation(self, route, method, path, status, duration_ms, error, test=False):
-        """The call's record, to be written with others (InvocationWriter)."""
-        return RouteInvocation(
-            tenant=self.tenant, route_id=route["id"] if route else None, method=method, path=path[:2000],
+        """The call's record (a RouteInvocation row, with the request's id), to be written with others (InvocationWriter)."""
+        return INVOCATION_ROWS.values(
+            tenant_id=self.tenant.pk, route_id=route["id"] if route else None, method=method, path=path[:2000],
             status=status, duration_ms=duration_ms, error=error[:500], is_test=test,
         )
 
@@ -367,7 +369,7 @@ class InvocationWriter:
     @staticmethod
     async def _insert(batch):
         try:
-            await in_thread(None, RouteInvocation.all_tenants.bulk_create, batch)
+            await in_thread(None, INVOCATION_ROWS.insert, batch)
         except Exception as exc:
             if outage_message(exc):  # the answers were sent; the database is down (not a bug)
                 logger.warning("Could not record %s route invocation(s): %s", len(batch), describe(exc))

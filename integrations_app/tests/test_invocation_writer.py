@@ -12,14 +12,14 @@ from django.test.utils import CaptureQueriesContext
 
 from backflow import metrics
 from backflow.logs import request_id_bound
-from integrations_app.dispatch import InvocationWriter
+from integrations_app.dispatch import INVOCATION_ROWS, InvocationWriter
 from integrations_app.models import RouteInvocation
 
 pytestmark = pytest.mark.django_db
 
 
 def _records(ctx, count):
-    return [RouteInvocation(tenant=ctx.tenant, method="get", path=f"/items/{n}", status=200, duration_ms=1.0)
+    return [INVOCATION_ROWS.values(tenant_id=ctx.tenant.pk, method="get", path=f"/items/{n}", status=200, duration_ms=1.0)
             for n in range(count)]
 
 
