@@ -125,7 +125,8 @@ def parse_json(raw, *, limit=None, peer=False):
         raise
     except ValueError as exc:  # JSONDecodeError, and ints past Python's 4300-digit limit
         raise JsonNotJson(f"not well-formed JSON: {exc}.") from None
-    if depth_exceeds(value, limit):
+    # No value nests deeper than the text has brackets (strings only add some): most bodies need no walk.
+    if text.count("[") + text.count("{") > limit and depth_exceeds(value, limit):
         raise _too_deep(limit, peer)
     if SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
         raise JsonNotJson("a string holds an unpaired surrogate escape (such as \\ud800), which is not Unicode text: "

@@ -139,6 +139,7 @@ def test_parse_json_accepts_the_limit_and_ordinary_json():
     assert parse_json(b'{"a": [1, 2.5, "x", null, true, {"b": {}}]}') == {"a": [1, 2.5, "x", None, True, {"b": {}}]}
     assert parse_json(b"\xef\xbb\xbf{}") == {}
     assert parse_json(nested(5), limit=5) and not depth_exceeds([[[]]], 3) and depth_exceeds([[[[]]]], 3)
+    assert parse_json(json.dumps({"text": "[{" * 100, "list": [[1]]})) == {"text": "[{" * 100, "list": [[1]]}  # brackets in text
 
 
 @pytest.mark.parametrize("raw", [b"NaN", b'{"a": Infinity}', b"[-Infinity]", b"1e999", b"-1e400", b"1" * 5000,
