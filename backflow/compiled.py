@@ -82,8 +82,9 @@ class CompiledInsert:
     and callables such as the request id, are read there, as Model() would); `insert(rows)` then
     prepares each value with its field for the database and runs one multi-row INSERT per batch the
     database takes, in one transaction. A record per routed request made a model instance on the
-    event loop (about 80 us) and went through bulk_create's per-object compiler (about 150 us a
-    row); here a row costs a tuple and its fields' own preparation."""
+    event loop (about 80 us of CPU in the server) and bulk_create took about 225 us a row in a batch
+    of 8; here the row is a tuple (about 60 us with its defaults) and about 155 us a row, most of it
+    the database's own insert into the table and its indexes."""
 
     def __init__(self, model):
         opts = model._meta

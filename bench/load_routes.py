@@ -17,7 +17,8 @@ calls the upstream's GET /items). The tenant's route rate limit is lifted for th
   forwarding (sqlite3 or psycopg on ours' database, no ORM): the floor of a routed request as the
   issue designs it (one read of the tenant row per request, which carries the key cache's version).
   Its rows compare it with the bare proxy (what the design leaves of the targets) and ours with it
-  (what our own code costs above it); one per database (SQLite, and Postgres with [pg+redis]);
+  (what our own code costs above it); one per database (SQLite, and Postgres with [pg+redis], where
+  it also counts the call in Redis, as ours counts its rate limit there: one round trip);
 - direct: GET <upstream>/items, the floor under both (its rows are marked "direct upstream").
 - ours [uvicorn]: ours again, served by `make run SERVER=uvicorn` (backflow.serve_uvicorn: uvicorn
   on uvloop with h11) on the same database, against the same peer (the server operators may pick),
@@ -103,12 +104,14 @@ def set_up(workdir, extra_env, apps=("backflow.asgi:application",)):
     return children[0], daphnes[0], auth, children + daphnes
 
 
-def start_peer(workdir, upstream, tenant_database=None, name="peer-proxy"):
+def start_peer(workdir, upstream, tenant_database=None, name="peer-proxy", redis_url=None):
     """The bare proxy (bench.peer_proxy) on daphne, checked to forward what the upstream answers;
-    with `tenant_database` (ours), reading the tenant row first on every request."""
+    with `tenant_database` (ours), reading the tenant row first on every request (and counting the
+    call in `redis_url`)."""
     import httpx
 
-    env = peer_env(BENCH_UPSTREAM_URL=upstream.url, **({"BENCH_TENANT_DATABASE": tenant_database} if tenant_database else {}))
+    floor = {"BENCH_TENANT_DATABASE": tenant_database, "BENCH_TENANT_REDIS": redis_url}
+    env = peer_env(BENCH_UPSTREAM_URL=upstream.url, **{key: value for key, value in floor.items() if value})
     proxy = Child.daphne("bench.peer_proxy:application", env, workdir / f"{name}.log")
     try:
         direct, forwarded = httpx.get(f"{upstream.url}/items"), httpx.get(f"{proxy.url}/items")
@@ -257,7 +260,7 @@ def main(argv=None):
                 (production,), production_auth = start_platform(workdir, env, upstream, ["backflow.asgi:application"], "production")
                 children.append(production)
                 servers["production"] = (production, f"{production.url}/t/bench/items", production_auth)
-                children.append(start_peer(workdir, upstream, database_url, "peer-tenant-row-postgres"))
+                children.append(start_peer(workdir, upstream, database_url, "peer-tenant-row-postgres", redis_url))
                 servers["peer_tenant_row_production"] = (children[-1], f"{children[-1].url}/items", {})
                 names.append(("production", PRODUCTION))
             time.sleep(0.5)
@@ -282,7 +285,7 @@ def main(argv=None):
     about = (f"1 client ({args.rounds} x {args.single_seconds:g} s per target), then {args.clients} keep-alive clients "
              f"({args.rounds} x {args.seconds:g} s per target), targets alternating; ours: daphne, SQLite (temp file), "
              "GET /t/bench/items (API key, 1 action -> local upstream, invocation recorded); peer: bare ASGI proxy "
-             "(bench.peer_proxy: daphne + one pooled aiohttp ClientSession, no auth, no DB); bare proxy + tenant row: the same proxy reading the tenant row (sqlite3 / psycopg on a thread pool) per request; direct upstream: uvicorn called "
+             "(bench.peer_proxy: daphne + one pooled aiohttp ClientSession, no auth, no DB); bare proxy + tenant row: the same proxy reading the tenant row (sqlite3 / psycopg on a thread pool) per request, and with [pg+redis] counting it in Redis; direct upstream: uvicorn called "
              "directly (its rows give its own numbers); [uvicorn]: ours served by `make run SERVER=uvicorn` (uvicorn on uvloop, "
              "h11) on the same database, against the same peer and against the bare proxy on uvicorn; CPU and RSS: the server process of each; "
              + (f"{PRODUCTION.strip()}: ours on a throw-away Postgres database and Redis {redis_url}, same rounds, same peer"

@@ -11,7 +11,10 @@ With BENCH_TENANT_DATABASE (a SQLite file or a postgres:// URL of ours), each re
 the tenant row by its slug (BENCH_TENANT_SLUG) on a thread of a pool, each thread with its own
 connection (sqlite3 or psycopg, no ORM), and answers 404 without it: the one piece of work the
 issue's design keeps on every routed request (the tenant's state and the version its key cache
-checks), in its cheapest form. What ours costs above that peer is our own code.
+checks), in its cheapest form. With BENCH_TENANT_REDIS too (a redis:// URL, the production
+profile), the same thread then counts the call there (one INCR, one round trip): the rate-limit
+count the design keeps per request where Redis holds the limits. What ours costs above that peer
+is our own code.
 """
 
 import asyncio
@@ -25,6 +28,7 @@ import aiohttp
 UPSTREAM = os.environ.get("BENCH_UPSTREAM_URL", "http://127.0.0.1:8001").rstrip("/")
 TENANT_DATABASE = os.environ.get("BENCH_TENANT_DATABASE")
 TENANT_SLUG = os.environ.get("BENCH_TENANT_SLUG", "bench")
+TENANT_REDIS = os.environ.get("BENCH_TENANT_REDIS")
 _sessions = {}  # event loop -> its ClientSession (daphne runs one loop; the key keeps a session off other loops)
 _readers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tenant-read")
 _thread = threading.local()  # each reader thread's own connection
@@ -51,7 +55,14 @@ def _tenant_row():
             connection = sqlite3.connect(TENANT_DATABASE, isolation_level=None)
             _thread.query = "SELECT * FROM tenants_tenant WHERE slug = ? LIMIT 1"
         _thread.connection = connection
-    return connection.execute(_thread.query, (TENANT_SLUG,)).fetchone()
+        if TENANT_REDIS:
+            import redis
+
+            _thread.counter = redis.Redis.from_url(TENANT_REDIS)
+    row = connection.execute(_thread.query, (TENANT_SLUG,)).fetchone()
+    if TENANT_REDIS:
+        _thread.counter.incr(f"bench-floor:{TENANT_SLUG}")
+    return row
 
 
 async def _answer(send, status, body, content_type):
