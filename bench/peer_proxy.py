@@ -29,6 +29,8 @@ UPSTREAM = os.environ.get("BENCH_UPSTREAM_URL", "http://127.0.0.1:8001").rstrip(
 TENANT_DATABASE = os.environ.get("BENCH_TENANT_DATABASE")
 TENANT_SLUG = os.environ.get("BENCH_TENANT_SLUG", "bench")
 TENANT_REDIS = os.environ.get("BENCH_TENANT_REDIS")
+ON_POSTGRES = (TENANT_DATABASE or "").startswith(("postgres://", "postgresql://"))
+TENANT_QUERY = f"SELECT * FROM tenants_tenant WHERE slug = {'%s' if ON_POSTGRES else '?'} LIMIT 1"
 _sessions = {}  # event loop -> its ClientSession (daphne runs one loop; the key keeps a session off other loops)
 _readers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tenant-read")
 _thread = threading.local()  # each reader thread's own connection
@@ -46,20 +48,18 @@ def _session():
 def _tenant_row():
     connection = getattr(_thread, "connection", None)
     if connection is None:
-        if TENANT_DATABASE.startswith(("postgres://", "postgresql://")):
+        if ON_POSTGRES:
             import psycopg
 
             connection = psycopg.connect(TENANT_DATABASE, autocommit=True)
-            _thread.query = "SELECT * FROM tenants_tenant WHERE slug = %s LIMIT 1"
         else:
             connection = sqlite3.connect(TENANT_DATABASE, isolation_level=None)
-            _thread.query = "SELECT * FROM tenants_tenant WHERE slug = ? LIMIT 1"
         _thread.connection = connection
         if TENANT_REDIS:
             import redis
 
             _thread.counter = redis.Redis.from_url(TENANT_REDIS)
-    row = connection.execute(_thread.query, (TENANT_SLUG,)).fetchone()
+    row = connection.execute(TENANT_QUERY, (TENANT_SLUG,)).fetchone()
     if TENANT_REDIS:
         _thread.counter.incr(f"bench-floor:{TENANT_SLUG}")
     return row
