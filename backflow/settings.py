@@ -56,7 +56,7 @@ SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if BACKFLO
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BACKFLOW_TRUST_X_FORWARDED_PROTO", default=BACKFLOW_HTTPS) else None
 
 INSTALLED_APPS = [
-    "daphne",
+    "backflow.apps.DaphneRunserver",  # daphne's runserver (backflow/apps.py)
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from oauth2_provider.views import OAuthServerMetadataView
 
 from backflow.pages import guide, home
+from tenants import openapi  # noqa: F401  (registers the OpenAPI auth scheme, before the schema views run)
 from tenants.oauth import McpResourceMetadataView
 from tenants.signin import LimitedPasswordChangeView, limit_failed_sign_ins
 

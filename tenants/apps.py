@@ -10,7 +10,6 @@ class TenantsConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save, pre_save
         from oauth2_provider.models import get_application_model
 
-        from tenants import openapi  # noqa: F401  (registers the OpenAPI auth scheme)
         from tenants.lifecycle import membership_removed, password_changed
         from tenants.models import Membership
         from tenants.oauth import refuse_rule_breaking_metadata_document

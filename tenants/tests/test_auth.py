@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import json
 import re
 import subprocess
 import sys
@@ -411,6 +412,8 @@ def test_commands_as_subprocesses(transactional_db, acme):
         "key": ["create_api_key", "acme", "--scope", "routes:read"],
         "existing-tenant": ["create_tenant", "acme"],
         "bad-scope": ["create_api_key", "acme", "--scope", "routes:destroy"],
+        # A fresh process: the bearer scheme's extension is registered by the URLconf, not by an app's ready().
+        "schema": ["spectacular", "--format", "openapi-json"],
     }
     # Independent commands: run them side by side (each process start costs a few seconds).
     processes = {
@@ -443,3 +446,10 @@ def test_commands_as_subprocesses(transactional_db, acme):
     assert "Unknown scope(s) routes:destroy" in stderr and "routes:read" in stderr  # names the valid ones
     assert stdout == "" and "Traceback" not in stderr
     assert ApiKey.objects.for_tenant(acme.tenant).count() == 2  # the fixture's key and the one above
+
+    code, stdout, stderr = results["schema"]
+    assert code == 0, stderr
+    schema = json.loads(stdout)
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert schema["paths"]["/api/routes/"]["get"]["security"] == [{"bearer": []}]
+    assert "could not resolve authenticator" not in stderr
