@@ -63,6 +63,7 @@ from bench.support import (
     production_profile, production_stores, raise_open_files, row, stop_all,
 )
 
+TARGETS = ("ours", "uvicorn", "production", "peer", "peer_uvicorn", "peer_design_floor")
 SESSIONS = 200
 CALLS_PER_SESSION = 10
 INTEGRATIONS = 5
@@ -289,6 +290,15 @@ def summarize(results, check=None):
                             met=per_call is not None and per_call <= ROUND_TRIPS_TARGET and bool(check and check["ok"])))
             rows.append(row("Redis commands per tool call", ours["redis"]["commandsPerCall"]))
             rows.append(row("Redis round trips per session open", ours["redis"]["roundTripsPerSessionOpen"]))
+    floor, ours = results.get("peer_design_floor"), results.get("ours")
+    if floor:  # the design's own floor: the peer plus the tenant-row read, the tool's read and its audit INSERT
+        rows.append(row("design floor: errors", floor["errors"], ratio_of=False))
+        rows.append(row("design floor: calls/s vs peer", floor["callsPerSecond"], peer["callsPerSecond"]))
+        rows.append(row("design floor: CPU ms per call vs peer", floor["serverCpuMsPerCall"], peer["serverCpuMsPerCall"]))
+        rows.append(row("design floor: call p50 ms vs peer", (floor["callLatencyMs"] or {}).get("p50"), peer_lat.get("p50")))
+        if ours:
+            rows.append(row("calls/s vs design floor", ours["callsPerSecond"], floor["callsPerSecond"]))
+            rows.append(row("server CPU ms per call vs design floor", ours["serverCpuMsPerCall"], floor["serverCpuMsPerCall"]))
     return rows
 
 
@@ -310,8 +320,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=SESSIONS)
     parser.add_argument("--calls", type=int, default=CALLS_PER_SESSION, help="tool calls per session")
-    parser.add_argument("--only", default="ours,uvicorn,production,peer,peer_uvicorn",
-                        help="comma-separated targets of ours, uvicorn, production, peer, peer_uvicorn")
+    parser.add_argument("--only", default=",".join(TARGETS), help=f"comma-separated targets of {', '.join(TARGETS)}")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment of ours (e.g. CONN_MAX_AGE=60)")
     args = parser.parse_args(argv)
     extra_env = dict(item.split("=", 1) for item in args.env)
@@ -352,10 +361,11 @@ def main(argv=None):
                           f"{'ok' if check['ok'] else 'WRONG'}", flush=True)
                     app, path = "backflow.asgi:application", "/mcp/sse"
                     target_env, target_headers = platform_env(database_url, counted_url, **extra_env), {"Authorization": f"Bearer {production_key}"}
-                elif name in ("peer", "peer_uvicorn"):
-                    app, target_env, path, target_headers = "bench.support:peer_app", peer_env(BENCH_PEER_TOOLS=json.dumps(answers)), "/sse", {}
+                elif name in ("peer", "peer_uvicorn", "peer_design_floor"):
+                    floor = {"BENCH_PEER_DATABASE": workdir / "bench.sqlite3"} if name == "peer_design_floor" else {}
+                    app, target_env, path, target_headers = "bench.support:peer_app", peer_env(BENCH_PEER_TOOLS=json.dumps(answers), **floor), "/sse", {}
                 else:
-                    raise SystemExit(f"unknown target {name}; choose from ours, uvicorn, production, peer, peer_uvicorn")
+                    raise SystemExit(f"unknown target {name}; choose from {', '.join(TARGETS)}")
                 if name == "uvicorn":
                     child = Child.backflow_uvicorn(target_env, workdir / f"{name}.log")
                 elif name == "peer_uvicorn":

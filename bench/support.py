@@ -452,7 +452,67 @@ async def upstream_app(scope, receive, send):
 DEFAULT_PEER_DATA = {"list_integrations": {"integrations": []}, "get_integration": {}}
 
 
-def _peer_server():
+class DesignFloor:
+    """With BENCH_PEER_DATABASE (ours' SQLite file) the peer also does, in its cheapest form, the
+    database work the design keeps per message: each POSTed message reads the tenant row (the
+    version the verified-key cache checks) and each tool call reads what the tool answers (the
+    named integration, or the tenant's list) and writes its audit event (one INSERT), each on a
+    thread of a pool with its own sqlite3 connection, no ORM. The answers stay the recorded ones.
+    What ours costs above this peer is our own code (bench/load_mcp.py, `peer_design_floor`)."""
+
+    AUDIT = ("INSERT INTO tenants_auditevent (tenant_id, principal, action, object_type, object_id, summary, created_at, "
+             "request_id) VALUES (?, 'key:bench', 'mcp.tool_call', 'tool', ?, ?, ?, '')")
+
+    def __init__(self, database, slug):
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.database, self.slug = database, slug
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="design-floor")
+        self.local = threading.local()
+        self.tenant_id = self._connection().execute("SELECT id FROM tenants_tenant WHERE slug = ?", (slug,)).fetchone()[0]
+
+    def _connection(self):
+        import sqlite3
+
+        connection = getattr(self.local, "connection", None)
+        if connection is None:
+            connection = self.local.connection = sqlite3.connect(self.database, isolation_level=None, timeout=20)
+        return connection
+
+    def _tenant_row(self):
+        return self._connection().execute("SELECT * FROM tenants_tenant WHERE id = ?", (self.tenant_id,)).fetchone()
+
+    def _tool_call(self, name, arguments):
+        from datetime import datetime, timezone
+
+        connection = self._connection()
+        if name == "get_integration":
+            connection.execute("SELECT * FROM integrations_app_integration WHERE tenant_id = ? AND name = ?",
+                               (self.tenant_id, str(arguments.get("name")))).fetchone()
+        else:
+            connection.execute("SELECT * FROM integrations_app_integration WHERE tenant_id = ? ORDER BY name",
+                               (self.tenant_id,)).fetchall()
+        summary = json.dumps({"outcome": "ok", "arguments": sorted(arguments), "target": {}})
+        connection.execute(self.AUDIT, (self.tenant_id, name, summary, datetime.now(timezone.utc).isoformat()))
+
+    async def message(self):
+        import asyncio
+
+        await asyncio.get_running_loop().run_in_executor(self.pool, self._tenant_row)
+
+    async def tool_call(self, name, arguments):
+        import asyncio
+
+        await asyncio.get_running_loop().run_in_executor(self.pool, self._tool_call, name, arguments)
+
+
+def _design_floor():
+    database = os.environ.get("BENCH_PEER_DATABASE")
+    return DesignFloor(database, os.environ.get("BENCH_PEER_TENANT", "bench")) if database else None
+
+
+def _peer_server(floor=None):
     import mcp_types as types
     from mcp.server import Server
 
@@ -471,6 +531,8 @@ def _peer_server():
 
     async def on_call_tool(ctx, params):
         arguments = params.arguments or {}
+        if floor is not None:
+            await floor.tool_call(params.name, arguments)
         if params.name == "list_integrations":
             value = data["list_integrations"]
         elif params.name == "get_integration":
@@ -490,7 +552,8 @@ class PeerApp:
         from mcp.server.sse import SseServerTransport
         from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
-        self.server = _peer_server()
+        self.floor = _design_floor()
+        self.server = _peer_server(self.floor)
         self.sse = SseServerTransport("/messages/")
         self.manager = StreamableHTTPSessionManager(app=self.server, stateless=True)
         self._ready = None
@@ -512,12 +575,16 @@ class PeerApp:
             async with self.sse.connect_sse(scope, receive, send) as (read, write):
                 await self.server.run(read, write, self.server.create_initialization_options())
         elif path.startswith("/messages"):
+            if self.floor is not None:
+                await self.floor.message()
             await self.sse.handle_post_message(scope, receive, send)
         elif path.rstrip("/") == "/mcp":
             if self._ready is None:
                 self._ready = asyncio.Event()
                 self._runner = asyncio.get_running_loop().create_task(self._run_manager())
             await self._ready.wait()
+            if self.floor is not None and scope["method"] == "POST":
+                await self.floor.message()
             await self.manager.handle_request(scope, receive, send)
         else:
             await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]})
