@@ -15,7 +15,12 @@ Targets, one after the other, each a fresh server process (daphne, `make run`'s 
 - peer: the SDK's low-level `Server` over its `SseServerTransport` (bench.support.PeerApp) with
   list_integrations / get_integration tools that answer the very documents ours answered (no
   database, no auth, no audit): the floor of any server on this SDK and ASGI server. The same peer
-  run is the peer of both profiles.
+  run is the peer of both profiles;
+- peer_design_floor: that peer doing, in its cheapest form, the database work our design keeps
+  (bench.support.DesignFloor, on ours' SQLite file: the tenant-row read of each POSTed message,
+  the tool's read and its audit INSERT per call, each on a pool thread with raw sqlite3). Rows
+  "design floor: ... vs peer" say what the design itself costs; "... vs design floor", what our
+  code costs above it.
 
 Each target: SESSIONS sessions open at once (GET the stream, `initialize`, `tools/list`: the SDK's
 call_tool would otherwise list the tools itself on a session's first call); when all are open (and

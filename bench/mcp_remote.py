@@ -12,7 +12,12 @@ Loopback only. About 1 min on an idle 2-CPU machine; the load phase is cut off a
   served by uvicorn the same way (peer-uvicorn; ratios ending in UvicornVsPeerOnUvicorn);
 - peer: the SDK's low-level `Server` with one trivial tool (`echo`), served by the SDK's
   `SseServerTransport` (/sse, /messages/) and `StreamableHTTPSessionManager` (/mcp, stateless like
-  ours) as an ASGI app under the same daphne (bench.support.PeerApp).
+  ours) as an ASGI app under the same daphne (bench.support.PeerApp);
+- peer-floor, the design's floor: that peer doing, in its cheapest form, the database work our
+  design keeps per message (bench.support.DesignFloor: the tenant-row read of each POST, the
+  tool's read and its audit INSERT, each on a pool thread, raw sqlite3 on ours' database) and
+  answering list_integrations with ours' own answer. Ratios ending in VsDesignFloor are ours/it:
+  what our code costs above what the design itself needs.
 
 Measured: tools/call p50/p95 over SSE and Streamable HTTP for both (sequential calls on one
 session each, ours and the peer in alternating turns); 200 concurrent SSE sessions x 20 calls
@@ -25,6 +30,7 @@ the load test is 4000 calls by one key in well under a minute.
 """
 
 import contextlib
+import json
 import shutil
 import sys
 import tempfile
@@ -156,7 +162,15 @@ async def idle_session_memory(server, url, headers):
 
 # -- the run -----------------------------------------------------------------------------------
 
-async def measure(ours, ours_uvicorn, peer, peer_uvicorn, key, deadline):
+def start_design_floor(workdir, answer):
+    """The peer with the database work the design keeps (bench.support.DesignFloor) on ours' database,
+    answering list_integrations with ours' answer; started once the integrations exist."""
+    tools = json.dumps({"list_integrations": answer, "get_integration": {}})
+    return Child.daphne("bench.support:peer_app", peer_env(BENCH_PEER_TOOLS=tools, BENCH_PEER_DATABASE=workdir / "bench.sqlite3"),
+                        workdir / "peer-floor.log")
+
+
+async def measure(ours, ours_uvicorn, peer, peer_uvicorn, key, deadline, workdir, servers):
     headers = {"Authorization": f"Bearer {key}"}
     our_urls = {"sse": f"{ours.url}/mcp/sse", "http": f"{ours.url}/mcp"}
     uvicorn_urls = {"sse": f"{ours_uvicorn.url}/mcp/sse", "http": f"{ours_uvicorn.url}/mcp"}
@@ -170,6 +184,10 @@ async def measure(ours, ours_uvicorn, peer, peer_uvicorn, key, deadline):
                 "auth": {"type": "bearer", "secret": f"token_{n}"},
                 "endpoints": [{"name": "list", "method": "get", "path": "/items"}, {"name": "get", "method": "get", "path": "/items/{id}"}]})
             assert not result.is_error, result.content[0].text
+        answer = (await s.call_tool("list_integrations", {})).structured_content
+    floor = start_design_floor(workdir, answer)
+    servers.append(floor)
+    floor_urls = {"sse": f"{floor.url}/sse", "http": f"{floor.url}/mcp"}
 
     latency = {}
     for transport in ("sse", "http"):
@@ -177,7 +195,8 @@ async def measure(ours, ours_uvicorn, peer, peer_uvicorn, key, deadline):
             "ours": (our_urls[transport], transport, headers, "list_integrations", {}),
             "ours-uvicorn": (uvicorn_urls[transport], transport, headers, "list_integrations", {}),
             "peer": (peer_urls[transport], transport, {}, "echo", {"text": "hi"}),
-            "peer-uvicorn": (peer_uvicorn_urls[transport], transport, {}, "echo", {"text": "hi"})})
+            "peer-uvicorn": (peer_uvicorn_urls[transport], transport, {}, "echo", {"text": "hi"}),
+            "peer-floor": (floor_urls[transport], transport, {}, "list_integrations", {})})
         for name, summary in timed.items():
             latency[f"{name}/{transport}"] = summary
 
@@ -200,7 +219,8 @@ def report(latency, memory, load):
         lines.append(f"{name:20}{row['p50']:9.2f}{row['p95']:9.2f}{row['max']:9.2f}{row['errors']:8d}")
     for transport in ("sse", "http"):
         for name, peer_name, suffix in (("ours", "peer", ""), ("ours-uvicorn", "peer", "Uvicorn"),
-                                        ("ours-uvicorn", "peer-uvicorn", "UvicornVsPeerOnUvicorn")):
+                                        ("ours-uvicorn", "peer-uvicorn", "UvicornVsPeerOnUvicorn"),
+                                        ("peer-floor", "peer", "DesignFloorVsPeer"), ("ours", "peer-floor", "VsDesignFloor")):
             ours, peer = latency[f"{name}/{transport}"], latency[f"{peer_name}/{transport}"]
             for p in ("p50", "p95"):
                 ratios[f"{transport}{p.upper()}Ratio{suffix}"] = ratio(ours[p], peer[p])
@@ -243,7 +263,7 @@ def main():
 
         async def limited():
             with anyio.fail_after(max(30.0, deadline - time.monotonic()) + 30):  # the load phase stops itself at the deadline
-                return await measure(ours, ours_uvicorn, peer, peer_uvicorn, key, deadline)
+                return await measure(ours, ours_uvicorn, peer, peer_uvicorn, key, deadline, workdir, servers)
 
         latency, memory, load = anyio.run(limited)
         ratios = report(latency, memory, load)
