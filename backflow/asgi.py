@@ -11,6 +11,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs Django set up first)
 
 from backflow import access_log  # noqa: E402
+from backflow import outbound  # noqa: E402,F401  (aiohttp loaded at start, not by the first route or tool that sends)
 from backflow.asgi_utils import BoundedBody, PathRouter  # noqa: E402
 from backflow.front import Front  # noqa: E402
 from integrations_app.dispatch import routes_asgi  # noqa: E402

@@ -1,4 +1,4 @@
-"""The integrations' aiohttp client (backflow.egress.OutboundClient) and its guard, beside httpx's
+"""The integrations' aiohttp client (backflow.outbound.OutboundClient) and its guard, beside httpx's
 guard tested in test_egress.py: the same refusals before any connection, the same allowances, and
 what one client serving every tenant must not do (follow redirects, read proxies from the
 environment, keep cookies).
@@ -12,7 +12,8 @@ import asyncio
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from backflow.egress import EgressPolicy, EgressRefused, GuardedConnector, OutboundClient, OutboundHeaders, shared_client
+from backflow.egress import EgressPolicy, EgressRefused, shared_client
+from backflow.outbound import GuardedConnector, OutboundClient, OutboundHeaders
 from integrations_app.tests.test_egress import refused_targets
 from integrations_app.tests.test_runtime_helpers import *  # noqa: F403 (fixtures and helpers)
 from integrations_app.tests.test_runtime_helpers import Reply

@@ -31,7 +31,7 @@ import httpx
 import pytest
 from asgiref.sync import async_to_sync
 
-from backflow.egress import OutboundClient
+from backflow.outbound import OutboundClient
 from integrations_app import dispatch
 from integrations_app import services as integration_services
 from integrations_app.stores import DatabaseStore
