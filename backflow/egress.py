@@ -2,9 +2,9 @@
 
 Two clients, one guard. Integrations (route actions, workflow integration steps, the build tools
 call_endpoint, test_route and import_openapi) send through `shared_client()`: aiohttp's pooled
-client (backflow.outbound), which on this machine spends 0.28 ms of CPU per proxied request against httpx's 3.4 ms
-(issue 17). The LLM client and tenants' MCP servers use httpx (`guarded_client`) and the MCP
-SDK's httpx2 (`guarded_mcp_http_client`); the tests' tripwire clients are httpx too.
+client (backflow.outbound), which on this machine spent 0.28 ms of CPU per proxied request against
+httpx's 3.4 ms (issue 17). The LLM client and tenants' MCP servers use httpx (`guarded_client`)
+and the MCP SDK's httpx2 (`guarded_mcp_http_client`); the tests' tripwire clients are httpx too.
 
 The guard sits where each client opens its TCP connections (httpcore's network backend, aiohttp's
 connector), so it sees every connection: the first request, each redirect hop, a retry, an OAuth

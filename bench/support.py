@@ -467,7 +467,7 @@ class DesignFloor:
         import threading
         from concurrent.futures import ThreadPoolExecutor
 
-        self.database, self.slug = database, slug
+        self.database = database
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="design-floor")
         self.local = threading.local()
         self.tenant_id = self._connection().execute("SELECT id FROM tenants_tenant WHERE slug = ?", (slug,)).fetchone()[0]
