@@ -39,22 +39,33 @@ def _select_one():
 
 def check_migrations():
     """Unapplied migrations, counted from the migration files once; afterwards, while the number
-    of recorded migrations has not dropped, one count query (a probe runs every few seconds)."""
-    connection = connections[DEFAULT_DB_ALIAS]
-    recorder = MigrationRecorder(connection)
+    of recorded migrations has not dropped, one count query (a probe runs every few seconds).
+
+    Each check runs on whichever probe thread is free, each thread with its own connection: after
+    a database outage the database check may reconnect on one thread while this one finds its
+    thread's connection dead. So it reconnects too (`reconnecting`), else /readyz said 503 with the
+    database back, for as long as that thread kept its dead connection."""
     try:
-        if _applied_when_complete and recorder.migration_qs.count() >= _applied_when_complete[0]:
-            return OK
-        executor = MigrationExecutor(connection)  # an empty database (no table yet) has every migration pending
-        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
-        if not pending:
-            _applied_when_complete[:] = [recorder.migration_qs.count()]
+        pending = reconnecting(_pending_migrations)()
     except Exception as exc:
+        connections[DEFAULT_DB_ALIAS].close()
         logger.warning("Readiness: cannot read the applied migrations (%s)", describe(exc))
         return "unknown: cannot read the applied migrations"
     if pending:
         return f"pending: {len(pending)} migration(s) not applied; run `manage.py migrate`"
     return OK
+
+
+def _pending_migrations():
+    connection = connections[DEFAULT_DB_ALIAS]
+    recorder = MigrationRecorder(connection)
+    if _applied_when_complete and recorder.migration_qs.count() >= _applied_when_complete[0]:
+        return []
+    executor = MigrationExecutor(connection)  # an empty database (no table yet) has every migration pending
+    pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    if not pending:
+        _applied_when_complete[:] = [recorder.migration_qs.count()]
+    return pending
 
 
 def check_redis():
@@ -97,8 +108,9 @@ def check_workers():
     from workflows_app.selectors import live_workers
 
     try:
-        alive = live_workers()
+        alive = reconnecting(live_workers)()  # on its probe thread's connection, as check_migrations
     except Exception as exc:
+        connections[DEFAULT_DB_ALIAS].close()
         logger.warning("Readiness: cannot read worker heartbeats (%s)", describe(exc))
         return "unknown: cannot read worker heartbeats"
     if not alive:
