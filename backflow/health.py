@@ -20,16 +20,30 @@ OK = "ok"
 _applied_when_complete = []  # how many migrations were recorded when none was left to apply
 
 
-def check_database():
-    """SELECT 1, once more on a new connection when the kept one fails (`reconnecting`: the
-    database may have been restarted since the last probe)."""
+_FAILED = object()  # what _read gives for a read that failed on a new connection too
+
+
+def _read(read, problem):
+    """`read()` on this probe thread's connection, once more on a new one when that one fails
+    (`reconnecting`: the database may have been restarted since the last probe). Each check runs
+    on whichever probe thread is free, each thread keeping its own connection: after an outage the
+    database check may reconnect on one thread while the next check finds its thread's connection
+    dead, so every check that reads reconnects (else /readyz said 503 with the database back, for
+    as long as a thread kept its dead connection). A read that fails anyway closes the connection,
+    logs `problem` with what the driver said and gives _FAILED."""
     try:
-        reconnecting(_select_one)()
-        return OK
+        return reconnecting(read)()
     except Exception as exc:
         connections[DEFAULT_DB_ALIAS].close()
-        logger.warning("Readiness: the database does not answer (%s)", describe(exc))
+        logger.warning("Readiness: %s (%s)", problem, describe(exc))
+        return _FAILED
+
+
+def check_database():
+    """SELECT 1."""
+    if _read(_select_one, "the database does not answer") is _FAILED:
         return "unavailable: the database does not answer"
+    return OK
 
 
 def _select_one():
@@ -39,17 +53,9 @@ def _select_one():
 
 def check_migrations():
     """Unapplied migrations, counted from the migration files once; afterwards, while the number
-    of recorded migrations has not dropped, one count query (a probe runs every few seconds).
-
-    Each check runs on whichever probe thread is free, each thread with its own connection: after
-    a database outage the database check may reconnect on one thread while this one finds its
-    thread's connection dead. So it reconnects too (`reconnecting`), else /readyz said 503 with the
-    database back, for as long as that thread kept its dead connection."""
-    try:
-        pending = reconnecting(_pending_migrations)()
-    except Exception as exc:
-        connections[DEFAULT_DB_ALIAS].close()
-        logger.warning("Readiness: cannot read the applied migrations (%s)", describe(exc))
+    of recorded migrations has not dropped, one count query (a probe runs every few seconds)."""
+    pending = _read(_pending_migrations, "cannot read the applied migrations")
+    if pending is _FAILED:
         return "unknown: cannot read the applied migrations"
     if pending:
         return f"pending: {len(pending)} migration(s) not applied; run `manage.py migrate`"
@@ -107,11 +113,8 @@ def check_static():
 def check_workers():
     from workflows_app.selectors import live_workers
 
-    try:
-        alive = reconnecting(live_workers)()  # on its probe thread's connection, as check_migrations
-    except Exception as exc:
-        connections[DEFAULT_DB_ALIAS].close()
-        logger.warning("Readiness: cannot read worker heartbeats (%s)", describe(exc))
+    alive = _read(live_workers, "cannot read worker heartbeats")
+    if alive is _FAILED:
         return "unknown: cannot read worker heartbeats"
     if not alive:
         return f"none: no run_worker has recorded a heartbeat in the last {settings.BACKFLOW_WORKER_STALE_SECONDS:g} s"

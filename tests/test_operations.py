@@ -20,6 +20,7 @@ from django.conf import settings
 
 from integrations_app.models import RouteInvocation
 from integrations_app.tests.test_runtime_helpers import make_integration, make_route, upstream, upstreams  # noqa: F401 (fixtures)
+from mcp_app.tests.test_dropped_connections import drop_connection_of, thread  # noqa: F401 (fixture)
 from tenants.models import AuditEvent
 from tests.faults.helpers import RedisServer, TcpProxy, wait_until
 from tests.live import Daphne, manage, postgres_admin_url, postgres_url, private_database
@@ -146,30 +147,19 @@ def test_readyz_while_the_database_is_down(postgres_behind_proxy, transactional_
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_checks_after_the_database_one_reconnect_a_dropped_connection_of_their_thread():
+def test_the_checks_after_the_database_one_reconnect_a_dropped_connection_of_their_thread(thread):
     """/readyz's checks run on whichever probe thread is free, each thread keeping its connection:
     after a database restart the database check reconnects on one thread, and the migrations and
     workers checks must not fail on another thread's dead connection (that was a 503 with the
-    database back, seen as a flaky test above)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from django.db import connection, connections
-
+    database back, seen as a flaky test above). `thread`: one thread keeping its connection."""
     from backflow import health
-    from mcp_app.tests.test_dropped_connections import drop_connection_of
 
-    if connection.vendor != "postgresql":
-        pytest.skip("connections are dropped on PostgreSQL only")
-    with ThreadPoolExecutor(max_workers=1) as thread:  # one thread: it keeps its connection between checks
-        try:
-            assert thread.submit(health.check_migrations).result(timeout=60) == health.OK
-            drop_connection_of(thread)
-            assert thread.submit(health.check_migrations).result(timeout=60) == health.OK
-            drop_connection_of(thread)
-            workers = thread.submit(health.check_workers).result(timeout=60)
-            assert workers.startswith("none: no run_worker"), workers  # read, on a new connection: no worker here
-        finally:
-            thread.submit(connections.close_all).result(timeout=60)
+    assert thread.submit(health.check_migrations).result(timeout=60) == health.OK
+    drop_connection_of(thread)
+    assert thread.submit(health.check_migrations).result(timeout=60) == health.OK
+    drop_connection_of(thread)
+    workers = thread.submit(health.check_workers).result(timeout=60)
+    assert workers.startswith("none: no run_worker"), workers  # read, on a new connection: no worker here
 
 
 def test_readyz_while_redis_is_down(live_daphne, static_root, tmp_path):
