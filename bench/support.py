@@ -6,15 +6,20 @@ Heavy imports (the MCP SDK, httpx) happen inside the functions that need them: d
 children load `bench.support:peer_app` / `bench.support:upstream_app` from this module.
 """
 
+import asyncio
 import base64
 import contextlib
 import json
 import os
 import resource
 import secrets
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 
 from tests.live import free_port, wait_for_port  # the tests' server children use the same two
@@ -273,8 +278,6 @@ class Memory:
 
 async def sample_memory(memories, stop_event, interval=0.1):
     """Sample each Memory every `interval` seconds until `stop_event` (an asyncio.Event) is set."""
-    import asyncio
-
     while not stop_event.is_set():
         for memory in memories:
             memory.sample()
@@ -464,17 +467,12 @@ class DesignFloor:
              "request_id) VALUES (?, 'key:bench', 'mcp.tool_call', 'tool', ?, ?, ?, '')")
 
     def __init__(self, database, slug):
-        import threading
-        from concurrent.futures import ThreadPoolExecutor
-
         self.database = database
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="design-floor")
         self.local = threading.local()
         self.tenant_id = self._connection().execute("SELECT id FROM tenants_tenant WHERE slug = ?", (slug,)).fetchone()[0]
 
     def _connection(self):
-        import sqlite3
-
         connection = getattr(self.local, "connection", None)
         if connection is None:
             connection = self.local.connection = sqlite3.connect(self.database, isolation_level=None, timeout=20)
@@ -484,8 +482,6 @@ class DesignFloor:
         return self._connection().execute("SELECT * FROM tenants_tenant WHERE id = ?", (self.tenant_id,)).fetchone()
 
     def _tool_call(self, name, arguments):
-        from datetime import datetime, timezone
-
         connection = self._connection()
         if name == "get_integration":
             connection.execute("SELECT * FROM integrations_app_integration WHERE tenant_id = ? AND name = ?",
@@ -497,13 +493,9 @@ class DesignFloor:
         connection.execute(self.AUDIT, (self.tenant_id, name, summary, datetime.now(timezone.utc).isoformat()))
 
     async def message(self):
-        import asyncio
-
         await asyncio.get_running_loop().run_in_executor(self.pool, self._tenant_row)
 
     async def tool_call(self, name, arguments):
-        import asyncio
-
         await asyncio.get_running_loop().run_in_executor(self.pool, self._tool_call, name, arguments)
 
 
@@ -559,15 +551,11 @@ class PeerApp:
         self._ready = None
 
     async def _run_manager(self):
-        import asyncio
-
         async with self.manager.run():
             self._ready.set()
             await asyncio.Event().wait()
 
     async def __call__(self, scope, receive, send):
-        import asyncio
-
         if scope["type"] != "http":  # daphne sends no lifespan events
             return
         path = scope["path"]
@@ -620,8 +608,6 @@ class KeepAliveClient:
         self.reader = self.writer = None
 
     async def _connect(self):
-        import asyncio
-
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
     async def get(self):
@@ -668,8 +654,6 @@ async def http_load(url, headers, clients, seconds, warmup=1.0, expect=200, memo
     """`clients` keep-alive connections GET `url` as fast as answers come for `seconds` (after
     `warmup` seconds not counted): latencies, errors and throughput; samples `memories` meanwhile.
     The latencies (s) are also appended to `keep_samples` when given (to pool several rounds)."""
-    import asyncio
-
     connections = [KeepAliveClient(url, headers) for _ in range(clients)]
     latencies, failures = [], []
     errors = [0]

@@ -8,9 +8,9 @@ from django.conf import settings
 
 from mcp_app.tests.helpers import (
     LOCAL_TOOLS,
-    child_env,
     LocalSite,
     assert_pretty_json,
+    child_env,
     mcp_server,
     run,
     run_command,
