@@ -94,6 +94,7 @@ class CompiledInsert:
             if hasattr(field, "get_placeholder"):  # its SQL is not a plain parameter: bulk_create would know it
                 raise ValueError(f"CompiledInsert cannot insert {model.__name__}.{field.name}: its placeholder is not plain.")
         self._names = {field.attname for field in self.fields}
+        self._statements = {}  # (alias, row count) -> INSERT
 
     def values(self, **given):
         """The row for `given` values (by attname), every other field at its default."""
@@ -112,14 +113,22 @@ class CompiledInsert:
         connection = connections[alias]
         prepared = [[field.get_db_prep_save(value, connection) for field, value in zip(self.fields, row)] for row in rows]
         size = max(1, connection.ops.bulk_batch_size(self.fields, prepared))
+        if len(prepared) <= size:  # one statement is atomic by itself: no BEGIN/COMMIT round trips around it
+            with connection.cursor() as cursor:
+                cursor.execute(self._sql(alias, connection, len(prepared)), [value for row in prepared for value in row])
+            return
         with transaction.atomic(using=alias, savepoint=False), connection.cursor() as cursor:
             for start in range(0, len(prepared), size):
                 batch = prepared[start:start + size]
-                cursor.execute(self._sql(connection, len(batch)), [value for row in batch for value in row])
+                cursor.execute(self._sql(alias, connection, len(batch)), [value for row in batch for value in row])
 
-    def _sql(self, connection, count):
-        quote = connection.ops.quote_name
-        columns = ", ".join(quote(field.column) for field in self.fields)
-        placeholders = ["%s"] * len(self.fields)
-        return (f"INSERT INTO {quote(self.model._meta.db_table)} ({columns}) "
-                + connection.ops.bulk_insert_sql(self.fields, [placeholders] * count))
+    def _sql(self, alias, connection, count):
+        """The INSERT of `count` rows, made once per database and row count (at most a batch's size)."""
+        sql = self._statements.get((alias, count))
+        if sql is None:
+            quote = connection.ops.quote_name
+            columns = ", ".join(quote(field.column) for field in self.fields)
+            placeholders = ["%s"] * len(self.fields)
+            sql = self._statements[(alias, count)] = (f"INSERT INTO {quote(self.model._meta.db_table)} ({columns}) "
+                                                      + connection.ops.bulk_insert_sql(self.fields, [placeholders] * count))
+        return sql

@@ -14,6 +14,7 @@ from integrations_app import services as integration_services
 from integrations_app.models import Integration, Route
 from integrations_app.stores import DatabaseStore
 from tenants import services as tenant_services
+from tenants.models import AuditEvent
 from tenants.scoping import TenantOwned
 from workflows_app import services as workflow_services
 
@@ -82,8 +83,9 @@ def make_api_key(ctx, marker):
 
 
 def make_audit_event(ctx, marker):
-    obj = tenant_services.audit_record(tenant=ctx.tenant, actor=ctx.actor, action="test.isolation",
-                                       object_type="test", object_id=marker, summary={"marker": marker})
+    tenant_services.audit_record(tenant=ctx.tenant, actor=ctx.actor, action="test.isolation",
+                                 object_type="test", object_id=marker, summary={"marker": marker})
+    obj = AuditEvent.objects.for_tenant(ctx.tenant).get(object_id=marker)
     return Made(obj, {"pk": obj.pk}, put_body={"action": "taken over"}, patch_body={"action": "taken over"})
 
 
