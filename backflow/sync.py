@@ -13,31 +13,34 @@ thread); callers check them (`mcp_app.server`, `backflow.outages.reconnecting`).
 """
 
 import asyncio
+import contextvars
 import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
-_lock = threading.Lock()  # guards the lazy creation of the pool's runner only, never a call
-_runner = None  # the one SyncToAsync of the pool, made with the pool on first use
+_lock = threading.Lock()  # guards the lazy creation of the pool only, never a call
+_pool = None  # made on first use, sized by settings
 
 
-def _apply(func, *args, **kwargs):
-    return func(*args, **kwargs)
-
-
-def _pool_runner():
-    """One SyncToAsync serves every call: making one per call (it inspects the function) cost more
-    CPU than the hop itself on the routes' hot path."""
-    global _runner
-    if _runner is None:
+def _executor():
+    global _pool
+    if _pool is None:
         with _lock:
-            if _runner is None:
-                pool = ThreadPoolExecutor(max_workers=settings.BACKFLOW_SYNC_THREADS, thread_name_prefix="backflow-sync")
-                _runner = sync_to_async(_apply, thread_sensitive=False, executor=pool)
-    return _runner
+            if _pool is None:
+                _pool = ThreadPoolExecutor(max_workers=settings.BACKFLOW_SYNC_THREADS, thread_name_prefix="backflow-sync")
+    return _pool
+
+
+async def _on_pool(func, *args, **kwargs):
+    """`func` on a pool thread, in a copy of the caller's context (the request id of log lines and
+    rows, the tenant's share of name lookups). Not asgiref's SyncToAsync: what it adds for
+    thread-sensitive code and async_to_sync inside the thread (a context copied back afterwards,
+    the loop recorded for the thread), nothing run here uses, and it cost about 50 us of CPU a
+    trip (bench/load_mcp.py makes two per tool call, bench/load_routes.py one per request)."""
+    call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_executor(), call)
 
 
 class _Share:
@@ -55,7 +58,7 @@ _shares = {}  # (loop id, owner) -> _Share; touched only from its event loop's t
 def on_pool_thread(func):
     """`func` as a coroutine function that runs on a thread of the pool. (In-process tests that
     hold their data in an open transaction replace this to run on the test's own thread.)"""
-    return functools.partial(_pool_runner(), func)
+    return functools.partial(_on_pool, func)
 
 
 async def in_thread(owner, func, *args, **kwargs):
