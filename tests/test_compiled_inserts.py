@@ -4,7 +4,7 @@ values, without the instances."""
 import uuid
 
 import pytest
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from backflow.compiled import CompiledInsert
@@ -55,11 +55,20 @@ def test_more_rows_than_one_statement_takes_go_in_several_in_one_transaction(acm
 
 
 @pytest.mark.django_db(transaction=True)  # its own transaction, not the test's
-def test_a_refused_batch_writes_none_of_its_rows(acme):
-    rows = [ROWS.values(tenant_id=acme.tenant.pk, method="get", path="/", status=200, duration_ms=1.0) for _ in range(249)]
+@pytest.mark.parametrize("count", [3, 250])  # one statement; several (more than SQLite's 999 parameters)
+def test_a_refused_batch_writes_none_of_its_rows(acme, count):
+    rows = [ROWS.values(tenant_id=acme.tenant.pk, method="get", path="/", status=200, duration_ms=1.0) for _ in range(count - 1)]
     rows.append(ROWS.values(tenant_id=acme.tenant.pk, method="get", path="/", status=200, duration_ms=None))  # NOT NULL, in the last statement
     with pytest.raises(IntegrityError):
         ROWS.insert(rows)
+    assert not RouteInvocation.all_tenants.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_inserted_inside_a_write_roll_back_with_it(acme):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        ROWS.insert([ROWS.values(tenant_id=acme.tenant.pk, method="get", path="/", status=200, duration_ms=1.0)])
+        raise RuntimeError("the write failed")
     assert not RouteInvocation.all_tenants.exists()
 
 
