@@ -37,7 +37,7 @@ async def _on_pool(func, *args, **kwargs):
     """`func` on a pool thread, in a copy of the caller's context (the request id of log lines and
     rows, the tenant's share of name lookups). Not asgiref's SyncToAsync: what it adds for
     thread-sensitive code and async_to_sync inside the thread (a context copied back afterwards,
-    the loop recorded for the thread), nothing run here uses, and it cost about 50 us of CPU a
+    the loop recorded for the thread), nothing run here uses, and it cost 20-80 us of CPU a
     trip (bench/load_mcp.py makes two per tool call, bench/load_routes.py one per request)."""
     call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
     return await asyncio.get_running_loop().run_in_executor(_executor(), call)
