@@ -8,6 +8,8 @@ its column converters, and then only executes it with the call's values: the sam
 parameters, the same instances as evaluating the queryset.
 """
 
+import contextlib
+
 from django.db import connections, models, router, transaction
 from django.utils import timezone
 
@@ -115,13 +117,11 @@ class CompiledInsert:
         connection = connections[alias]
         prepared = [[field.get_db_prep_save(value, connection) for field, value in zip(self.fields, row)] for row in rows]
         size = max(1, connection.ops.bulk_batch_size(self.fields, prepared))
-        if len(prepared) <= size:  # one statement is atomic by itself: no BEGIN/COMMIT round trips around it
-            with connection.cursor() as cursor:
-                cursor.execute(self._sql(alias, connection, len(prepared)), [value for row in prepared for value in row])
-            return
-        with transaction.atomic(using=alias, savepoint=False), connection.cursor() as cursor:
-            for start in range(0, len(prepared), size):
-                batch = prepared[start:start + size]
+        batches = [prepared[start:start + size] for start in range(0, len(prepared), size)]
+        # One statement is atomic by itself (and joins the caller's transaction): no BEGIN/COMMIT around it.
+        together = transaction.atomic(using=alias, savepoint=False) if len(batches) > 1 else contextlib.nullcontext()
+        with together, connection.cursor() as cursor:
+            for batch in batches:
                 cursor.execute(self._sql(alias, connection, len(batch)), [value for row in batch for value in row])
 
     def _sql(self, alias, connection, count):

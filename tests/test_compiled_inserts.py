@@ -72,6 +72,12 @@ def test_rows_inserted_inside_a_write_roll_back_with_it(acme):
     assert not RouteInvocation.all_tenants.exists()
 
 
+def test_no_rows_run_no_statement(acme):
+    with CaptureQueriesContext(connection) as queries:
+        ROWS.insert([])
+    assert queries.captured_queries == []
+
+
 def test_values_are_parameters(acme):
     hostile = "'); DROP TABLE integrations_routeinvocation; --"
     ROWS.insert([ROWS.values(tenant_id=acme.tenant.pk, method="get", path=hostile, status=200, duration_ms=1.0)])
