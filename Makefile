@@ -75,9 +75,12 @@ prometheus:
 	  if ss -ltnpH 'sport = :9090' | grep .; then echo "make prometheus: something listens on :9090 after the install" >&2; exit 1; fi; \
 	}
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), each taking a whole test module at a time
+# with a database and a Redis database of its own (conftest.py); TEST_WORKERS=0 runs it in one.
+TEST_WORKERS ?= 2
 test: install $(VENV)/.installed-test peers browser prometheus
 	$(PY) manage.py collectstatic --noinput --verbosity 0
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: install $(VENV)/.installed-test peers
 	$(PY) -m bench

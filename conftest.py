@@ -7,6 +7,7 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings
@@ -24,6 +25,28 @@ if _default_db["ENGINE"] == "django.db.backends.sqlite3":
     _test_db = _default_db.setdefault("TEST", {})
     if not _test_db.get("NAME") or "memory" in str(_test_db["NAME"]):
         _test_db["NAME"] = os.path.join(tempfile.gettempdir(), f"backflow-test-{os.getpid()}.sqlite3")
+
+
+# Redis databases that `make test`'s workers (pytest-xdist, TEST_WORKERS) take, one each: not 7, 12
+# and 14 (three test modules' own: test_remote_multiprocess, test_remote_redis_burst, test_ratelimit)
+# nor 9 (the benchmarks').
+WORKER_REDIS_DATABASES = (0, 1, 2, 3, 4, 5, 6, 8, 10, 11)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config, specs):
+    """Each worker gets a Redis database of its own, in its environment before it reads the
+    settings, so one worker's `cache.clear()` (a FLUSHDB) or rate-limit counts never reach
+    another's; the server children it starts inherit it (tests.live copies the environment).
+    pytest-django gives each worker its own test database (`test_<name>_gw0`, …)."""
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        return
+    if len(specs) > len(WORKER_REDIS_DATABASES):
+        raise pytest.UsageError(f"the suite runs at most {len(WORKER_REDIS_DATABASES)} workers on one Redis "
+                                f"(TEST_WORKERS={len(specs)}): each needs a database of its own")
+    for spec, database in zip(specs, WORKER_REDIS_DATABASES):
+        spec.env["REDIS_URL"] = urlunsplit(urlsplit(redis_url)._replace(path=f"/{database}"))
 
 
 def pytest_sessionfinish(session, exitstatus):
