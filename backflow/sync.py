@@ -10,6 +10,8 @@ these threads: those waits are async.
 
 Each pool thread keeps its own database connection between calls (Django's connections are per
 thread); callers check them (`mcp_app.server`, `backflow.outages.reconnecting`).
+
+`GroupedTrips` lets one owner's callers that come together share a trip (tenant routes' admission).
 """
 
 import asyncio
@@ -55,6 +57,37 @@ class _Share:
 _shares = {}  # (loop id, owner) -> _Share; touched only from its event loop's thread
 
 
+class _Slot:
+    """`async with _Slot(owner)`: one of `owner`'s BACKFLOW_SYNC_THREADS_PER_TENANT slots on this
+    loop, held for the block (waited for while the owner holds them all)."""
+
+    __slots__ = ("key", "share")
+
+    def __init__(self, owner):
+        self.key = (id(asyncio.get_running_loop()), owner)
+        share = _shares.get(self.key)
+        if share is None:
+            share = _shares[self.key] = _Share(settings.BACKFLOW_SYNC_THREADS_PER_TENANT)
+        share.users += 1
+        self.share = share
+
+    async def __aenter__(self):
+        try:
+            await self.share.semaphore.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc_info):
+        self.share.semaphore.release()
+        self._leave()
+
+    def _leave(self):
+        self.share.users -= 1
+        if not self.share.users:
+            _shares.pop(self.key, None)
+
+
 def on_pool_thread(func):
     """`func` as a coroutine function that runs on a thread of the pool. (In-process tests that
     hold their data in an open transaction replace this to run on the test's own thread.)"""
@@ -67,15 +100,66 @@ async def in_thread(owner, func, *args, **kwargs):
     call = on_pool_thread(func)
     if owner is None:
         return await call(*args, **kwargs)
-    key = (id(asyncio.get_running_loop()), owner)
-    share = _shares.get(key)
-    if share is None:
-        share = _shares[key] = _Share(settings.BACKFLOW_SYNC_THREADS_PER_TENANT)
-    share.users += 1
-    try:
-        async with share.semaphore:
-            return await call(*args, **kwargs)
-    finally:
-        share.users -= 1
-        if not share.users:
-            _shares.pop(key, None)
+    async with _Slot(owner):
+        return await call(*args, **kwargs)
+
+
+class _Group:
+    __slots__ = ("items", "done")
+
+    def __init__(self, loop):
+        self.items, self.done = [], loop.create_future()
+
+
+class GroupedTrips:
+    """`await trips(owner, item)`: `func(owner, items)` on a pool thread for the items of callers
+    that came together, each caller getting its own result.
+
+    A trip costs most of its CPU in the hand-off to the thread and back (hundreds of us on a busy
+    VM, more than the work of a cached credential check), so callers of one owner that arrive
+    while its slots (BACKFLOW_SYNC_THREADS_PER_TENANT) are taken share the next trip instead of
+    queueing for one each: an idle owner's caller still gets a trip of its own at once. A group
+    closes when it gets its slot, before its trip starts, so the trip's reads begin after every
+    one of its callers arrived (what it reads is as fresh as a trip of the caller's own); at most
+    `limit` items go in one trip. `func` returns one result per item, in order, an exception
+    instance for an item that failed (raised to its caller only); an exception raised by `func`
+    reaches every caller of the trip. A caller that is cancelled leaves its item in the trip."""
+
+    def __init__(self, func, limit):
+        self.func, self.limit = func, limit
+        self._open = {}  # (loop id, owner) -> the group that is gathering items
+        self._running = set()  # the groups' tasks (the loop keeps weak references only)
+
+    async def __call__(self, owner, item):
+        loop = asyncio.get_running_loop()
+        key = (id(loop), owner)
+        group = self._open.get(key)
+        if group is None:
+            group = self._open[key] = _Group(loop)
+            task = loop.create_task(self._trip(key, owner, group))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        index = len(group.items)
+        group.items.append(item)
+        if len(group.items) >= self.limit:
+            del self._open[key]  # full: the next caller starts another
+        results = await asyncio.shield(group.done)
+        result = results[index] if isinstance(results, list) else results
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def _trip(self, key, owner, group):
+        try:
+            async with _Slot(owner):
+                if self._open.get(key) is group:
+                    del self._open[key]  # later callers gather for the next trip
+                results = await on_pool_thread(self.func)(owner, group.items)
+        except BaseException as exc:  # every caller's; a result, so that no caller left is no error
+            if self._open.get(key) is group:
+                del self._open[key]
+            group.done.set_result(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            group.done.set_result(results)

@@ -25,7 +25,7 @@ from backflow.errors import ServiceError
 from backflow.jsonbody import JsonBodyError, parse_json
 from backflow.outages import describe, outage_message, reconnecting
 from backflow.ratelimit import retry_after
-from backflow.sync import in_thread
+from backflow.sync import GroupedTrips, in_thread
 from backflow.templating import TemplateError, local_environment, render
 from integrations_app.models import RouteInvocation
 from integrations_app.runtime import DEPTH_HEADER, CallSettings, RouteFailure, SecretResolver, call_depth, run_route, tenant_secrets
@@ -108,9 +108,13 @@ class TenantSite:
 
 
 class DatabaseSites:
+    # Requests to one tenant's routes admitted in one trip to a thread when they come together.
+    ADMISSIONS_PER_TRIP = 64
+
     def __init__(self):
         self._tables = {}  # tenant id -> (version, RouteTable)
-        self._reconnecting_site, self._reconnecting_admitted = reconnecting(self._site), reconnecting(self._admitted)
+        self._reconnecting_site, self._reconnecting_admission = reconnecting(self._site), reconnecting(self._admission)
+        self._admissions = GroupedTrips(self._admitted, self.ADMISSIONS_PER_TRIP)
 
     def _lookup(self, slug):
         """The tenant and its current route table, in one trip to the database thread (the tenant
@@ -137,11 +141,27 @@ class DatabaseSites:
 
     async def admitted(self, slug, method, path, headers, client):
         """The tenant's site, the route matching the request and its path params, with the caller
-        authenticated and counted (`admission`): in one trip to a thread."""
-        return await in_thread(f"slug:{slug}", self._reconnecting_admitted, slug, method, path, headers, client)
+        authenticated and counted (`admission`): in one trip to a thread, shared with the tenant's
+        other requests that come meanwhile (backflow.sync.GroupedTrips: the tenant row is read
+        after each of them arrived, so a revoked key or a new route counts from the next request)."""
+        return await self._admissions(f"slug:{slug}", (slug, method, path, headers, client))
 
-    def _admitted(self, slug, method, path, headers, client):
-        site = self._site(slug)
+    def _admitted(self, owner, requests):
+        """Each request's (site, route, path params, seconds to wait) or HttpError; one read of the tenant."""
+        try:
+            site = self._reconnecting_site(requests[0][0])
+        except HttpError as exc:
+            return [HttpError(exc.status, exc.message, exc.headers, **exc.extra) for _ in requests]
+        admitted = []
+        for _, method, path, headers, client in requests:
+            try:
+                admitted.append(self._reconnecting_admission(site, method, path, headers, client))
+            except HttpError as exc:
+                admitted.append(exc)
+        return admitted
+
+    @staticmethod
+    def _admission(site, method, path, headers, client):
         route, path_params = site.table.match(method, path)
         return site, route, path_params, admission(site, route, headers, client)
 

@@ -1,8 +1,11 @@
 """/t/<tenant>/<path>: matching, requireAuth, tenants kept apart, route changes picked up, and the
 invocation log. Calls go through backflow.asgi.application in-process."""
 
+import asyncio
+
 import pytest
 
+from integrations_app import dispatch
 from integrations_app import services as integration_services
 from integrations_app.models import RouteInvocation
 from integrations_app.tests.test_runtime_helpers import *  # noqa: F403 (fixtures and helpers)
@@ -56,6 +59,28 @@ def test_require_auth(acme, globex, acme_bookings, inprocess):
     assert len(acme_bookings.calls("/bookings")) == 3  # refused calls never reach the upstream
     # the caller's credentials are not forwarded upstream
     assert all("authorization" not in seen.headers for seen in acme_bookings.calls())
+
+
+def test_requests_admitted_together_each_get_their_own_verdict(acme, globex, acme_bookings, inprocess, settings, monkeypatch):
+    """A tenant's requests that come together are admitted in one trip to a thread (one read of the
+    tenant row): each still gets its own verdict, and a refused one costs the others nothing."""
+    settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1  # the tenant's requests queue for one slot: they gather
+    make_route(acme, "/bookings", [action("list")])
+    make_route(acme, "/open", [action("list")], requireAuth=False)
+    trips, sizes = dispatch.routes_asgi.sites._admissions, []
+    admit = trips.func
+    monkeypatch.setattr(trips, "func", lambda owner, requests: sizes.append(len(requests)) or admit(owner, requests))
+    own, other, garbage = (f"Bearer {key}" for key in (acme.key, globex.key, "bf_nothere_xxxxxxxx"))
+    calls = [("/t/acme/bookings", own), ("/t/acme/bookings", garbage), ("/t/acme/open", None), ("/t/acme/bookings", other),
+             ("/t/acme/nothing", own), ("/t/acme/bookings", None), ("/t/nobody/bookings", own), ("/t/acme/bookings", own)] * 3
+
+    async def together(http):
+        return await asyncio.gather(*(http.get(url, headers={"Authorization": auth} if auth else {}) for url, auth in calls))
+
+    got = inprocess.run(together)
+    assert [answer.status_code for answer in got] == [200, 401, 200, 401, 404, 401, 404, 200] * 3, [a.text for a in got]
+    assert max(sizes) > 1 and sum(sizes) == len(calls), sizes  # they did come together
+    assert len(acme_bookings.calls("/bookings")) == 9  # the refused never reach the upstream
 
 
 # -- matching ----------------------------------------------------------------------------------

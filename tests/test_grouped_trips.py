@@ -1,0 +1,174 @@
+"""backflow.sync.GroupedTrips: callers of one owner that come while its thread slots are taken share
+the next trip to a thread, and that trip starts after every one of them arrived."""
+
+import asyncio
+import itertools
+import threading
+
+import pytest
+
+from backflow import sync
+
+pytestmark = pytest.mark.pool_threads
+
+
+class Recorder:
+    """`func` for GroupedTrips: records each trip (its items, and its place in the order of events
+    beside the callers' arrivals); a trip whose first item is one of `hold` sets `started[item]`
+    and waits for `release[item]`."""
+
+    def __init__(self, hold=()):
+        self.events = itertools.count()  # arrivals and trip starts, in order (next() is atomic in CPython)
+        self.trips = []
+        self.started = {name: threading.Event() for name in hold}
+        self.release = {name: threading.Event() for name in hold}
+
+    def arrival(self, name):
+        return (name, next(self.events))
+
+    def __call__(self, owner, items):
+        start = next(self.events)
+        self.trips.append({"owner": owner, "items": [name for name, _ in items], "start": start,
+                           "arrivals": [arrived for _, arrived in items]})
+        if items[0][0] in self.release:
+            self.started[items[0][0]].set()
+            assert self.release[items[0][0]].wait(10), "the test never released the trip"
+        return [ValueError(f"{name} is refused") if name.startswith("bad") else name.upper() for name, _ in items]
+
+
+async def wait_until(event):
+    for _ in range(500):
+        if event.is_set():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the trip never started")
+
+
+async def until_waiting(trips, owner, count):
+    """Until `count` callers of `owner` wait for the next trip."""
+    for _ in range(500):
+        group = trips._open.get((id(asyncio.get_running_loop()), owner))
+        if group is not None and len(group.items) == count:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{count} callers never gathered")
+
+
+def test_callers_waiting_for_a_slot_share_one_trip_and_other_owners_do_not_wait(settings):
+    settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
+    func = Recorder(hold={"first"})
+    trips = sync.GroupedTrips(func, limit=10)
+
+    async def main():
+        first = asyncio.create_task(trips("acme", func.arrival("first")))
+        await wait_until(func.started["first"])  # acme's only slot is taken
+        waiting = [asyncio.create_task(trips("acme", func.arrival(name))) for name in ("b", "c", "d")]
+        other = await trips("globex", func.arrival("x"))  # another owner: a trip at once
+        func.release["first"].set()
+        return await first, [await task for task in waiting], other
+
+    first, waiting, other = asyncio.run(main())
+    assert (first, waiting, other) == ("FIRST", ["B", "C", "D"], "X")
+    assert [(trip["owner"], trip["items"]) for trip in func.trips] == [
+        ("acme", ["first"]), ("globex", ["x"]), ("acme", ["b", "c", "d"])]
+    assert not trips._open and not trips._running and not sync._shares  # nothing kept once all are answered
+
+
+def test_a_trip_starts_after_every_one_of_its_callers_arrived(settings):
+    """What a trip reads (the tenant row: a revoked key, a new route) is never older than any of
+    its callers: a caller that comes once a trip has its slot waits for the next one."""
+    settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
+    func = Recorder(hold={"first", "second"})
+    trips = sync.GroupedTrips(func, limit=10)
+
+    async def main():
+        first = asyncio.create_task(trips("acme", func.arrival("first")))
+        await wait_until(func.started["first"])
+        second = asyncio.create_task(trips("acme", func.arrival("second")))
+        await until_waiting(trips, "acme", 1)
+        func.release["first"].set()  # the first trip ends; the second gets the slot and starts, and is held
+        await first
+        await wait_until(func.started["second"])
+        late = asyncio.create_task(trips("acme", func.arrival("late")))  # while the second trip runs
+        await until_waiting(trips, "acme", 1)
+        func.release["second"].set()
+        return await second, await late
+
+    assert asyncio.run(main()) == ("SECOND", "LATE")
+    assert [trip["items"] for trip in func.trips] == [["first"], ["second"], ["late"]]
+    for trip in func.trips:
+        assert max(trip["arrivals"]) < trip["start"], trip
+
+
+def test_each_caller_gets_its_own_result_or_failure(settings):
+    settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
+    func = Recorder(hold={"first"})
+    trips = sync.GroupedTrips(func, limit=10)
+
+    async def main():
+        first = asyncio.create_task(trips("acme", func.arrival("first")))
+        await wait_until(func.started["first"])
+        together = [asyncio.create_task(trips("acme", func.arrival(name))) for name in ("good", "bad-key", "fine")]
+        await until_waiting(trips, "acme", 3)
+        func.release["first"].set()
+        await first
+        return await asyncio.gather(*together, return_exceptions=True)
+
+    good, bad, fine = asyncio.run(main())
+    assert (good, fine) == ("GOOD", "FINE")
+    assert isinstance(bad, ValueError) and str(bad) == "bad-key is refused"
+    assert [trip["items"] for trip in func.trips] == [["first"], ["good", "bad-key", "fine"]]
+
+
+def test_a_trip_that_fails_fails_each_of_its_callers():
+    def broken(owner, items):
+        raise RuntimeError("the database is down")
+
+    trips = sync.GroupedTrips(broken, limit=10)
+
+    async def main():
+        return await asyncio.gather(*(trips("acme", name) for name in "abc"), return_exceptions=True)
+
+    assert [str(result) for result in asyncio.run(main())] == ["the database is down"] * 3
+    assert not trips._open and not sync._shares
+
+
+def test_a_trip_takes_at_most_its_limit(settings):
+    settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
+    func = Recorder(hold={"first"})
+    trips = sync.GroupedTrips(func, limit=3)
+
+    async def main():
+        first = asyncio.create_task(trips("acme", func.arrival("first")))
+        await wait_until(func.started["first"])
+        rest = [asyncio.create_task(trips("acme", func.arrival(f"n{index}"))) for index in range(7)]
+        await until_waiting(trips, "acme", 1)  # the third group has its one caller
+        func.release["first"].set()
+        await first
+        return await asyncio.gather(*rest)
+
+    assert asyncio.run(main()) == [f"N{index}" for index in range(7)]
+    assert [trip["items"] for trip in func.trips] == [["first"], ["n0", "n1", "n2"], ["n3", "n4", "n5"], ["n6"]]
+
+
+def test_a_cancelled_caller_leaves_the_trip_to_the_others(settings):
+    settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
+    func = Recorder(hold={"first"})
+    trips = sync.GroupedTrips(func, limit=10)
+
+    async def main():
+        first = asyncio.create_task(trips("acme", func.arrival("first")))
+        await wait_until(func.started["first"])
+        gone = asyncio.create_task(trips("acme", func.arrival("gone")))
+        stays = asyncio.create_task(trips("acme", func.arrival("stays")))
+        await until_waiting(trips, "acme", 2)
+        gone.cancel()
+        func.release["first"].set()
+        await first
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return await stays
+
+    assert asyncio.run(main()) == "STAYS"
+    assert [trip["items"] for trip in func.trips] == [["first"], ["gone", "stays"]]
+    assert not trips._open and not trips._running and not sync._shares
