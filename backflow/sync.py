@@ -105,15 +105,16 @@ async def in_thread(owner, func, *args, **kwargs):
 
 
 class _Group:
-    __slots__ = ("items", "done")
+    __slots__ = ("calls", "done")
 
     def __init__(self, loop):
-        self.items, self.done = [], loop.create_future()
+        self.calls, self.done = [], loop.create_future()
 
 
 class GroupedTrips:
-    """`await trips(owner, item)`: `func(owner, items)` on a pool thread for the items of callers
-    that came together, each caller getting its own result.
+    """`await trips(owner, item)`: `each(shared, item)` on a pool thread, where `shared` is what
+    `prepare(owner, item)` gave once for the trip (None without `prepare`), in one trip for the
+    callers of an owner that came together.
 
     A trip costs most of its CPU in the hand-off to the thread and back (hundreds of us on a busy
     VM, more than the work of a cached credential check), so callers of one owner that arrive
@@ -121,12 +122,12 @@ class GroupedTrips:
     queueing for one each: an idle owner's caller still gets a trip of its own at once. A group
     closes when it gets its slot, before its trip starts, so the trip's reads begin after every
     one of its callers arrived (what it reads is as fresh as a trip of the caller's own); at most
-    `limit` items go in one trip. `func` returns one result per item, in order, an exception
-    instance for an item that failed (raised to its caller only); an exception raised by `func`
-    reaches every caller of the trip. A caller that is cancelled leaves its item in the trip."""
+    `limit` items go in one trip, one after another. Each item runs in its caller's context (the
+    request id of log lines and rows); an item that raises fails its own caller, `prepare` raising
+    fails every caller of the trip. A caller that is cancelled leaves its item in the trip."""
 
-    def __init__(self, func, limit):
-        self.func, self.limit = func, limit
+    def __init__(self, each, limit, prepare=None):
+        self.each, self.limit, self.prepare = each, limit, prepare
         self._open = {}  # (loop id, owner) -> the group that is gathering items
         self._running = set()  # the groups' tasks (the loop keeps weak references only)
 
@@ -139,9 +140,9 @@ class GroupedTrips:
             task = loop.create_task(self._trip(key, owner, group))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
-        index = len(group.items)
-        group.items.append(item)
-        if len(group.items) >= self.limit:
+        index = len(group.calls)
+        group.calls.append((contextvars.copy_context(), item))
+        if len(group.calls) >= self.limit:
             del self._open[key]  # full: the next caller starts another
         results = await asyncio.shield(group.done)
         result = results[index] if isinstance(results, list) else results
@@ -154,7 +155,7 @@ class GroupedTrips:
             async with _Slot(owner):
                 if self._open.get(key) is group:
                     del self._open[key]  # later callers gather for the next trip
-                results = await on_pool_thread(self.func)(owner, group.items)
+                results = await on_pool_thread(self._run)(owner, group.calls)
         except BaseException as exc:  # every caller's; a result, so that no caller left is no error
             if self._open.get(key) is group:
                 del self._open[key]
@@ -163,3 +164,14 @@ class GroupedTrips:
                 raise
         else:
             group.done.set_result(results)
+
+    def _run(self, owner, calls):
+        first_context, first_item = calls[0]
+        shared = first_context.run(self.prepare, owner, first_item) if self.prepare else None
+        results = []
+        for context, item in calls:
+            try:
+                results.append(context.run(self.each, shared, item))
+            except Exception as exc:
+                results.append(exc)
+        return results

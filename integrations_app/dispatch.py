@@ -113,8 +113,11 @@ class DatabaseSites:
 
     def __init__(self):
         self._tables = {}  # tenant id -> (version, RouteTable)
-        self._reconnecting_site, self._reconnecting_admission = reconnecting(self._site), reconnecting(self._admission)
-        self._admissions = GroupedTrips(self._admitted, self.ADMISSIONS_PER_TRIP)
+        self._reconnecting_site = reconnecting(self._site)
+        # One read of the tenant for the trip; each request's key check and count, once more on a
+        # new connection if the database dropped the thread's (backflow.outages.reconnecting).
+        self._admissions = GroupedTrips(reconnecting(self._admission), self.ADMISSIONS_PER_TRIP,
+                                        prepare=lambda owner, request: self._reconnecting_site(request[0]))
 
     def _lookup(self, slug):
         """The tenant and its current route table, in one trip to the database thread (the tenant
@@ -146,22 +149,10 @@ class DatabaseSites:
         after each of them arrived, so a revoked key or a new route counts from the next request)."""
         return await self._admissions(f"slug:{slug}", (slug, method, path, headers, client))
 
-    def _admitted(self, owner, requests):
-        """Each request's (site, route, path params, seconds to wait) or HttpError; one read of the tenant."""
-        try:
-            site = self._reconnecting_site(requests[0][0])
-        except HttpError as exc:
-            return [HttpError(exc.status, exc.message, exc.headers, **exc.extra) for _ in requests]
-        admitted = []
-        for _, method, path, headers, client in requests:
-            try:
-                admitted.append(self._reconnecting_admission(site, method, path, headers, client))
-            except HttpError as exc:
-                admitted.append(exc)
-        return admitted
-
     @staticmethod
-    def _admission(site, method, path, headers, client):
+    def _admission(site, request):
+        """A request's (site, route, path params, seconds to wait), or HttpError."""
+        _, method, path, headers, client = request
         route, path_params = site.table.match(method, path)
         return site, route, path_params, admission(site, route, headers, client)
 

@@ -2,6 +2,7 @@
 the next trip to a thread, and that trip starts after every one of them arrived."""
 
 import asyncio
+import contextvars
 import itertools
 import threading
 
@@ -13,9 +14,9 @@ pytestmark = pytest.mark.pool_threads
 
 
 class Recorder:
-    """`func` for GroupedTrips: records each trip (its items, and its place in the order of events
-    beside the callers' arrivals); a trip whose first item is one of `hold` sets `started[item]`
-    and waits for `release[item]`."""
+    """`prepare` and `each` for GroupedTrips: record each trip (its items, and its place in the
+    order of events beside the callers' arrivals); a trip whose first item is one of `hold` sets
+    `started[item]` and waits for `release[item]` before it takes its items."""
 
     def __init__(self, hold=()):
         self.events = itertools.count()  # arrivals and trip starts, in order (next() is atomic in CPython)
@@ -26,14 +27,25 @@ class Recorder:
     def arrival(self, name):
         return (name, next(self.events))
 
-    def __call__(self, owner, items):
-        start = next(self.events)
-        self.trips.append({"owner": owner, "items": [name for name, _ in items], "start": start,
-                           "arrivals": [arrived for _, arrived in items]})
-        if items[0][0] in self.release:
-            self.started[items[0][0]].set()
-            assert self.release[items[0][0]].wait(10), "the test never released the trip"
-        return [ValueError(f"{name} is refused") if name.startswith("bad") else name.upper() for name, _ in items]
+    def prepare(self, owner, first):
+        trip = {"owner": owner, "start": next(self.events), "items": [], "arrivals": []}
+        self.trips.append(trip)
+        if first[0] in self.release:
+            self.started[first[0]].set()
+            assert self.release[first[0]].wait(10), "the test never released the trip"
+        return trip
+
+    @staticmethod
+    def each(trip, item):
+        name, arrived = item
+        trip["items"].append(name)
+        trip["arrivals"].append(arrived)
+        if name.startswith("bad"):
+            raise ValueError(f"{name} is refused")
+        return name.upper()
+
+    def trips_of(self, limit=10):
+        return sync.GroupedTrips(self.each, limit, prepare=self.prepare)
 
 
 async def wait_until(event):
@@ -48,7 +60,7 @@ async def until_waiting(trips, owner, count):
     """Until `count` callers of `owner` wait for the next trip."""
     for _ in range(500):
         group = trips._open.get((id(asyncio.get_running_loop()), owner))
-        if group is not None and len(group.items) == count:
+        if group is not None and len(group.calls) == count:
             return
         await asyncio.sleep(0.005)
     raise AssertionError(f"{count} callers never gathered")
@@ -57,7 +69,7 @@ async def until_waiting(trips, owner, count):
 def test_callers_waiting_for_a_slot_share_one_trip_and_other_owners_do_not_wait(settings):
     settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
     func = Recorder(hold={"first"})
-    trips = sync.GroupedTrips(func, limit=10)
+    trips = func.trips_of()
 
     async def main():
         first = asyncio.create_task(trips("acme", func.arrival("first")))
@@ -79,7 +91,7 @@ def test_a_trip_starts_after_every_one_of_its_callers_arrived(settings):
     its callers: a caller that comes once a trip has its slot waits for the next one."""
     settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
     func = Recorder(hold={"first", "second"})
-    trips = sync.GroupedTrips(func, limit=10)
+    trips = func.trips_of()
 
     async def main():
         first = asyncio.create_task(trips("acme", func.arrival("first")))
@@ -103,7 +115,7 @@ def test_a_trip_starts_after_every_one_of_its_callers_arrived(settings):
 def test_each_caller_gets_its_own_result_or_failure(settings):
     settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
     func = Recorder(hold={"first"})
-    trips = sync.GroupedTrips(func, limit=10)
+    trips = func.trips_of()
 
     async def main():
         first = asyncio.create_task(trips("acme", func.arrival("first")))
@@ -120,11 +132,11 @@ def test_each_caller_gets_its_own_result_or_failure(settings):
     assert [trip["items"] for trip in func.trips] == [["first"], ["good", "bad-key", "fine"]]
 
 
-def test_a_trip_that_fails_fails_each_of_its_callers():
-    def broken(owner, items):
+def test_a_trip_whose_shared_part_fails_fails_each_of_its_callers():
+    def broken(owner, item):
         raise RuntimeError("the database is down")
 
-    trips = sync.GroupedTrips(broken, limit=10)
+    trips = sync.GroupedTrips(lambda shared, item: item, 10, prepare=broken)
 
     async def main():
         return await asyncio.gather(*(trips("acme", name) for name in "abc"), return_exceptions=True)
@@ -133,10 +145,33 @@ def test_a_trip_that_fails_fails_each_of_its_callers():
     assert not trips._open and not sync._shares
 
 
+def test_each_item_runs_in_its_callers_context(settings):
+    """The request id of log lines and audit rows is each caller's own, in a shared trip too."""
+    settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
+    request_id = contextvars.ContextVar("request_id", default=None)
+    release = threading.Event()
+    trips = sync.GroupedTrips(lambda shared, item: (item, request_id.get()), 10,
+                              prepare=lambda owner, item: release.wait(10) if item == "first" else None)
+
+    async def call(item):
+        request_id.set(f"request-{item}")
+        return await trips("acme", item)
+
+    async def main():
+        first = asyncio.create_task(call("first"))
+        await asyncio.sleep(0.05)
+        together = [asyncio.create_task(call(item)) for item in ("a", "b", "c")]
+        await until_waiting(trips, "acme", 3)
+        release.set()
+        return [await first, *[await task for task in together]]
+
+    assert asyncio.run(main()) == [(item, f"request-{item}") for item in ("first", "a", "b", "c")]
+
+
 def test_a_trip_takes_at_most_its_limit(settings):
     settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
     func = Recorder(hold={"first"})
-    trips = sync.GroupedTrips(func, limit=3)
+    trips = func.trips_of(limit=3)
 
     async def main():
         first = asyncio.create_task(trips("acme", func.arrival("first")))
@@ -154,7 +189,7 @@ def test_a_trip_takes_at_most_its_limit(settings):
 def test_a_cancelled_caller_leaves_the_trip_to_the_others(settings):
     settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
     func = Recorder(hold={"first"})
-    trips = sync.GroupedTrips(func, limit=10)
+    trips = func.trips_of()
 
     async def main():
         first = asyncio.create_task(trips("acme", func.arrival("first")))

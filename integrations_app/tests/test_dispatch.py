@@ -68,8 +68,8 @@ def test_requests_admitted_together_each_get_their_own_verdict(acme, globex, acm
     make_route(acme, "/bookings", [action("list")])
     make_route(acme, "/open", [action("list")], requireAuth=False)
     trips, sizes = dispatch.routes_asgi.sites._admissions, []
-    admit = trips.func
-    monkeypatch.setattr(trips, "func", lambda owner, requests: sizes.append(len(requests)) or admit(owner, requests))
+    run = trips._run
+    monkeypatch.setattr(trips, "_run", lambda owner, calls: sizes.append(len(calls)) or run(owner, calls))
     own, other, garbage = (f"Bearer {key}" for key in (acme.key, globex.key, "bf_nothere_xxxxxxxx"))
     calls = [("/t/acme/bookings", own), ("/t/acme/bookings", garbage), ("/t/acme/open", None), ("/t/acme/bookings", other),
              ("/t/acme/nothing", own), ("/t/acme/bookings", None), ("/t/nobody/bookings", own), ("/t/acme/bookings", own)] * 3
