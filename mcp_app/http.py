@@ -35,7 +35,7 @@ from backflow import metrics
 from backflow.asgi_utils import HttpError, check_host, query_params, read_body, request_headers, respond
 from backflow.bounds import Full, Slots
 from backflow.outages import REDIS_ERRORS, describe, reconnecting
-from backflow.sync import in_thread
+from backflow.sync import GroupedTrips
 from integrations_app.stores import DatabaseStore
 from mcp_app.context import ToolContext
 from mcp_app.registry import visible_tools
@@ -68,6 +68,13 @@ def www_authenticate(base, error=None):
 
 WWW_DESCRIPTIONS = {"invalid_token": "The access token is invalid, expired or revoked"}
 
+# Requests with the same credential (and tenant and resource asked for) that come together, such as
+# the POSTs of a client's sessions, are checked in one trip to a thread: its read of the tenant row
+# starts after each of them arrived, so a revoked key is refused from the next request.
+_principal = reconnecting(principal_for_token)
+_credential_checks = GroupedTrips(lambda principal, credential: principal, limit=64,
+                                  prepare=lambda owner, credential: _principal(*credential))
+
 
 async def authenticate(scope, headers, query, *, allow_query_token=False):
     base = public_base(scope, headers)
@@ -77,8 +84,9 @@ async def authenticate(scope, headers, query, *, allow_query_token=False):
     if not raw:
         raise HttpError(401, "Send Authorization: Bearer <API key, JWT or OAuth access token>.", www_authenticate(base))
     requested = headers.get("x-backflow-scope") or query.get("scope") or None
+    credential = (raw, requested, base + STREAMABLE_PATH)
     try:
-        principal = await in_thread(None, reconnecting(principal_for_token), raw, requested, base + STREAMABLE_PATH)
+        principal = await _credential_checks(("credential", *credential), credential)
     except AuthenticationError as exc:
         raise HttpError(401, str(exc), www_authenticate(base, error="invalid_token")) from exc
     if not principal.tenant.is_active:

@@ -26,7 +26,7 @@ from backflow.errors import InvalidInput, ServiceError, TooManyRequests
 from backflow.outages import RETRY_AFTER_SECONDS, describe, outage_message, reconnecting
 from backflow.ratelimit import retry_after
 from backflow.redaction import redact
-from backflow.sync import in_thread
+from backflow.sync import GroupedTrips, in_thread
 from backflow.validation import schema_errors
 from mcp_app import resources
 from mcp_app.registry import REGISTRY, published, visible_tools
@@ -174,6 +174,12 @@ def _call_sync(ctx, name, definition, args):
         _check_connections(health_check=False)
 
 
+# A tenant's tool calls that come while its threads are all busy run one after another in the next
+# trip (each in its caller's context: the audit event keeps its request id); at most 16, so that a
+# slow one holds back few of the tenant's own calls.
+_tool_calls = GroupedTrips(lambda shared, call: _call_sync(*call), limit=16)
+
+
 def _call_local(ctx, name, definition, args):
     """A read-only tool in local file mode: files held in memory, no database connection to check,
     no audit event (there is no tenant)."""
@@ -236,7 +242,7 @@ async def call_tool(ctx, name, args):
         # Local files, read from memory (a stat when autoReload is on): answered on the loop, as a
         # trip to a thread and back costs several times the read. One stdio process serves one client.
         return _call_local(ctx, name, definition, args)
-    return await in_thread(ctx.owner, _call_sync, ctx, name, definition, args)
+    return await _tool_calls(ctx.owner, (ctx, name, definition, args))
 
 
 async def _on_list_tools(request_ctx, params):

@@ -1,11 +1,18 @@
 """Remote tool calls are audited (who, what, outcome, how long; credentials redacted) and rate-limited
 per principal across both transports."""
 
+import asyncio
 import json
 import time
 
+import pytest
 
+from backflow.logs import request_id_bound
+from integrations_app.tests.test_runtime_helpers import make_integration
+from mcp_app import server
+from mcp_app.http import connection_for
 from mcp_app.tests.test_remote_support import integration, key_prefix, run, sdk_session
+from tenants.authentication import principal_for_token
 from tenants.models import AuditEvent
 
 SECRET_VALUES = ("sk-live-0123456789", "hunter2-password", "tok-abcdef", "xyz-api-key-value")
@@ -110,3 +117,32 @@ def test_refused_calls_are_audited_too(transactional_db, acme):
     assert result.is_error and "Unknown tool 'create_integration'" in result.content[0].text
     event = AuditEvent.objects.for_tenant(acme.tenant).get(action="mcp.tool_call", object_id="create_integration")
     assert event.summary["outcome"].startswith("error: Unknown tool")
+
+
+@pytest.mark.pool_threads
+@pytest.mark.django_db(transaction=True)
+def test_tool_calls_that_come_together_are_answered_and_audited_each_as_its_own(acme, settings, monkeypatch):
+    """A tenant's tool calls that come while its database threads are busy share a trip
+    (mcp_app.server._tool_calls): each gets its own answer, and its audit event its request's id."""
+    settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1  # the tenant's calls queue for one thread: they gather
+    make_integration(acme, "crm", "http://127.0.0.1:9", [{"name": "list", "method": "get", "path": "/x"}])
+    ctx = connection_for(principal_for_token(acme.key))
+    trips, sizes = server._tool_calls, []
+    run_trip = trips._run
+    monkeypatch.setattr(trips, "_run", lambda owner, calls: sizes.append(len(calls)) or run_trip(owner, calls))
+    calls = [("get_integration", {"name": "crm"}), ("get_integration", {"name": "missing"}), ("list_integrations", {})] * 3
+
+    async def call(index, name, args):
+        with request_id_bound(f"request-{index}"):
+            return await server.call_tool(ctx, name, args)
+
+    async def together():
+        return await asyncio.gather(*(call(index, name, args) for index, (name, args) in enumerate(calls)))
+
+    results = asyncio.run(together())
+    assert [result.is_error for result in results] == [False, True, False] * 3, results
+    assert json.loads(results[0].content[0].text)["name"] == "crm"
+    assert max(sizes) > 1 and sum(sizes) == len(calls), sizes  # they did come together
+    events = AuditEvent.objects.for_tenant(acme.tenant).filter(action="mcp.tool_call")
+    assert sorted((event.request_id, event.object_id, event.summary["outcome"] == "ok") for event in events) == sorted(
+        (f"request-{index}", name, args.get("name") != "missing") for index, (name, args) in enumerate(calls))

@@ -4,6 +4,7 @@ The same holds when the tenant is deactivated. Nothing waits for a cache to expi
 request after the write is refused. (OAuth token revocation: tenants/tests/test_oauth_flow.py.)
 """
 
+import asyncio
 import json
 import time
 
@@ -70,6 +71,49 @@ def test_the_next_request_after_revocation_is_refused_everywhere(revoke, acme, l
             assert response.status_code == expected and json.loads(response.text)["error"], response.text
 
     run(main, timeout=90)
+
+
+def test_under_load_every_request_sent_after_revocation_is_refused(acme, live_daphne, upstream):
+    """Requests with the same key that come together share one trip to a database thread
+    (backflow.sync.GroupedTrips: a key check for MCP, the tenant's admission for routes). A flood
+    of them while the key is revoked: whatever was sent after the revocation returned is refused,
+    on both doors; with one database thread per tenant, the requests wait in groups."""
+    upstream.on("GET", "/things", Reply(body={"things": []}))
+    make_integration(acme, "up", upstream.url, [{"name": "listThings", "method": "get", "path": "/things"}])
+    make_route(acme, "/things", [{"integration": "up", "action": "listThings"}])
+    _, key = tenant_services.api_key_create(tenant=acme.tenant, actor=acme.actor, name="revoked under load")
+    server = live_daphne(BACKFLOW_EGRESS_ALLOW="127.0.0.1", BACKFLOW_SYNC_THREADS_PER_TENANT="1")
+    sent = []  # (door, when it was sent, status)
+
+    async def flood(http, door, stop):
+        while not stop.is_set():
+            started = time.monotonic()
+            if door == "streamable":
+                status = (await post_json(http, "/mcp", CALL, key, headers=STREAMABLE)).status_code
+            else:
+                status = (await http.get("/t/acme/things", headers=bearer(key))).status_code
+            sent.append((door, started, status))
+
+    async def main():
+        async with raw_client(server) as http:
+            (await post_json(http, "/mcp", initialize(), key, headers=STREAMABLE)).raise_for_status()
+            stop = asyncio.Event()
+            clients = [asyncio.create_task(flood(http, door, stop)) for door in ("streamable", "route") for _ in range(8)]
+            await asyncio.sleep(1.5)
+            with orm_in_loop():
+                tenant_services.api_key_revoke(tenant=acme.tenant, actor=acme.actor, prefix=key_prefix(key))
+            revoked = time.monotonic()
+            await asyncio.sleep(1.5)
+            stop.set()
+            await asyncio.gather(*clients)
+            return revoked
+
+    revoked = run(main, timeout=90)
+    for door in ("streamable", "route"):
+        before = [status for name, started, status in sent if name == door and started < revoked]
+        after = [status for name, started, status in sent if name == door and started > revoked]
+        assert before.count(200) >= 5 and len(after) >= 5, (door, before, after)  # the flood covered both sides
+        assert set(after) == {401}, (door, after)
 
 
 def test_keys_in_the_query_string_stay_out_of_the_access_log(acme, live_daphne):
