@@ -56,6 +56,18 @@ async def wait_until(event):
     raise AssertionError("the trip never started")
 
 
+@pytest.fixture
+def one_thread(settings):
+    settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1  # an owner's callers wait while one of its trips runs
+
+
+async def slot_taken(trips, func):
+    """acme's caller "first", once its trip holds acme's only slot (until func.release["first"])."""
+    first = asyncio.create_task(trips("acme", func.arrival("first")))
+    await wait_until(func.started["first"])
+    return first
+
+
 async def until_waiting(trips, owner, count):
     """Until `count` callers of `owner` wait for the next trip."""
     for _ in range(500):
@@ -66,8 +78,7 @@ async def until_waiting(trips, owner, count):
     raise AssertionError(f"{count} callers never gathered")
 
 
-def test_callers_waiting_for_a_slot_share_one_trip_and_other_owners_do_not_wait(settings):
-    settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
+def test_callers_waiting_for_a_slot_share_one_trip_and_other_owners_do_not_wait(one_thread):
     func = Recorder(hold={"first"})
     trips = func.trips_of()
 
@@ -86,16 +97,14 @@ def test_callers_waiting_for_a_slot_share_one_trip_and_other_owners_do_not_wait(
     assert not trips._open and not trips._running and not sync._shares  # nothing kept once all are answered
 
 
-def test_a_trip_starts_after_every_one_of_its_callers_arrived(settings):
+def test_a_trip_starts_after_every_one_of_its_callers_arrived(one_thread):
     """What a trip reads (the tenant row: a revoked key, a new route) is never older than any of
     its callers: a caller that comes once a trip has its slot waits for the next one."""
-    settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
     func = Recorder(hold={"first", "second"})
     trips = func.trips_of()
 
     async def main():
-        first = asyncio.create_task(trips("acme", func.arrival("first")))
-        await wait_until(func.started["first"])
+        first = await slot_taken(trips, func)
         second = asyncio.create_task(trips("acme", func.arrival("second")))
         await until_waiting(trips, "acme", 1)
         func.release["first"].set()  # the first trip ends; the second gets the slot and starts, and is held
@@ -112,14 +121,12 @@ def test_a_trip_starts_after_every_one_of_its_callers_arrived(settings):
         assert max(trip["arrivals"]) < trip["start"], trip
 
 
-def test_each_caller_gets_its_own_result_or_failure(settings):
-    settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
+def test_each_caller_gets_its_own_result_or_failure(one_thread):
     func = Recorder(hold={"first"})
     trips = func.trips_of()
 
     async def main():
-        first = asyncio.create_task(trips("acme", func.arrival("first")))
-        await wait_until(func.started["first"])
+        first = await slot_taken(trips, func)
         together = [asyncio.create_task(trips("acme", func.arrival(name))) for name in ("good", "bad-key", "fine")]
         await until_waiting(trips, "acme", 3)
         func.release["first"].set()
@@ -145,9 +152,8 @@ def test_a_trip_whose_shared_part_fails_fails_each_of_its_callers():
     assert not trips._open and not sync._shares
 
 
-def test_each_item_runs_in_its_callers_context(settings):
+def test_each_item_runs_in_its_callers_context(one_thread):
     """The request id of log lines and audit rows is each caller's own, in a shared trip too."""
-    settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
     request_id = contextvars.ContextVar("request_id", default=None)
     release = threading.Event()
     trips = sync.GroupedTrips(lambda shared, item: (item, request_id.get()), 10,
@@ -168,14 +174,12 @@ def test_each_item_runs_in_its_callers_context(settings):
     assert asyncio.run(main()) == [(item, f"request-{item}") for item in ("first", "a", "b", "c")]
 
 
-def test_a_trip_takes_at_most_its_limit(settings):
-    settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
+def test_a_trip_takes_at_most_its_limit(one_thread):
     func = Recorder(hold={"first"})
     trips = func.trips_of(limit=3)
 
     async def main():
-        first = asyncio.create_task(trips("acme", func.arrival("first")))
-        await wait_until(func.started["first"])
+        first = await slot_taken(trips, func)
         rest = [asyncio.create_task(trips("acme", func.arrival(f"n{index}"))) for index in range(7)]
         await until_waiting(trips, "acme", 1)  # the third group has its one caller
         func.release["first"].set()
@@ -186,14 +190,12 @@ def test_a_trip_takes_at_most_its_limit(settings):
     assert [trip["items"] for trip in func.trips] == [["first"], ["n0", "n1", "n2"], ["n3", "n4", "n5"], ["n6"]]
 
 
-def test_a_cancelled_caller_leaves_the_trip_to_the_others(settings):
-    settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
+def test_a_cancelled_caller_leaves_the_trip_to_the_others(one_thread):
     func = Recorder(hold={"first"})
     trips = func.trips_of()
 
     async def main():
-        first = asyncio.create_task(trips("acme", func.arrival("first")))
-        await wait_until(func.started["first"])
+        first = await slot_taken(trips, func)
         gone = asyncio.create_task(trips("acme", func.arrival("gone")))
         stays = asyncio.create_task(trips("acme", func.arrival("stays")))
         await until_waiting(trips, "acme", 2)
