@@ -11,7 +11,8 @@ these threads: those waits are async.
 Each pool thread keeps its own database connection between calls (Django's connections are per
 thread); callers check them (`mcp_app.server`, `backflow.outages.reconnecting`).
 
-`GroupedTrips` lets one owner's callers that come together share a trip (tenant routes' admission).
+`GroupedTrips` lets one owner's callers that come together share a trip (a route's admission, an MCP
+credential check, a tenant's tool calls).
 """
 
 import asyncio
@@ -105,10 +106,10 @@ async def in_thread(owner, func, *args, **kwargs):
 
 
 class _Group:
-    __slots__ = ("calls", "done")
+    __slots__ = ("calls", "done", "withdrawn")
 
     def __init__(self, loop):
-        self.calls, self.done = [], loop.create_future()
+        self.calls, self.done, self.withdrawn = [], loop.create_future(), set()
 
 
 class GroupedTrips:
@@ -124,7 +125,8 @@ class GroupedTrips:
     one of its callers arrived (what it reads is as fresh as a trip of the caller's own); at most
     `limit` items go in one trip, one after another. Each item runs in its caller's context (the
     request id of log lines and rows); an item that raises fails its own caller, `prepare` raising
-    fails every caller of the trip. A caller that is cancelled leaves its item in the trip."""
+    fails every caller of the trip. The item of a caller cancelled before its trip started is not
+    run (as a call still waiting for a slot was never run); one whose trip started runs to its end."""
 
     def __init__(self, each, limit, prepare=None):
         self.each, self.limit, self.prepare = each, limit, prepare
@@ -144,7 +146,11 @@ class GroupedTrips:
         group.calls.append((contextvars.copy_context(), item))
         if len(group.calls) >= self.limit:
             del self._open[key]  # full: the next caller starts another
-        results = await asyncio.shield(group.done)
+        try:
+            results = await asyncio.shield(group.done)
+        except asyncio.CancelledError:
+            group.withdrawn.add(index)
+            raise
         result = results[index] if isinstance(results, list) else results
         if isinstance(result, BaseException):
             raise result
@@ -155,7 +161,8 @@ class GroupedTrips:
             async with _Slot(owner):
                 if self._open.get(key) is group:
                     del self._open[key]  # later callers gather for the next trip
-                results = await on_pool_thread(self._run)(owner, group.calls)
+                calls = [None if index in group.withdrawn else call for index, call in enumerate(group.calls)]
+                results = await on_pool_thread(self._run)(owner, calls) if any(calls) else [None] * len(calls)
         except BaseException as exc:  # every caller's; a result, so that no caller left is no error
             if self._open.get(key) is group:
                 del self._open[key]
@@ -166,12 +173,13 @@ class GroupedTrips:
             group.done.set_result(results)
 
     def _run(self, owner, calls):
-        first_context, first_item = calls[0]
+        """On the pool thread: each call's result (None for a withdrawn one) or exception."""
+        first_context, first_item = next(call for call in calls if call is not None)
         shared = first_context.run(self.prepare, owner, first_item) if self.prepare else None
         results = []
-        for context, item in calls:
+        for call in calls:
             try:
-                results.append(context.run(self.each, shared, item))
+                results.append(None if call is None else call[0].run(self.each, shared, call[1]))
             except Exception as exc:
                 results.append(exc)
         return results

@@ -190,7 +190,7 @@ def test_a_trip_takes_at_most_its_limit(one_thread):
     assert [trip["items"] for trip in func.trips] == [["first"], ["n0", "n1", "n2"], ["n3", "n4", "n5"], ["n6"]]
 
 
-def test_a_cancelled_caller_leaves_the_trip_to_the_others(one_thread):
+def test_a_caller_cancelled_before_its_trip_is_not_run_and_leaves_the_trip_to_the_others(one_thread):
     func = Recorder(hold={"first"})
     trips = func.trips_of()
 
@@ -207,5 +207,28 @@ def test_a_cancelled_caller_leaves_the_trip_to_the_others(one_thread):
         return await stays
 
     assert asyncio.run(main()) == "STAYS"
-    assert [trip["items"] for trip in func.trips] == [["first"], ["gone", "stays"]]
+    assert [trip["items"] for trip in func.trips] == [["first"], ["stays"]]
+    assert not trips._open and not trips._running and not sync._shares
+
+
+def test_a_trip_whose_callers_were_all_cancelled_does_not_go(one_thread):
+    func = Recorder(hold={"first"})
+    trips = func.trips_of()
+
+    async def main():
+        first = await slot_taken(trips, func)
+        lone = asyncio.create_task(trips("acme", func.arrival("lone")))
+        await until_waiting(trips, "acme", 1)
+        lone.cancel()
+        func.release["first"].set()
+        await first
+        with pytest.raises(asyncio.CancelledError):
+            await lone
+        for _ in range(500):
+            if not trips._running:
+                return
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert [trip["items"] for trip in func.trips] == [["first"]]
     assert not trips._open and not trips._running and not sync._shares
