@@ -190,45 +190,42 @@ def test_a_trip_takes_at_most_its_limit(one_thread):
     assert [trip["items"] for trip in func.trips] == [["first"], ["n0", "n1", "n2"], ["n3", "n4", "n5"], ["n6"]]
 
 
-def test_a_caller_cancelled_before_its_trip_is_not_run_and_leaves_the_trip_to_the_others(one_thread):
+def cancelled_while_waiting(names, cancelled):
+    """acme's callers `names` wait behind the trip of "first"; those in `cancelled` are cancelled
+    before it ends. (The others' results by name once every trip is done, the Recorder.)"""
     func = Recorder(hold={"first"})
     trips = func.trips_of()
 
     async def main():
         first = await slot_taken(trips, func)
-        gone = asyncio.create_task(trips("acme", func.arrival("gone")))
-        stays = asyncio.create_task(trips("acme", func.arrival("stays")))
-        await until_waiting(trips, "acme", 2)
-        gone.cancel()
+        tasks = {name: asyncio.create_task(trips("acme", func.arrival(name))) for name in names}
+        await until_waiting(trips, "acme", len(names))
+        for name in cancelled:
+            tasks[name].cancel()
         func.release["first"].set()
         await first
-        with pytest.raises(asyncio.CancelledError):
-            await gone
-        return await stays
+        for name in cancelled:
+            with pytest.raises(asyncio.CancelledError):
+                await tasks[name]
+        results = {name: await task for name, task in tasks.items() if name not in cancelled}
+        for _ in range(500):
+            if not trips._running:
+                return results
+            await asyncio.sleep(0.01)
+        raise AssertionError("a trip never ended")
 
-    assert asyncio.run(main()) == "STAYS"
-    assert [trip["items"] for trip in func.trips] == [["first"], ["stays"]]
+    results = asyncio.run(main())
     assert not trips._open and not trips._running and not sync._shares
+    return results, func
+
+
+def test_a_caller_cancelled_before_its_trip_is_not_run_and_leaves_the_trip_to_the_others(one_thread):
+    results, func = cancelled_while_waiting(["gone", "stays"], cancelled=["gone"])
+    assert results == {"stays": "STAYS"}
+    assert [trip["items"] for trip in func.trips] == [["first"], ["stays"]]
 
 
 def test_a_trip_whose_callers_were_all_cancelled_does_not_go(one_thread):
-    func = Recorder(hold={"first"})
-    trips = func.trips_of()
-
-    async def main():
-        first = await slot_taken(trips, func)
-        lone = asyncio.create_task(trips("acme", func.arrival("lone")))
-        await until_waiting(trips, "acme", 1)
-        lone.cancel()
-        func.release["first"].set()
-        await first
-        with pytest.raises(asyncio.CancelledError):
-            await lone
-        for _ in range(500):
-            if not trips._running:
-                return
-            await asyncio.sleep(0.01)
-
-    asyncio.run(main())
+    results, func = cancelled_while_waiting(["lone"], cancelled=["lone"])
+    assert results == {}
     assert [trip["items"] for trip in func.trips] == [["first"]]
-    assert not trips._open and not trips._running and not sync._shares
