@@ -14,6 +14,7 @@ from backflow import access_log  # noqa: E402
 from backflow import outbound  # noqa: E402,F401  (aiohttp loaded at start, not by the first route or tool that sends)
 from backflow.asgi_utils import BoundedBody, PathRouter  # noqa: E402
 from backflow.front import Front  # noqa: E402
+from backflow.heap import freeze_startup_objects  # noqa: E402
 from integrations_app.dispatch import routes_asgi  # noqa: E402
 from mcp_app.http import mcp_asgi  # noqa: E402
 
@@ -30,3 +31,6 @@ application = ProtocolTypeRouter({
     "http": Front(PathRouter(BoundedBody(django_asgi_app), {"/mcp/": mcp_asgi, "/t/": routes_asgi})),
     "websocket": refuse_websocket,
 })
+
+# Loaded: what exists now lives as long as the server; the collector stops re-examining it.
+freeze_startup_objects()
