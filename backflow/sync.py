@@ -115,7 +115,8 @@ class _Group:
 class GroupedTrips:
     """`await trips(owner, item)`: `each(shared, item)` on a pool thread, where `shared` is what
     `prepare(owner, item)` gave once for the trip (None without `prepare`), in one trip for the
-    callers of an owner that came together.
+    callers of an owner that came together; then `conclude(shared)`, once, before any caller of
+    the trip gets its answer (work the items leave for the end, such as their rows to insert).
 
     A trip costs most of its CPU in the hand-off to the thread and back (hundreds of us on a busy
     VM, more than the work of a cached credential check), so callers of one owner that arrive
@@ -124,12 +125,12 @@ class GroupedTrips:
     closes when it gets its slot, before its trip starts, so the trip's reads begin after every
     one of its callers arrived (what it reads is as fresh as a trip of the caller's own); at most
     `limit` items go in one trip, one after another. Each item runs in its caller's context (the
-    request id of log lines and rows); an item that raises fails its own caller, `prepare` raising
-    fails every caller of the trip. The item of a caller cancelled before its trip started is not
+    request id of log lines and rows); an item that raises fails its own caller, `prepare` or
+    `conclude` raising fails every caller of the trip. The item of a caller cancelled before its trip started is not
     run (as a call still waiting for a slot was never run); one whose trip started runs to its end."""
 
-    def __init__(self, each, limit, prepare=None):
-        self.each, self.limit, self.prepare = each, limit, prepare
+    def __init__(self, each, limit, prepare=None, conclude=None):
+        self.each, self.limit, self.prepare, self.conclude = each, limit, prepare, conclude
         self._open = {}  # (loop id, owner) -> the group that is gathering items
         self._running = set()  # the groups' tasks (the loop keeps weak references only)
 
@@ -182,4 +183,6 @@ class GroupedTrips:
                 results.append(None if call is None else call[0].run(self.each, shared, call[1]))
             except Exception as exc:
                 results.append(exc)
+        if self.conclude:
+            first_context.run(self.conclude, shared)
         return results

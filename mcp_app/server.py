@@ -30,7 +30,7 @@ from backflow.sync import GroupedTrips, in_thread
 from backflow.validation import schema_errors
 from mcp_app import resources
 from mcp_app.registry import REGISTRY, published, visible_tools
-from tenants.services import audit_record
+from tenants.services import audit_row, audit_rows_insert
 
 logger = logging.getLogger("backflow.mcp")
 # The issue asks for logging/setLevel; the SDK warns that the 2026-07-28 protocol deprecates it.
@@ -117,19 +117,67 @@ def _failure(name, exc):
     return error_result(f"{name} failed unexpectedly; the server logged the details."), "crash"
 
 
-def _record(ctx, name, args, outcome, started, admitted):
+def _record(ctx, name, args, outcome, started, admitted, trip=None):
     """The call's audit event (refused calls too) and metrics; a failure to write the event never
-    fails the call."""
+    fails the call. In a trip of tool calls (`trip`, a _TripAudit) the event is inserted with the
+    trip's others after its last call."""
     metrics.tool_call(name if name in REGISTRY else "unknown", "ok" if outcome == "ok" else "error" if admitted else "refused",
                       ctx.tenant.slug if ctx.tenant is not None else None)
-    try:
-        _audit(ctx, name, args, outcome, started)
-    except Exception as exc:
-        if outage_message(exc):
-            logger.warning("Could not record the audit event for %s: %s", name, describe(exc))
-        else:
-            logger.exception("Could not record the audit event for %s", name)
+    if ctx.tenant is not None:
+        try:
+            row = _audit_row(ctx, name, args, outcome, started)
+            if trip is None:
+                audit_rows_insert([row])
+            else:
+                trip.add(name, row)
+        except Exception as exc:
+            _audit_failed(exc, name)
     logger.debug("tools/call %s -> %s (%.1f ms)", name, outcome, (time.monotonic() - started) * 1000)
+
+
+def _audit_failed(exc, names):
+    if outage_message(exc):
+        logger.warning("Could not record the audit event for %s: %s", names, describe(exc))
+    else:
+        logger.exception("Could not record the audit event for %s", names)
+
+
+class _TripAudit:
+    """The audit events of one trip's tool calls (_tool_calls), inserted in one statement after its
+    last call and before any of its calls is answered: one INSERT (on PostgreSQL, one commit) per
+    trip instead of one per call, where the INSERT was the largest part of a call's work on its
+    thread. A batch the database refuses for one of its rows is inserted again row by row, so only
+    that row's event is lost (logged), as before."""
+
+    def __init__(self):
+        self.names, self.rows = [], []
+        self.unchecked = False  # a call made no query: the connection is checked before the INSERT
+
+    def add(self, name, row):
+        self.names.append(name)
+        self.rows.append(row)
+
+    def insert(self):
+        if not self.rows:
+            return
+        _check_connections(health_check=self.unchecked)
+        try:
+            audit_rows_insert(self.rows)
+        except Exception as exc:
+            if outage_message(exc) or len(self.rows) == 1:
+                _audit_failed(exc, ", ".join(self.names))
+            else:
+                for name, row in zip(self.names, self.rows):
+                    self._insert_one(name, row)
+        finally:
+            _check_connections(health_check=False)
+
+    @staticmethod
+    def _insert_one(name, row):
+        try:
+            audit_rows_insert([row])
+        except Exception as exc:
+            _audit_failed(exc, name)
 
 
 def _with_checked_connections(fn):
@@ -146,8 +194,9 @@ def _with_checked_connections(fn):
     return checked
 
 
-def _call_sync(ctx, name, definition, args):
-    """Admission, the tool and its audit event in one trip to a thread.
+def _call_sync(ctx, name, definition, args, trip=None):
+    """Admission, the tool and its audit event in one trip to a thread (the event inserted with the
+    others of `trip`, a _TripAudit, when given).
 
     A read-only tool skips the connection's health check (on PostgreSQL a `SELECT 1`, a round trip
     per call) and is run once more on a new connection when its first try fails on a dropped one
@@ -167,17 +216,21 @@ def _call_sync(ctx, name, definition, args):
         with connections[DEFAULT_DB_ALIAS].execute_wrapper(noting):
             result, outcome, started, admitted = _run(ctx, name, definition, args, reconnecting if read_only else None)
         if read_only and not answered:  # refused or failed before any query: check before the audit INSERT
-            _check_connections(health_check=True)
-        _record(ctx, name, args, outcome, started, admitted)
+            if trip is None:
+                _check_connections(health_check=True)
+            else:
+                trip.unchecked = True
+        _record(ctx, name, args, outcome, started, admitted, trip)
         return result
     finally:
         _check_connections(health_check=False)
 
 
 # A tenant's tool calls that come while its threads are all busy run one after another in the next
-# trip (each in its caller's context: the audit event keeps its request id); at most 16, so that a
-# slow one holds back few of the tenant's own calls.
-_tool_calls = GroupedTrips(lambda shared, call: _call_sync(*call), limit=16)
+# trip (each in its caller's context: the audit event keeps its request id), their audit events
+# inserted together at its end; at most 16, so that a slow one holds back few of the tenant's own calls.
+_tool_calls = GroupedTrips(lambda trip, call: _call_sync(*call, trip=trip), limit=16,
+                           prepare=lambda owner, call: _TripAudit(), conclude=_TripAudit.insert)
 
 
 def _call_local(ctx, name, definition, args):
@@ -218,14 +271,12 @@ async def _call_async(ctx, name, definition, args):
 AUDITED_IDENTIFIERS = ("name", "id", "collection", "path", "method", "integration", "workflow")
 
 
-def _audit(ctx, name, args, outcome, started):
-    """Audit summaries carry no payload: the arguments' names and the identifiers of what the
-    call acted on, never values such as entity data, inputs or documents (a key without the
-    resource's scope reads /api/audit/ too)."""
-    if ctx.tenant is None:
-        return
+def _audit_row(ctx, name, args, outcome, started):
+    """The call's audit event. Audit summaries carry no payload: the arguments' names and the
+    identifiers of what the call acted on, never values such as entity data, inputs or documents
+    (a key without the resource's scope reads /api/audit/ too)."""
     target = {k: args[k] for k in AUDITED_IDENTIFIERS if isinstance(args.get(k), str) and len(args[k]) <= 200}
-    audit_record(
+    return audit_row(
         tenant=ctx.tenant, actor=ctx.actor, action="mcp.tool_call", object_type="tool", object_id=name,
         summary={"outcome": outcome, "durationMs": round((time.monotonic() - started) * 1000, 1),
                  "arguments": sorted(str(k)[:100] for k in list(args)[:50]), "target": redact(target)},

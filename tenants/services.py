@@ -29,16 +29,27 @@ _AUDIT_ROWS = CompiledInsert(AuditEvent)
 
 
 def audit_record(*, tenant, actor, action, object_type, object_id="", summary=None):
-    """Record one event; call inside the write's transaction so both land or neither does.
+    """Record one event; call inside the write's transaction so both land or neither does."""
+    audit_rows_insert([audit_row(tenant=tenant, actor=actor, action=action, object_type=object_type, object_id=object_id,
+                                 summary=summary)])
+
+
+def audit_row(*, tenant, actor, action, object_type, object_id="", summary=None):
+    """One event's row, made now (its time and the request's id are read here), for audit_rows_insert.
     Refused calls are recorded with what they sent, NUL characters replaced (PostgreSQL refuses them)."""
-    _AUDIT_ROWS.insert([_AUDIT_ROWS.values(
+    return _AUDIT_ROWS.values(
         tenant_id=tenant.pk,
         principal=str(actor),
         action=action,
         object_type=object_type,
         object_id=without_nul(str(object_id)[:300]),
         summary=without_nul(redact(summary or {})),
-    )])
+    )
+
+
+def audit_rows_insert(rows):
+    """Insert events made by audit_row, in one statement where the database takes them all."""
+    _AUDIT_ROWS.insert(rows)
 
 
 def tenant_create(*, slug, name=""):

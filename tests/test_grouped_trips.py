@@ -152,6 +152,45 @@ def test_a_trip_whose_shared_part_fails_fails_each_of_its_callers():
     assert not trips._open and not sync._shares
 
 
+def test_a_trip_concludes_once_after_its_last_item_and_before_any_answer(one_thread):
+    """What the items leave for the end (their audit rows, inserted together) is done once per trip,
+    after every item ran and before any of its callers has its answer."""
+    func = Recorder(hold={"first"})
+    concluded = []
+    trips = sync.GroupedTrips(func.each, 10, prepare=func.prepare, conclude=lambda trip: concluded.append(list(trip["items"])))
+
+    async def main():
+        first = await slot_taken(trips, func)
+        together = [asyncio.create_task(trips("acme", func.arrival(name))) for name in ("a", "bad-b", "c")]
+        await until_waiting(trips, "acme", 3)
+        func.release["first"].set()
+        answers = [await first]
+        for task in asyncio.as_completed(together):
+            try:
+                answers.append(await task)
+            except ValueError as exc:
+                answers.append(str(exc))
+            answers.append(list(concluded))  # what had been concluded when this caller got its answer
+        return answers
+
+    answers = asyncio.run(main())
+    assert concluded == [["first"], ["a", "bad-b", "c"]]
+    assert answers[0] == "FIRST" and answers[2::2] == [concluded] * 3, answers
+
+
+def test_a_trip_whose_conclusion_fails_fails_each_of_its_callers():
+    def broken(shared):
+        raise RuntimeError("the rows could not be written")
+
+    trips = sync.GroupedTrips(lambda shared, item: item, 10, conclude=broken)
+
+    async def main():
+        return await asyncio.gather(*(trips("acme", name) for name in "abc"), return_exceptions=True)
+
+    assert [str(result) for result in asyncio.run(main())] == ["the rows could not be written"] * 3
+    assert not trips._open and not sync._shares
+
+
 def test_each_item_runs_in_its_callers_context(one_thread):
     """The request id of log lines and audit rows is each caller's own, in a shared trip too."""
     request_id = contextvars.ContextVar("request_id", default=None)

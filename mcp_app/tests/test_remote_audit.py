@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from django.db import DataError
 
 from backflow.logs import request_id_bound
 from integrations_app.tests.test_runtime_helpers import make_integration
@@ -119,18 +120,24 @@ def test_refused_calls_are_audited_too(transactional_db, acme):
     assert event.summary["outcome"].startswith("error: Unknown tool")
 
 
-@pytest.mark.pool_threads
-@pytest.mark.django_db(transaction=True)
-def test_tool_calls_that_come_together_are_answered_and_audited_each_as_its_own(acme, settings, monkeypatch):
-    """A tenant's tool calls that come while its database threads are busy share a trip
-    (mcp_app.server._tool_calls): each gets its own answer, and its audit event its request's id."""
-    settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1  # the tenant's calls queue for one thread: they gather
+def gathered(acme, settings, monkeypatch, calls, refuse=None):
+    """`calls` ((tool, arguments)…) made at once, request-<index> each, while the tenant has one
+    database thread, so that they gather in trips: (their results, the trips' sizes, the sizes of
+    the audit INSERTs). `refuse(row)`: the database refuses a batch holding a row it is true for."""
+    settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
     make_integration(acme, "crm", "http://127.0.0.1:9", [{"name": "list", "method": "get", "path": "/x"}])
     ctx = connection_for(principal_for_token(acme.key))
-    trips, sizes = server._tool_calls, []
-    run_trip = trips._run
+    trips, sizes, inserts = server._tool_calls, [], []
+    run_trip, insert = trips._run, server.audit_rows_insert
     monkeypatch.setattr(trips, "_run", lambda owner, calls: sizes.append(len(calls)) or run_trip(owner, calls))
-    calls = [("get_integration", {"name": "crm"}), ("get_integration", {"name": "missing"}), ("list_integrations", {})] * 3
+
+    def inserting(rows):
+        inserts.append(len(rows))
+        if refuse and any(map(refuse, rows)):
+            raise DataError("value too long for type character varying(300)")
+        insert(rows)
+
+    monkeypatch.setattr(server, "audit_rows_insert", inserting)
 
     async def call(index, name, args):
         with request_id_bound(f"request-{index}"):
@@ -140,9 +147,39 @@ def test_tool_calls_that_come_together_are_answered_and_audited_each_as_its_own(
         return await asyncio.gather(*(call(index, name, args) for index, (name, args) in enumerate(calls)))
 
     results = asyncio.run(together())
+    assert max(sizes) > 1 and sum(sizes) == len(calls), sizes  # they did come together
+    return results, sizes, inserts
+
+
+def tool_call_events(tenant):
+    """(request id, tool, ok) of each tool call's audit event."""
+    events = AuditEvent.objects.for_tenant(tenant).filter(action="mcp.tool_call")
+    return sorted((event.request_id, event.object_id, event.summary["outcome"] == "ok") for event in events)
+
+
+@pytest.mark.pool_threads
+@pytest.mark.django_db(transaction=True)
+def test_tool_calls_that_come_together_are_answered_and_audited_each_as_its_own(acme, settings, monkeypatch):
+    """A tenant's tool calls that come while its database threads are busy share a trip
+    (mcp_app.server._tool_calls): each gets its own answer, and its audit event its request's id;
+    the trip's events go in one INSERT."""
+    calls = [("get_integration", {"name": "crm"}), ("get_integration", {"name": "missing"}), ("list_integrations", {})] * 3
+    results, sizes, inserts = gathered(acme, settings, monkeypatch, calls)
     assert [result.is_error for result in results] == [False, True, False] * 3, results
     assert json.loads(results[0].content[0].text)["name"] == "crm"
-    assert max(sizes) > 1 and sum(sizes) == len(calls), sizes  # they did come together
-    events = AuditEvent.objects.for_tenant(acme.tenant).filter(action="mcp.tool_call")
-    assert sorted((event.request_id, event.object_id, event.summary["outcome"] == "ok") for event in events) == sorted(
+    assert sorted(inserts) == sorted(sizes)
+    assert tool_call_events(acme.tenant) == sorted(
         (f"request-{index}", name, args.get("name") != "missing") for index, (name, args) in enumerate(calls))
+
+
+@pytest.mark.pool_threads
+@pytest.mark.django_db(transaction=True)
+def test_a_trip_whose_audit_insert_is_refused_for_one_event_keeps_the_others(acme, settings, monkeypatch):
+    """The database refuses one event of a trip's INSERT: the trip's events are inserted again one
+    by one, and only that event is lost (logged); every call is answered."""
+    calls = [("list_integrations", {}), ("get_integration", {"name": "crm"}), ("get_integration", {"name": "refused"})] * 2
+    results, sizes, inserts = gathered(acme, settings, monkeypatch, calls, refuse=lambda row: "refused" in str(row))
+    assert [result.is_error for result in results] == [False, False, True] * 2, results
+    assert max(inserts) > 1  # a refused event was in a batch with others
+    assert tool_call_events(acme.tenant) == sorted(
+        (f"request-{index}", name, True) for index, (name, args) in enumerate(calls) if args.get("name") != "refused")
