@@ -25,43 +25,72 @@ def retry_after(key, limit, *, name, record=True, fail_open=True):
     wait, counted as a refusal of the limit `name` in the metrics (None: a count that refuses
     nothing itself). record=False only looks (for limits on failures, counted once an attempt has
     failed)."""
+    return _waits([key], limit, name=name, record=record, fail_open=fail_open)[0]
+
+
+def retry_after_each(keys, limit, *, name):
+    """retry_after for one event under each of `keys`, in order (a key given twice counts two
+    events), in one round trip to Redis: the waits of a trip's tool calls, counted together."""
+    return _waits(keys, limit, name=name, record=True, fail_open=True)
+
+
+def _waits(keys, limit, *, name, record, fail_open):
+    if not keys:
+        return []
     allowed, window = limit
     now = time.time()
     bucket = int(now // window)
-    counter = f"ratelimit:{key}:{bucket}"
+    counters = [f"ratelimit:{key}:{bucket}" for key in keys]
     try:
-        count = _count(counter, window) if record else cache.get(counter, 0) + 1
+        counts = _count(counters, window) if record else [cache.get(counter, 0) + 1 for counter in counters]
     except REDIS_ERRORS as exc:
         if not fail_open:
             raise
         if not _outage["logged"]:
             logger.warning("Rate limits are not counted while Redis is unreachable (%s)", describe(exc))
             _outage["logged"] = True
-        return None
+        return [None] * len(keys)
     if _outage["logged"]:
         logger.info("Redis is reachable again; rate limits are counted again")
         _outage["logged"] = False
-    if count <= allowed:
-        return None
-    if name:
-        metrics.rate_limit_refusals.labels(name).inc()
-    return max(1, int((bucket + 1) * window - now) + 1)
+    waits = []
+    for count in counts:
+        if count <= allowed:
+            waits.append(None)
+            continue
+        if name:
+            metrics.rate_limit_refusals.labels(name).inc()
+        waits.append(max(1, int((bucket + 1) * window - now) + 1))
+    return waits
 
 
-# Count and set the window's expiry in one round trip (Django's add + incr took three: SET NX,
-# EXISTS, INCRBY). A script rather than EXPIRE NX, which needs Redis 7.
-_INCREMENT = "local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end return n"
+# Count and set the window's expiry, for every counter given, in one round trip (Django's add +
+# incr took three per counter: SET NX, EXISTS, INCRBY). A script rather than EXPIRE NX, which needs
+# Redis 7. The counters go to the cache's one primary server (RedisCache writes to the first).
+_INCREMENT = """
+local counts = {}
+for index, key in ipairs(KEYS) do
+  local n = redis.call('INCR', key)
+  if n == 1 then redis.call('EXPIRE', key, ARGV[1]) end
+  counts[index] = n
+end
+return counts
+"""
 _script = []  # the registered script (its SHA), made on first use; any client of the cache runs it
 
 
-def _count(counter, window):
+def _count(counters, window):
     backend = caches["default"]
     if isinstance(backend, RedisCache):
-        key = backend.make_and_validate_key(counter)
-        client = backend._cache.get_client(key, write=True)
+        keys = [backend.make_and_validate_key(counter) for counter in counters]
+        client = backend._cache.get_client(keys[0], write=True)
         if not _script:
             _script.append(client.register_script(_INCREMENT))
-        return int(_script[0](keys=[key], args=[window + 1], client=client))
+        return [int(count) for count in _script[0](keys=keys, args=[window + 1], client=client)]
+    return [_count_here(backend, counter, window) for counter in counters]
+
+
+def _count_here(backend, counter, window):
     backend.add(counter, 0, timeout=window + 1)
     try:
         return backend.incr(counter)

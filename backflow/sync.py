@@ -114,7 +114,7 @@ class _Group:
 
 class GroupedTrips:
     """`await trips(owner, item)`: `each(shared, item)` on a pool thread, where `shared` is what
-    `prepare(owner, item)` gave once for the trip (None without `prepare`), in one trip for the
+    `prepare(owner, items)` gave once for the trip's items (None without `prepare`), in one trip for the
     callers of an owner that came together; then `conclude(shared)`, once, before any caller of
     the trip gets its answer (work the items leave for the end, such as their rows to insert).
 
@@ -175,8 +175,8 @@ class GroupedTrips:
 
     def _run(self, owner, calls):
         """On the pool thread: each call's result (None for a withdrawn one) or exception."""
-        first_context, first_item = next(call for call in calls if call is not None)
-        shared = first_context.run(self.prepare, owner, first_item) if self.prepare else None
+        first_context = next(call for call in calls if call is not None)[0]
+        shared = first_context.run(self.prepare, owner, [call[1] for call in calls if call is not None]) if self.prepare else None
         results = []
         for call in calls:
             try:

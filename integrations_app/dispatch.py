@@ -117,7 +117,7 @@ class DatabaseSites:
         # One read of the tenant for the trip; each request's key check and count, once more on a
         # new connection if the database dropped the thread's (backflow.outages.reconnecting).
         self._admissions = GroupedTrips(reconnecting(self._admission), self.ADMISSIONS_PER_TRIP,
-                                        prepare=lambda owner, request: self._reconnecting_site(request[0]))
+                                        prepare=lambda owner, requests: self._reconnecting_site(requests[0][0]))
 
     def _lookup(self, slug):
         """The tenant and its current route table, in one trip to the database thread (the tenant

@@ -73,7 +73,7 @@ WWW_DESCRIPTIONS = {"invalid_token": "The access token is invalid, expired or re
 # starts after each of them arrived, so a revoked key is refused from the next request.
 _principal = reconnecting(principal_for_token)
 _credential_checks = GroupedTrips(lambda principal, credential: principal, limit=64,
-                                  prepare=lambda owner, credential: _principal(*credential))
+                                  prepare=lambda owner, credentials: _principal(*credentials[0]))
 
 
 async def authenticate(scope, headers, query, *, allow_query_token=False):

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from backflow import metrics
 from backflow.errors import InvalidInput, ServiceError, TooManyRequests
 from backflow.outages import RETRY_AFTER_SECONDS, describe, outage_message, reconnecting
-from backflow.ratelimit import retry_after
+from backflow.ratelimit import retry_after, retry_after_each
 from backflow.redaction import redact
 from backflow.sync import GroupedTrips, in_thread
 from backflow.validation import schema_errors
@@ -91,9 +91,18 @@ class TooManyCalls(TooManyRequests):
         super().__init__(f"Too many tool calls; retry in {wait} s.", retry_after=wait)
 
 
-def _admit(ctx, name, definition, args):
-    """Refuse the call (unknown or hidden tool, over the rate limit, bad arguments) or let it run."""
-    wait = retry_after(f"mcp:{ctx.rate_key}", settings.BACKFLOW_MCP_RATE_LIMIT, name="mcp_tool_calls") if ctx.rate_key else None
+_COUNT_NOW = object()
+
+
+def _rate_counter(ctx):
+    return f"mcp:{ctx.rate_key}"
+
+
+def _admit(ctx, name, definition, args, wait=_COUNT_NOW):
+    """Refuse the call (unknown or hidden tool, over the rate limit, bad arguments) or let it run.
+    `wait`: the call's rate-limit verdict when it was counted already (with the others of its trip)."""
+    if wait is _COUNT_NOW:
+        wait = retry_after(_rate_counter(ctx), settings.BACKFLOW_MCP_RATE_LIMIT, name="mcp_tool_calls") if ctx.rate_key else None
     if definition is None:
         raise ServiceError(f"Unknown tool {name!r}. Available tools: {', '.join(sorted(ctx.allowed))}.")
     if wait:
@@ -119,7 +128,7 @@ def _failure(name, exc):
 
 def _record(ctx, name, args, outcome, started, admitted, trip=None):
     """The call's audit event (refused calls too) and metrics; a failure to write the event never
-    fails the call. In a trip of tool calls (`trip`, a _TripAudit) the event is inserted with the
+    fails the call. In a trip of tool calls (`trip`, a _ToolTrip) the event is inserted with the
     trip's others after its last call."""
     metrics.tool_call(name if name in REGISTRY else "unknown", "ok" if outcome == "ok" else "error" if admitted else "refused",
                       ctx.tenant.slug if ctx.tenant is not None else None)
@@ -142,16 +151,28 @@ def _audit_failed(exc, names):
         logger.exception("Could not record the audit event for %s", names)
 
 
-class _TripAudit:
-    """The audit events of one trip's tool calls (_tool_calls), inserted in one statement after its
-    last call and before any of its calls is answered: one INSERT (on PostgreSQL, one commit) per
-    trip instead of one per call, where the INSERT was the largest part of a call's work on its
-    thread. A batch the database refuses for one of its rows is inserted again row by row, so only
-    that row's event is lost (logged), as before."""
+class _ToolTrip:
+    """One trip of a tenant's tool calls (_tool_calls). Their rate-limit counts are made together
+    before the first call runs (on Redis, one round trip for the trip instead of one per call, each
+    waited for in turn), and their audit events are inserted in one statement after the last call
+    and before any of them is answered (one INSERT, on PostgreSQL one commit, per trip: the INSERT
+    was the largest part of a call's work on its thread). A batch the database refuses for one of
+    its rows is inserted again row by row, so only that row's event is lost (logged), as before."""
 
-    def __init__(self):
+    def __init__(self, calls):
+        counted = [call for call in calls if call[0].rate_key]
+        try:
+            waits = retry_after_each([_rate_counter(call[0]) for call in counted], settings.BACKFLOW_MCP_RATE_LIMIT,
+                                     name="mcp_tool_calls")
+        except Exception:  # the cache failed (not a Redis outage: those fail open): each call counts itself and fails alone
+            counted, waits = [], []
+        self._waits = {id(call): wait for call, wait in zip(counted, waits)}
         self.names, self.rows = [], []
         self.unchecked = False  # a call made no query: the connection is checked before the INSERT
+
+    def call(self, call):
+        """Run one of the trip's calls (ctx, name, definition, args) with its counted verdict."""
+        return _call_sync(*call, trip=self, wait=self._waits.get(id(call), _COUNT_NOW))
 
     def add(self, name, row):
         self.names.append(name)
@@ -194,9 +215,9 @@ def _with_checked_connections(fn):
     return checked
 
 
-def _call_sync(ctx, name, definition, args, trip=None):
+def _call_sync(ctx, name, definition, args, trip=None, wait=_COUNT_NOW):
     """Admission, the tool and its audit event in one trip to a thread (the event inserted with the
-    others of `trip`, a _TripAudit, when given).
+    others of `trip`, a _ToolTrip, when given).
 
     A read-only tool skips the connection's health check (on PostgreSQL a `SELECT 1`, a round trip
     per call) and is run once more on a new connection when its first try fails on a dropped one
@@ -214,7 +235,7 @@ def _call_sync(ctx, name, definition, args, trip=None):
 
     try:
         with connections[DEFAULT_DB_ALIAS].execute_wrapper(noting):
-            result, outcome, started, admitted = _run(ctx, name, definition, args, reconnecting if read_only else None)
+            result, outcome, started, admitted = _run(ctx, name, definition, args, reconnecting if read_only else None, wait)
         if read_only and not answered:  # refused or failed before any query: check before the audit INSERT
             if trip is None:
                 _check_connections(health_check=True)
@@ -227,10 +248,10 @@ def _call_sync(ctx, name, definition, args, trip=None):
 
 
 # A tenant's tool calls that come while its threads are all busy run one after another in the next
-# trip (each in its caller's context: the audit event keeps its request id), their audit events
-# inserted together at its end; at most 16, so that a slow one holds back few of the tenant's own calls.
-_tool_calls = GroupedTrips(lambda trip, call: _call_sync(*call, trip=trip), limit=16,
-                           prepare=lambda owner, call: _TripAudit(), conclude=_TripAudit.insert)
+# trip (each in its caller's context: the audit event keeps its request id), counted together at its
+# start and audited together at its end (_ToolTrip); at most 16, so that a slow one holds back few of
+# the tenant's own calls.
+_tool_calls = GroupedTrips(_ToolTrip.call, limit=16, prepare=lambda owner, calls: _ToolTrip(calls), conclude=_ToolTrip.insert)
 
 
 def _call_local(ctx, name, definition, args):
@@ -241,12 +262,12 @@ def _call_local(ctx, name, definition, args):
     return result
 
 
-def _run(ctx, name, definition, args, wrap=None):
+def _run(ctx, name, definition, args, wrap=None, wait=_COUNT_NOW):
     """(result, audit outcome, when it started, whether it was admitted): the tool, `wrap`ped if
-    given, after admission."""
+    given, after admission (`wait`: see _admit)."""
     started, admitted = time.monotonic(), False
     try:
-        _admit(ctx, name, definition, args)
+        _admit(ctx, name, definition, args, wait)
         admitted = True
         result, outcome = json_result((wrap(definition.handler) if wrap else definition.handler)(ctx, args)), "ok"
     except Exception as exc:

@@ -27,7 +27,8 @@ class Recorder:
     def arrival(self, name):
         return (name, next(self.events))
 
-    def prepare(self, owner, first):
+    def prepare(self, owner, items):
+        first = items[0]
         trip = {"owner": owner, "start": next(self.events), "items": [], "arrivals": []}
         self.trips.append(trip)
         if first[0] in self.release:
@@ -140,7 +141,7 @@ def test_each_caller_gets_its_own_result_or_failure(one_thread):
 
 
 def test_a_trip_whose_shared_part_fails_fails_each_of_its_callers():
-    def broken(owner, item):
+    def broken(owner, items):
         raise RuntimeError("the database is down")
 
     trips = sync.GroupedTrips(lambda shared, item: item, 10, prepare=broken)
@@ -196,7 +197,7 @@ def test_each_item_runs_in_its_callers_context(one_thread):
     request_id = contextvars.ContextVar("request_id", default=None)
     release = threading.Event()
     trips = sync.GroupedTrips(lambda shared, item: (item, request_id.get()), 10,
-                              prepare=lambda owner, item: release.wait(10) if item == "first" else None)
+                              prepare=lambda owner, items: release.wait(10) if items == ["first"] else None)
 
     async def call(item):
         request_id.set(f"request-{item}")

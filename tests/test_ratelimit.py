@@ -1,5 +1,5 @@
 """The cache on Redis: one connection pool per process, and rate limits with one round trip per
-counted event, a window that expires, the limit held."""
+counted event (or per batch of events counted together), a window that expires, the limit held."""
 
 import asyncio
 import contextvars
@@ -11,7 +11,7 @@ import redis
 from django.core.cache import cache, caches
 from redis.connection import Connection
 
-from backflow.ratelimit import retry_after
+from backflow.ratelimit import retry_after, retry_after_each
 
 PRIVATE_DB = "redis://127.0.0.1:6379/14"  # not the suite's shared database
 
@@ -48,6 +48,23 @@ def test_each_counted_event_is_one_round_trip(redis_cache, round_trips):
     for _ in range(10):
         assert retry_after("probe:count", (100, 60), name="test") is None
     assert len(round_trips) == 10, f"{len(round_trips)} Redis round trips for 10 counted events"
+
+
+def test_events_counted_together_are_one_round_trip_each_counted(redis_cache, round_trips):
+    """A trip's tool calls are counted in one go (retry_after_each): one round trip for all of them,
+    a key given twice counted twice, each key's limit on its own, the window's expiry set."""
+    retry_after("probe:warm", (100, 60), name="test")
+    retry_after_each(["probe:warm"], (100, 60), name="test")  # the first calls may load the scripts
+    round_trips.clear()
+    stamp = time.time()
+    keys = [f"probe:a:{stamp}", f"probe:b:{stamp}", f"probe:a:{stamp}", f"probe:a:{stamp}", f"probe:b:{stamp}"]
+    waits = retry_after_each(keys, (2, 3600), name="test")
+    assert len(round_trips) == 1, f"{len(round_trips)} Redis round trips for 5 events counted together"
+    assert waits[:3] == [None, None, None] and 0 < waits[3] <= 3601 and waits[4] is None, waits
+    client = redis_cache._cache.get_client(write=True)
+    [counter] = client.keys(f"*ratelimit:probe:a:{stamp}:*")
+    assert int(client.get(counter)) == 3 and 0 < client.ttl(counter) <= 3601
+    assert retry_after_each([], (2, 3600), name="test") == []
 
 
 def test_the_limit_holds_and_the_window_expires(redis_cache):

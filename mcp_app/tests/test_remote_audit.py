@@ -4,6 +4,7 @@ per principal across both transports."""
 import asyncio
 import json
 import time
+from types import SimpleNamespace
 
 import pytest
 from django.db import DataError
@@ -122,14 +123,16 @@ def test_refused_calls_are_audited_too(transactional_db, acme):
 
 def gathered(acme, settings, monkeypatch, calls, refuse=None):
     """`calls` ((tool, arguments)…) made at once, request-<index> each, while the tenant has one
-    database thread, so that they gather in trips: (their results, the trips' sizes, the sizes of
-    the audit INSERTs). `refuse(row)`: the database refuses a batch holding a row it is true for."""
+    database thread, so that they gather in trips: their results, and the sizes of the trips, of
+    their rate-limit counts and of their audit INSERTs. `refuse(row)`: the database refuses a batch
+    holding a row it is true for."""
     settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
     make_integration(acme, "crm", "http://127.0.0.1:9", [{"name": "list", "method": "get", "path": "/x"}])
     ctx = connection_for(principal_for_token(acme.key))
-    trips, sizes, inserts = server._tool_calls, [], []
-    run_trip, insert = trips._run, server.audit_rows_insert
+    trips, sizes, counts, inserts = server._tool_calls, [], [], []
+    run_trip, count, insert = trips._run, server.retry_after_each, server.audit_rows_insert
     monkeypatch.setattr(trips, "_run", lambda owner, calls: sizes.append(len(calls)) or run_trip(owner, calls))
+    monkeypatch.setattr(server, "retry_after_each", lambda keys, *args, **kwargs: counts.append(len(keys)) or count(keys, *args, **kwargs))
 
     def inserting(rows):
         inserts.append(len(rows))
@@ -148,7 +151,7 @@ def gathered(acme, settings, monkeypatch, calls, refuse=None):
 
     results = asyncio.run(together())
     assert max(sizes) > 1 and sum(sizes) == len(calls), sizes  # they did come together
-    return results, sizes, inserts
+    return SimpleNamespace(results=results, sizes=sizes, counts=counts, inserts=inserts)
 
 
 def tool_call_events(tenant):
@@ -164,10 +167,10 @@ def test_tool_calls_that_come_together_are_answered_and_audited_each_as_its_own(
     (mcp_app.server._tool_calls): each gets its own answer, and its audit event its request's id;
     the trip's events go in one INSERT."""
     calls = [("get_integration", {"name": "crm"}), ("get_integration", {"name": "missing"}), ("list_integrations", {})] * 3
-    results, sizes, inserts = gathered(acme, settings, monkeypatch, calls)
-    assert [result.is_error for result in results] == [False, True, False] * 3, results
-    assert json.loads(results[0].content[0].text)["name"] == "crm"
-    assert sorted(inserts) == sorted(sizes)
+    trips = gathered(acme, settings, monkeypatch, calls)
+    assert [result.is_error for result in trips.results] == [False, True, False] * 3, trips.results
+    assert json.loads(trips.results[0].content[0].text)["name"] == "crm"
+    assert sorted(trips.inserts) == sorted(trips.sizes)
     assert tool_call_events(acme.tenant) == sorted(
         (f"request-{index}", name, args.get("name") != "missing") for index, (name, args) in enumerate(calls))
 
@@ -178,8 +181,21 @@ def test_a_trip_whose_audit_insert_is_refused_for_one_event_keeps_the_others(acm
     """The database refuses one event of a trip's INSERT: the trip's events are inserted again one
     by one, and only that event is lost (logged); every call is answered."""
     calls = [("list_integrations", {}), ("get_integration", {"name": "crm"}), ("get_integration", {"name": "refused"})] * 2
-    results, sizes, inserts = gathered(acme, settings, monkeypatch, calls, refuse=lambda row: "refused" in str(row))
-    assert [result.is_error for result in results] == [False, False, True] * 2, results
-    assert max(inserts) > 1  # a refused event was in a batch with others
+    trips = gathered(acme, settings, monkeypatch, calls, refuse=lambda row: "refused" in str(row))
+    assert [result.is_error for result in trips.results] == [False, False, True] * 2, trips.results
+    assert max(trips.inserts) > 1  # a refused event was in a batch with others
     assert tool_call_events(acme.tenant) == sorted(
         (f"request-{index}", name, True) for index, (name, args) in enumerate(calls) if args.get("name") != "refused")
+
+
+@pytest.mark.pool_threads
+@pytest.mark.django_db(transaction=True)
+def test_a_trips_calls_are_counted_together_each_against_the_rate_limit(acme, settings, monkeypatch):
+    """The calls of a trip are counted in one go before the first runs (one Redis round trip), each
+    against its principal's budget in the order they came: past it, refused with retryAfterSeconds."""
+    settings.BACKFLOW_MCP_RATE_LIMIT = (4, 3600)
+    trips = gathered(acme, settings, monkeypatch, [("list_integrations", {})] * 9)
+    assert sorted(trips.counts) == sorted(trips.sizes)
+    assert [result.is_error for result in trips.results] == [False] * 4 + [True] * 5, trips.results
+    refused = json.loads(trips.results[-1].content[0].text)
+    assert refused["error"].startswith("Too many tool calls") and refused["retryAfterSeconds"] > 0
