@@ -24,7 +24,7 @@ from backflow.egress import shared_client
 from backflow.errors import ServiceError
 from backflow.jsonbody import JsonBodyError, parse_json
 from backflow.outages import describe, outage_message, reconnecting
-from backflow.ratelimit import retry_after
+from backflow.ratelimit import retry_after_each
 from backflow.sync import GroupedTrips, in_thread
 from backflow.templating import TemplateError, local_environment, render
 from integrations_app.models import RouteInvocation
@@ -114,10 +114,12 @@ class DatabaseSites:
     def __init__(self):
         self._tables = {}  # tenant id -> (version, RouteTable)
         self._reconnecting_site = reconnecting(self._site)
-        # One read of the tenant for the trip; each request's key check and count, once more on a
-        # new connection if the database dropped the thread's (backflow.outages.reconnecting).
+        # One read of the tenant for the trip and each request's key check, once more on a new
+        # connection if the database dropped the thread's (backflow.outages.reconnecting); the
+        # requests' rate-limit counts together at the trip's end.
         self._admissions = GroupedTrips(reconnecting(self._admission), self.ADMISSIONS_PER_TRIP,
-                                        prepare=lambda owner, requests: self._reconnecting_site(requests[0][0]))
+                                        prepare=lambda owner, requests: _AdmissionTrip(self._reconnecting_site(requests[0][0])),
+                                        conclude=lambda trip: trip.count())
 
     def _lookup(self, slug):
         """The tenant and its current route table, in one trip to the database thread (the tenant
@@ -147,14 +149,42 @@ class DatabaseSites:
         authenticated and counted (`admission`): in one trip to a thread, shared with the tenant's
         other requests that come meanwhile (backflow.sync.GroupedTrips: the tenant row is read
         after each of them arrived, so a revoked key or a new route counts from the next request)."""
-        return await self._admissions(f"slug:{slug}", (slug, method, path, headers, client))
+        admitted = await self._admissions(f"slug:{slug}", (slug, method, path, headers, client))
+        return admitted.site, admitted.route, admitted.path_params, admitted.wait
 
     @staticmethod
-    def _admission(site, request):
-        """A request's (site, route, path params, seconds to wait), or HttpError."""
+    def _admission(trip, request):
+        """A request's route and path params with its caller authenticated (its count is made at
+        the trip's end), or HttpError."""
         _, method, path, headers, client = request
-        route, path_params = site.table.match(method, path)
-        return site, route, path_params, admission(site, route, headers, client)
+        route, path_params = trip.site.table.match(method, path)
+        return trip.admit(route, path_params, caller_of(trip.site, route, headers, client))
+
+
+class _Admitted:
+    __slots__ = ("site", "route", "path_params", "wait")
+
+    def __init__(self, site, route, path_params):
+        self.site, self.route, self.path_params, self.wait = site, route, path_params, None
+
+
+class _AdmissionTrip:
+    """The requests to one tenant's routes admitted in one trip: the tenant's site, read once for
+    them all, and their rate-limit counts, made together once each has its caller (on Redis, one
+    round trip for the trip instead of one per request, each waited for in turn)."""
+
+    def __init__(self, site):
+        self.site, self._admitted, self._callers = site, [], []
+
+    def admit(self, route, path_params, caller):
+        admitted = _Admitted(self.site, route, path_params)
+        self._admitted.append(admitted)
+        self._callers.append(caller)
+        return admitted
+
+    def count(self):
+        for admitted, wait in zip(self._admitted, callers_wait(self.site, self._callers)):
+            admitted.wait = wait
 
 
 class LocalSite:
@@ -233,16 +263,26 @@ class LocalSites:
 def caller_wait(site, caller):
     """Count one call of `site`'s routes by `caller` (a credential's label, or `ip:<address>`):
     None while within BACKFLOW_ROUTE_RATE_LIMIT, else the seconds to wait."""
-    return retry_after(f"{site.rate_key}:{caller}", settings.BACKFLOW_ROUTE_RATE_LIMIT, name="routes")
+    return callers_wait(site, [caller])[0]
+
+
+def callers_wait(site, callers):
+    """caller_wait for one call by each of `callers`, in order, counted together."""
+    return retry_after_each([f"{site.rate_key}:{caller}" for caller in callers], settings.BACKFLOW_ROUTE_RATE_LIMIT, name="routes")
+
+
+def caller_of(site, route, headers, client):
+    """Who the call counts against: the caller, authenticated when the route requires it
+    (HttpError 401 otherwise), else the client's address. Per caller, so that anonymous callers of
+    a public route cannot spend the tenant's whole budget and lock its own callers out."""
+    caller = site.authenticate(headers) if route.get("requireAuth", True) else None
+    return caller or "ip:" + client
 
 
 def admission(site, route, headers, client):
-    """Authenticate the caller (when the route requires it; HttpError 401 otherwise), then count the
-    call against its budget at this tenant: seconds to wait, or None. Per caller (the credential,
-    else the client's address), so that anonymous callers of a public route cannot spend the
-    tenant's whole budget and lock its own callers out."""
-    caller = site.authenticate(headers) if route.get("requireAuth", True) else None
-    return caller_wait(site, caller or "ip:" + client)
+    """Authenticate the caller, then count the call against its budget at this tenant: seconds to
+    wait, or None."""
+    return caller_wait(site, caller_of(site, route, headers, client))
 
 
 class RouteDispatcher:

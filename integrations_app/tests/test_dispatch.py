@@ -83,6 +83,31 @@ def test_requests_admitted_together_each_get_their_own_verdict(acme, globex, acm
     assert len(acme_bookings.calls("/bookings")) == 9  # the refused never reach the upstream
 
 
+def test_requests_admitted_together_are_counted_together_each_against_its_callers_budget(
+        acme, acme_bookings, inprocess, settings, monkeypatch):
+    """The rate-limit counts of a trip's requests are made in one go at its end (on Redis, one
+    round trip), each against its own caller's budget in the order the requests came: past it, 429
+    with Retry-After."""
+    settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 1
+    settings.BACKFLOW_ROUTE_RATE_LIMIT = (3, 3600)
+    make_route(acme, "/bookings", [action("list")])
+    make_route(acme, "/open", [action("list")], requireAuth=False)
+    trips, sizes, counts = dispatch.routes_asgi.sites._admissions, [], []
+    run, count = trips._run, dispatch.retry_after_each
+    monkeypatch.setattr(trips, "_run", lambda owner, calls: sizes.append(len(calls)) or run(owner, calls))
+    monkeypatch.setattr(dispatch, "retry_after_each", lambda keys, *args, **kwargs: counts.append(len(keys)) or count(keys, *args, **kwargs))
+    calls = [("/t/acme/bookings", f"Bearer {acme.key}"), ("/t/acme/open", None)] * 5
+
+    async def together(http):
+        return await asyncio.gather(*(http.get(url, headers={"Authorization": auth} if auth else {}) for url, auth in calls))
+
+    got = inprocess.run(together)
+    # the key's budget and the client address's (the open route's anonymous caller) are each 3
+    assert [answer.status_code for answer in got] == [200, 200] * 3 + [429, 429] * 2, [a.status_code for a in got]
+    assert all(0 < int(answer.headers["retry-after"]) <= 3601 for answer in got if answer.status_code == 429)
+    assert max(sizes) > 1 and sorted(counts) == sorted(sizes), (sizes, counts)
+
+
 # -- matching ----------------------------------------------------------------------------------
 
 
