@@ -30,7 +30,7 @@ def retry_after(key, limit, *, name, record=True, fail_open=True):
 
 def retry_after_each(keys, limit, *, name):
     """retry_after for one event under each of `keys`, in order (a key given twice counts two
-    events), in one round trip to Redis: the waits of a trip's tool calls, counted together."""
+    events), in one round trip to Redis: the waits of a trip's tool calls or route requests."""
     return _waits(keys, limit, name=name, record=True, fail_open=True)
 
 

@@ -114,9 +114,9 @@ class _Group:
 
 class GroupedTrips:
     """`await trips(owner, item)`: `each(shared, item)` on a pool thread, where `shared` is what
-    `prepare(owner, items)` gave once for the trip's items (None without `prepare`), in one trip for the
-    callers of an owner that came together; then `conclude(shared)`, once, before any caller of
-    the trip gets its answer (work the items leave for the end, such as their rows to insert).
+    `prepare(owner, items)` gave once for all the trip's items (None without `prepare`), in one
+    trip for the callers of an owner that came together; then `conclude(shared)`, once, before any
+    caller of the trip gets its answer (what the items leave for the end: rows to insert, counts).
 
     A trip costs most of its CPU in the hand-off to the thread and back (hundreds of us on a busy
     VM, more than the work of a cached credential check), so callers of one owner that arrive
@@ -126,8 +126,9 @@ class GroupedTrips:
     one of its callers arrived (what it reads is as fresh as a trip of the caller's own); at most
     `limit` items go in one trip, one after another. Each item runs in its caller's context (the
     request id of log lines and rows); an item that raises fails its own caller, `prepare` or
-    `conclude` raising fails every caller of the trip. The item of a caller cancelled before its trip started is not
-    run (as a call still waiting for a slot was never run); one whose trip started runs to its end."""
+    `conclude` raising fails every caller of the trip. The item of a caller cancelled before its
+    trip started is not run (as a call still waiting for a slot was never run); one whose trip
+    started runs to its end."""
 
     def __init__(self, each, limit, prepare=None, conclude=None):
         self.each, self.limit, self.prepare, self.conclude = each, limit, prepare, conclude
