@@ -140,16 +140,17 @@ def test_each_caller_gets_its_own_result_or_failure(one_thread):
     assert [trip["items"] for trip in func.trips] == [["first"], ["good", "bad-key", "fine"]]
 
 
-def test_a_trip_whose_shared_part_fails_fails_each_of_its_callers():
-    def broken(owner, items):
-        raise RuntimeError("the database is down")
+@pytest.mark.parametrize("step", ["prepare", "conclude"])
+def test_a_trip_whose_shared_part_fails_fails_each_of_its_callers(step):
+    def broken(*args):
+        raise RuntimeError(f"{step} failed: the database is down")
 
-    trips = sync.GroupedTrips(lambda shared, item: item, 10, prepare=broken)
+    trips = sync.GroupedTrips(lambda shared, item: item, 10, **{step: broken})
 
     async def main():
         return await asyncio.gather(*(trips("acme", name) for name in "abc"), return_exceptions=True)
 
-    assert [str(result) for result in asyncio.run(main())] == ["the database is down"] * 3
+    assert [str(result) for result in asyncio.run(main())] == [f"{step} failed: the database is down"] * 3
     assert not trips._open and not sync._shares
 
 
@@ -177,19 +178,6 @@ def test_a_trip_concludes_once_after_its_last_item_and_before_any_answer(one_thr
     answers = asyncio.run(main())
     assert concluded == [["first"], ["a", "bad-b", "c"]]
     assert answers[0] == "FIRST" and answers[2::2] == [concluded] * 3, answers
-
-
-def test_a_trip_whose_conclusion_fails_fails_each_of_its_callers():
-    def broken(shared):
-        raise RuntimeError("the rows could not be written")
-
-    trips = sync.GroupedTrips(lambda shared, item: item, 10, conclude=broken)
-
-    async def main():
-        return await asyncio.gather(*(trips("acme", name) for name in "abc"), return_exceptions=True)
-
-    assert [str(result) for result in asyncio.run(main())] == ["the rows could not be written"] * 3
-    assert not trips._open and not sync._shares
 
 
 def test_each_item_runs_in_its_callers_context(one_thread):
