@@ -199,3 +199,22 @@ def test_a_trips_calls_are_counted_together_each_against_the_rate_limit(acme, se
     assert [result.is_error for result in trips.results] == [False] * 4 + [True] * 5, trips.results
     refused = json.loads(trips.results[-1].content[0].text)
     assert refused["error"].startswith("Too many tool calls") and refused["retryAfterSeconds"] > 0
+
+
+@pytest.mark.pool_threads
+@pytest.mark.django_db(transaction=True)
+def test_a_trip_whose_batch_count_fails_lets_each_call_count_itself(acme, settings, monkeypatch):
+    """The cache fails the trip's batch count with something other than a Redis outage (which fails
+    open): the trip still runs, each call counts itself as outside a trip and is answered; tool calls
+    answer a CallToolResult, never an exception."""
+
+    def broken(keys, *args, **kwargs):
+        raise RuntimeError("the cache backend is broken")
+
+    monkeypatch.setattr(server, "retry_after_each", broken)
+    counted = []
+    count = server.retry_after
+    monkeypatch.setattr(server, "retry_after", lambda key, *args, **kwargs: counted.append(key) or count(key, *args, **kwargs))
+    trips = gathered(acme, settings, monkeypatch, [("list_integrations", {})] * 6)
+    assert [result.is_error for result in trips.results] == [False] * 6, trips.results
+    assert len(counted) == 6
