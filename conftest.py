@@ -132,8 +132,11 @@ def _database_work_on_the_test_thread(request, monkeypatch):
         from asgiref.sync import sync_to_async
 
         from backflow import sync
+        from integrations_app import dispatch
 
         monkeypatch.setattr(sync, "on_pool_thread", lambda func: sync_to_async(func, thread_sensitive=True))
+        # Nor may routes read the tenant row on the loop: its own connection sees committed rows only.
+        monkeypatch.setattr(dispatch.routes_asgi.sites, "reads_here", None)
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ raised, and the request is refused with a 503 naming Redis.
 import logging
 import time
 
+from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 
@@ -32,6 +33,12 @@ def retry_after_each(keys, limit, *, name):
     """retry_after for one event under each of `keys`, in order (a key given twice counts two
     events), in one round trip to Redis: the waits of a trip's tool calls or route requests."""
     return _waits(keys, limit, name=name, record=True, fail_open=True)
+
+
+def counted_in_process():
+    """Whether the counts live in this process's memory (the embedded profile's LocMemCache): a
+    count then waits on no network, and an event loop may make it itself."""
+    return settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache"
 
 
 def _waits(keys, limit, *, name, record, fail_open):

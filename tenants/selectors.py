@@ -12,6 +12,12 @@ def tenant_get(*, slug):
     return _tenant_by_slug.first(slug)
 
 
+def tenant_get_here(*, slug, reads):
+    """tenant_get read on the event loop's own thread (backflow.compiled.LoopReads), or
+    LoopReads.Unavailable: the tenant routes' fast admission on SQLite."""
+    return reads.first(_tenant_by_slug, slug)
+
+
 def tenant_by_id(pk):
     """The tenant row of a verified key, read on each key check of REST and MCP (tenants.services.api_key_verify)."""
     return _tenant_by_id.first(pk)

@@ -182,11 +182,15 @@ def _key_prefix(raw_key):
 def _record_use(key_id, last_used_at, now):
     """Touch last_used_at when it is older than BACKFLOW_KEY_LAST_USED_INTERVAL; the UPDATE checks
     it again, so processes that decide it at the same time write it once. Returns the value now known."""
-    interval = settings.BACKFLOW_KEY_LAST_USED_INTERVAL
-    if last_used_at is not None and now - last_used_at <= interval:
+    if not _use_to_record(last_used_at, now):
         return last_used_at
+    interval = settings.BACKFLOW_KEY_LAST_USED_INTERVAL
     ApiKey.all_tenants.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - interval), pk=key_id).update(last_used_at=now)
     return now
+
+
+def _use_to_record(last_used_at, now):
+    return last_used_at is None or now - last_used_at > settings.BACKFLOW_KEY_LAST_USED_INTERVAL
 
 
 def _verified_now(prefix, digest, now):
@@ -247,6 +251,19 @@ def api_key_verify_for(raw_key, tenant):
         return None
     verified = _verify(raw_key, lambda entry: tenant)
     return verified[0] if verified else None
+
+
+def api_key_trusted_for(raw_key, tenant):
+    """api_key_verify_for without a query or a write, for a door that checks keys on its event
+    loop: the keycache.VerifiedKey when this process verified the key before, `tenant`'s row says
+    nothing changed and its use needs no new record now; else None, and api_key_verify_for decides
+    (on a thread)."""
+    prefix = _key_prefix(raw_key)
+    entry = verified_keys.get(hash_api_key(raw_key)) if prefix is not None else None
+    now = timezone.now()
+    if entry is None or not _trusted(entry, tenant, now) or _use_to_record(entry.last_used_at, now):
+        return None
+    return entry
 
 
 def require_key_manager(actor, what="API keys"):

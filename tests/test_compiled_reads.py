@@ -1,10 +1,12 @@
-"""backflow.compiled.Compiled: the rows the ORM would read, from SQL compiled once."""
+"""backflow.compiled.Compiled: the rows the ORM would read, from SQL compiled once (LoopReads: on the event loop's thread)."""
+
+import sqlite3
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from backflow.compiled import Compiled
+from backflow.compiled import Compiled, LoopReads
 from integrations_app.models import Integration
 from integrations_app.stores import DatabaseStore
 from tenants.models import Tenant
@@ -91,3 +93,28 @@ def test_the_tenant_guard_runs_when_it_compiles():
     unscoped = Compiled(Integration, lambda name: Integration.objects.filter(name=name))
     with pytest.raises(TenantScopeError):
         unscoped.first("alpha")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="LoopReads reads SQLite only")
+def test_a_loop_read_is_the_row_the_orm_reads_and_sees_each_commit():
+    """LoopReads (the tenant routes' admission on the event loop): the ORM's row on a connection
+    of the thread's own, read-only, every read seeing the last commit; Unavailable for what the ORM
+    has not compiled (nor for those types)."""
+    made = Tenant.objects.create(slug="acme", name="Acme", is_active=False)
+    by_slug, reads = Compiled(Tenant, lambda slug: Tenant.objects.filter(slug=slug)), LoopReads()
+    with pytest.raises(LoopReads.Unavailable):
+        reads.first(by_slug, "acme")  # not compiled yet
+    assert by_slug.first("acme") is not None
+
+    read = reads.first(by_slug, "acme")
+    assert field_values(read) == field_values(Tenant.objects.get(slug="acme"))
+    assert read.is_active is False and read.created_at.tzinfo is not None
+    Tenant.objects.filter(pk=made.pk).update(name="Renamed")
+    assert reads.first(by_slug, "acme").name == "Renamed"
+    assert reads.first(by_slug, "x' OR '1'='1") is None
+    with pytest.raises(LoopReads.Unavailable):
+        reads.first(by_slug, 42)  # compiled for a str
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        reads._connection()[0].execute("DELETE FROM tenants_tenant")
+    assert Tenant.objects.filter(pk=made.pk).exists()

@@ -3,31 +3,11 @@ invocation log. Calls go through backflow.asgi.application in-process."""
 
 import asyncio
 
-import pytest
-
 from integrations_app import dispatch
 from integrations_app import services as integration_services
 from integrations_app.models import RouteInvocation
 from integrations_app.tests.test_runtime_helpers import *  # noqa: F403 (fixtures and helpers)
-from integrations_app.tests.test_runtime_helpers import Reply, make_integration, make_route
-
-ENDPOINTS = [
-    {"name": "list", "method": "get", "path": "/bookings"},
-    {"name": "get", "method": "get", "path": "/bookings/{id}"},
-    {"name": "new", "method": "get", "path": "/bookings/new-form"},
-    {"name": "create", "method": "post", "path": "/bookings"},
-]
-
-
-def action(name, params=None, step=None):
-    return {"id": step or name, "integration": "bookings", "action": name, "params": params or {}}
-
-
-@pytest.fixture
-def acme_bookings(acme, upstream):
-    make_integration(acme, "bookings", upstream.url, ENDPOINTS)
-    return upstream
-
+from integrations_app.tests.test_runtime_helpers import BOOKINGS_ENDPOINTS, Reply, action, make_integration, make_route
 
 # -- requireAuth ------------------------------------------------------------------------------------
 
@@ -192,7 +172,7 @@ def test_a_route_changed_via_rest_is_served_by_the_next_call(acme, acme_bookings
 def test_invocations_record_status_and_timing_not_bodies(acme, upstream, inprocess):
     upstream.on("POST", "/bookings", Reply(201, {"booking": "CONFIDENTIAL-ANSWER"}, delay=0.2))
     upstream.on("GET", "/bookings", Reply(503, {"error": "maintenance"}))
-    make_integration(acme, "bookings", upstream.url, ENDPOINTS)
+    make_integration(acme, "bookings", upstream.url, BOOKINGS_ENDPOINTS)
     ok = make_route(acme, "/book", [action("create", {"note": "{{request.body.note}}"})], method="post", requireAuth=False)
     failing = make_route(acme, "/bookings", [action("list", {"q": "{{request.query.q}}"})], requireAuth=False)
 

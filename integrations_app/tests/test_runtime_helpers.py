@@ -38,7 +38,7 @@ from integrations_app.stores import DatabaseStore
 
 __all__ = [
     "InProcess", "Reply", "Tripwire", "Upstream", "free_port", "make_integration", "make_route",
-    "_fresh_route_tables", "inprocess", "tripwire", "upstream", "upstreams",
+    "_fresh_route_tables", "inprocess", "tripwire", "upstream", "upstreams", "BOOKINGS_ENDPOINTS", "action", "acme_bookings",
 ]
 
 
@@ -308,3 +308,26 @@ def make_route(ctx, path, actions, method="get", **extra):
     store = DatabaseStore(tenant=ctx.tenant, actor=ctx.actor)
     doc = {"path": path, "method": method, "integrations": {"actions": actions}, **extra}
     return integration_services.route_create(store=store, document=doc)
+
+
+# -- acme's bookings upstream (test_dispatch, test_admission_here) -----------------------------
+
+
+BOOKINGS_ENDPOINTS = [
+    {"name": "list", "method": "get", "path": "/bookings"},
+    {"name": "get", "method": "get", "path": "/bookings/{id}"},
+    {"name": "new", "method": "get", "path": "/bookings/new-form"},
+    {"name": "create", "method": "post", "path": "/bookings"},
+]
+
+
+def action(name, params=None, step=None):
+    """A route action calling the bookings integration's endpoint `name`."""
+    return {"id": step or name, "integration": "bookings", "action": name, "params": params or {}}
+
+
+@pytest.fixture
+def acme_bookings(acme, upstream):
+    """The bookings integration of acme, on a local upstream (returned)."""
+    make_integration(acme, "bookings", upstream.url, BOOKINGS_ENDPOINTS)
+    return upstream
