@@ -97,18 +97,24 @@ class LoopReads:
     """Compiled reads made on the event loop's own thread, for the embedded profile (SQLite) only:
     `first(compiled, *values)` as Compiled.first, on a connection of the loop's own.
 
-    A read of one row by a unique column costs SQLite about 10-20 us of CPU, where the trip to a
-    pool thread that made it cost a loaded server about 300 us and a wait for the GIL (issue 17).
-    Each event loop's thread gets its own sqlite3 connection, made as Django makes the database's (the same
-    file, options and column converters), read-only and in autocommit: every read is its own read
-    transaction and sees the last commit, as a pool thread's connection would. It never waits: with
+    A read of one row by a unique column, with its instance, costs the loop about 55 us of CPU in a
+    server answering routes (11 us in a tight loop), where a trip to a pool thread for it cost about
+    300 us and a wait for the GIL (issue 17). Each event loop's thread gets its own sqlite3
+    connection, made as Django makes the database's (the same file, options and column converters),
+    read-only and in autocommit: every read is its own read transaction and sees the last commit,
+    as a pool thread's connection would. It never waits: with
     a busy timeout of 0, a read SQLite cannot make at once raises Unavailable, as does a statement
     the ORM has not compiled yet (Compiled.statement) or a database that is not SQLite; the caller
     then takes the trip to a thread as before. The read holds the loop for the statement only: a
-    unique-index lookup in a file the operating system keeps in memory."""
+    unique-index lookup in a file the operating system keeps in memory. While no connection has
+    committed since a row was read (`PRAGMA data_version`, one check of the WAL index, about half
+    the cost of the read and its instance in a loaded server), the loop gets the same instance
+    again: the rows are for reading only."""
 
     class Unavailable(Exception):
         pass
+
+    REMEMBERED = 1024  # rows a loop keeps with the data_version they were read at (then it forgets them all)
 
     def __init__(self, alias="default"):
         self.alias = alias
@@ -123,12 +129,21 @@ class LoopReads:
         if statement is None:
             raise self.Unavailable(f"{compiled.model.__name__}: no statement compiled for SQLite yet")
         sql, converters = statement
-        connection, wrapper = self._connection()
+        connection, wrapper, remembered = self._connection()
         try:
+            # Changes whenever another connection commits: while it does not, the row read last is the row.
+            version = connection.execute("PRAGMA data_version").fetchone()[0]
+            known = remembered.get((compiled, params))
+            if known is not None and known[0] == version:
+                return known[1]
             rows = connection.execute(self._qmark(sql), params).fetchall()  # to the end: the read transaction ends here
         except sqlite3.Error as exc:
             raise self.Unavailable(str(exc)) from exc
-        return compiled.instance(self.alias, wrapper, converters, rows[0]) if rows else None
+        row = compiled.instance(self.alias, wrapper, converters, rows[0]) if rows else None
+        if len(remembered) >= self.REMEMBERED:
+            remembered.clear()
+        remembered[(compiled, params)] = (version, row)
+        return row
 
     def _qmark(self, sql):
         converted = self._sql.get(sql)
@@ -147,7 +162,7 @@ class LoopReads:
                 connection.execute("PRAGMA query_only = ON")
             except sqlite3.Error as exc:
                 raise self.Unavailable(str(exc)) from exc
-            made = self._thread.made = (connection, wrapper)
+            made = self._thread.made = (connection, wrapper, {})
         return made
 
 

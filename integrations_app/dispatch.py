@@ -121,16 +121,18 @@ class DatabaseSites:
     ADMISSIONS_PER_TRIP = 64
     # From this many of a tenant's requests in flight, its admissions gather in trips even where the
     # loop could admit them itself: the trip's work then runs beside the loop on the other CPU, a few
-    # microseconds of the loop's time a request, where admitting each on the loop costs it ~100 us.
-    # Measured in process (2 CPUs, one route, CPU per request, loop / trips): 1 request in flight
-    # 640 / 990 us, 5: 530 / 710, 10: 560 / 555, 20: 530 / 480, 50: 540 / 450.
-    GATHERED_FROM = 8
+    # microseconds of the loop's time a request, where admitting each on the loop costs it ~50 us.
+    # Measured in process (2 CPUs, one route; requests/s admitting on the loop / gathering in trips):
+    # 10 requests in flight 2,210 / 1,810, 20: 2,210 / 2,070, 30: 2,250 / 2,270, 40: 2,220 / 2,370,
+    # 50: 2,110 / 2,430; alone, 1,410 / 840 (CPU a request 590 / 990 us).
+    GATHERED_FROM = 24
 
     def __init__(self):
         self._tables = {}  # tenant id -> (version, RouteTable)
         # The embedded profile (SQLite, counts in memory) admits most requests on the loop itself.
         reads = LoopReads()
         self.reads_here = reads if reads.on_sqlite and counted_in_process() else None
+        self._sites_here = {}  # tenant id -> its site admitted on the loop, kept while its row and table are the same objects
         self._reconnecting_site = reconnecting(self._site)
         # One read of the tenant for the trip and each request's key check, once more on a new
         # connection if the database dropped the thread's (backflow.outages.reconnecting); the
@@ -191,7 +193,9 @@ class DatabaseSites:
         cached = self._tables.get(tenant.pk) if tenant is not None and tenant.is_active else None
         if cached is None or cached[0] != tenant.routes_version:
             return None
-        site = TenantSite(tenant, cached[1])
+        site = self._sites_here.get(tenant.pk)
+        if site is None or site.tenant is not tenant or site.table is not cached[1]:  # a row read again, a table rebuilt
+            site = self._sites_here[tenant.pk] = TenantSite(tenant, cached[1])
         route, path_params = site.table.match(method, path)
         caller = site.known_caller(headers) if route.get("requireAuth", True) else "ip:" + client
         return None if caller is None else (site, route, path_params, caller_wait(site, caller))

@@ -118,3 +118,20 @@ def test_a_loop_read_is_the_row_the_orm_reads_and_sees_each_commit():
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         reads._connection()[0].execute("DELETE FROM tenants_tenant")
     assert Tenant.objects.filter(pk=made.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="LoopReads reads SQLite only")
+def test_a_loop_read_gives_the_same_row_again_only_while_nothing_was_committed():
+    """The row read last stands while no connection committed (PRAGMA data_version); any commit,
+    of that row or of another table, reads it again."""
+    made = Tenant.objects.create(slug="acme", name="Acme")
+    by_slug, reads = Compiled(Tenant, lambda slug: Tenant.objects.filter(slug=slug)), LoopReads()
+    by_slug.first("acme")
+    first = reads.first(by_slug, "acme")
+    assert reads.first(by_slug, "acme") is first
+    Tenant.objects.filter(pk=made.pk).update(auth_version=first.auth_version + 1)  # a revocation bumps it
+    again = reads.first(by_slug, "acme")
+    assert again is not first and again.auth_version == first.auth_version + 1
+    Tenant.objects.create(slug="other", name="Other")
+    assert reads.first(by_slug, "acme") is not again

@@ -90,7 +90,7 @@ def test_a_read_sqlite_cannot_make_at_once_takes_the_trip(acme, acme_bookings, i
             raise sqlite3.OperationalError("database is locked")
 
     reads = dispatch.routes_asgi.sites.reads_here
-    monkeypatch.setattr(reads, "_connection", lambda: (Locked(), None))
+    monkeypatch.setattr(reads, "_connection", lambda: (Locked(), None, {}))
     assert get_each(inprocess, own) == [200] and trips == [1, 1]
 
 
