@@ -133,10 +133,12 @@ def _database_work_on_the_test_thread(request, monkeypatch):
 
         from backflow import sync
         from integrations_app import dispatch
+        from mcp_app import http
 
         monkeypatch.setattr(sync, "on_pool_thread", lambda func: sync_to_async(func, thread_sensitive=True))
-        # Nor may routes read the tenant row on the loop: its own connection sees committed rows only.
+        # Nor may routes and MCP read the tenant row on the loop: its own connection sees committed rows only.
         monkeypatch.setattr(dispatch.routes_asgi.sites, "reads_here", None)
+        monkeypatch.setattr(http, "reads_here", None)
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from tenants.principals import Principal
 from tenants.scopes import ALL_SCOPES
 from tenants.selectors import membership_get, tenant_get
-from tenants.services import api_key_trusted_for, api_key_verify, api_key_verify_for
+from tenants.services import api_key_trusted, api_key_trusted_for, api_key_verify, api_key_verify_for
 
 TENANT_CLAIM = "tenants"
 PASSWORD_CLAIM = "pwd"
@@ -115,6 +115,19 @@ def known_tenant_key_label(raw_key, tenant):
     principal_for_tenant_key decides, on a thread (an unknown, wrong or changed key, or a JWT)."""
     entry = api_key_trusted_for(raw_key, tenant) if raw_key.startswith("bf_") else None
     return _key_label(entry) if entry is not None and entry.tenant_id == tenant.pk else None
+
+
+def known_principal(raw, requested_tenant, reads):
+    """principal_for_token without a query or a write, for a door that checks credentials on its
+    event loop: the Principal of an API key this process verified before while its tenant row (read
+    through `reads`, backflow.compiled.LoopReads) says nothing changed, for the tenant asked for if
+    any. None: principal_for_token decides, on a thread (a new or changed key, a JWT, an OAuth
+    token, another tenant asked for). LoopReads.Unavailable when the row cannot be read at once."""
+    trusted = api_key_trusted(raw, reads) if raw.startswith("bf_") else None
+    if trusted is None or (requested_tenant and requested_tenant != trusted[1].slug):
+        return None
+    entry, tenant = trusted
+    return Principal(tenant=tenant, label=_key_label(entry), scopes=entry.scopes)
 
 
 def _key_label(entry):

@@ -18,6 +18,12 @@ def tenant_get_here(*, slug, reads):
     return reads.first(_tenant_by_slug, slug)
 
 
+def tenant_by_id_here(pk, *, reads):
+    """tenant_by_id read on the event loop's own thread (backflow.compiled.LoopReads), or
+    LoopReads.Unavailable: the MCP doors' credential check on SQLite."""
+    return reads.first(_tenant_by_id, pk)
+
+
 def tenant_by_id(pk):
     """The tenant row of a verified key, read on each key check of REST and MCP (tenants.services.api_key_verify)."""
     return _tenant_by_id.first(pk)

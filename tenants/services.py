@@ -18,7 +18,7 @@ from backflow.validation import without_nul
 from tenants.keycache import VerifiedKey, verified_keys
 from tenants.models import ApiKey, AuditEvent, Membership, Tenant, hash_api_key
 from tenants.scopes import normalize_scopes
-from tenants.selectors import tenant_by_id
+from tenants.selectors import tenant_by_id, tenant_by_id_here
 
 KEY_PREFIX_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -258,12 +258,29 @@ def api_key_trusted_for(raw_key, tenant):
     loop: the keycache.VerifiedKey when this process verified the key before, `tenant`'s row says
     nothing changed and its use needs no new record now; else None, and api_key_verify_for decides
     (on a thread)."""
-    prefix = _key_prefix(raw_key)
-    entry = verified_keys.get(hash_api_key(raw_key)) if prefix is not None else None
-    now = timezone.now()
-    if entry is None or not _trusted(entry, tenant, now) or _use_to_record(entry.last_used_at, now):
+    entry = _remembered(raw_key)
+    return entry if entry is not None and _holds_now(entry, tenant) else None
+
+
+def api_key_trusted(raw_key, reads):
+    """api_key_verify without a query or a write, for a door that checks keys on its event loop:
+    (VerifiedKey, tenant row) as api_key_trusted_for, the row read through `reads` (a
+    backflow.compiled.LoopReads, which may raise LoopReads.Unavailable); else None, and
+    api_key_verify decides (on a thread)."""
+    entry = _remembered(raw_key)
+    if entry is None:
         return None
-    return entry
+    tenant = tenant_by_id_here(entry.tenant_id, reads=reads)
+    return (entry, tenant) if _holds_now(entry, tenant) else None
+
+
+def _remembered(raw_key):
+    return verified_keys.get(hash_api_key(raw_key)) if _key_prefix(raw_key) is not None else None
+
+
+def _holds_now(entry, tenant):
+    now = timezone.now()
+    return _trusted(entry, tenant, now) and not _use_to_record(entry.last_used_at, now)
 
 
 def require_key_manager(actor, what="API keys"):
