@@ -102,14 +102,14 @@ class LoopReads:
     300 us and a wait for the GIL (issue 17). Each event loop's thread gets its own sqlite3
     connection, made as Django makes the database's (the same file, options and column converters),
     read-only and in autocommit: every read is its own read transaction and sees the last commit,
-    as a pool thread's connection would. It never waits: with
-    a busy timeout of 0, a read SQLite cannot make at once raises Unavailable, as does a statement
-    the ORM has not compiled yet (Compiled.statement) or a database that is not SQLite; the caller
-    then takes the trip to a thread as before. The read holds the loop for the statement only: a
-    unique-index lookup in a file the operating system keeps in memory. While no connection has
-    committed since a row was read (`PRAGMA data_version`, one check of the WAL index, about half
-    the cost of the read and its instance in a loaded server), the loop gets the same instance
-    again: the rows are for reading only."""
+    as a pool thread's connection would. It never waits: with a busy timeout of 0, a read SQLite
+    cannot make at once raises Unavailable, as does a statement the ORM has not compiled yet
+    (Compiled.statement) or a database that is not SQLite; the caller then takes the trip to a
+    thread as before. The read holds the loop for the statement only: a unique-index lookup in a
+    file the operating system keeps in memory. While no connection has committed since a row was
+    read (`PRAGMA data_version`, one check of the WAL index, about half the cost of the read and its
+    instance in a loaded server), the loop gets the same instance again: the rows are for reading
+    only (nothing on the doors that use them assigns to a tenant row)."""
 
     class Unavailable(Exception):
         pass

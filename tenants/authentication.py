@@ -113,8 +113,8 @@ def known_tenant_key_label(raw_key, tenant):
     """The label principal_for_tenant_key gives a key, when that needs no query and no write now
     (tenants.services.api_key_trusted_for): for a door that checks keys on its event loop. None:
     principal_for_tenant_key decides, on a thread (an unknown, wrong or changed key, or a JWT)."""
-    entry = api_key_trusted_for(raw_key, tenant) if raw_key.startswith("bf_") else None
-    return _key_label(entry) if entry is not None and entry.tenant_id == tenant.pk else None
+    entry = api_key_trusted_for(raw_key, tenant) if raw_key.startswith("bf_") else None  # of this tenant only
+    return _key_label(entry) if entry is not None else None
 
 
 def known_principal(raw, requested_tenant, reads):
