@@ -73,11 +73,11 @@ class Front:
         try:
             await self._with_request_id(scope, counting, lambda answering: self.app(scope, receive, answering))
         finally:
-            metrics.http_requests.labels(door, answer["status"]).inc()
+            metrics.labelled(metrics.http_requests, door, answer["status"]).inc()
             if answer["stream"]:
                 metrics.sse_sessions.dec()
             else:
-                metrics.http_duration.labels(door).observe(time.perf_counter() - started)
+                metrics.labelled(metrics.http_duration, door).observe(time.perf_counter() - started)
 
     @staticmethod
     async def _with_request_id(scope, send, handle):

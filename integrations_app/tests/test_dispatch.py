@@ -3,6 +3,10 @@ invocation log. Calls go through backflow.asgi.application in-process."""
 
 import asyncio
 
+import pytest
+
+from backflow import asgi_utils
+from backflow.asgi_utils import HttpError, check_host
 from integrations_app import dispatch
 from integrations_app import services as integration_services
 from integrations_app.models import RouteInvocation
@@ -124,6 +128,25 @@ def test_host_header_must_be_allowed(acme, acme_bookings, inprocess):
     make_route(acme, "/bookings", [action("list")], requireAuth=False)
     response = inprocess.call("GET", "/t/acme/bookings", headers={"Host": "evil.example"})
     assert response.status_code == 421 and not acme_bookings.calls()
+
+
+def test_allowed_hosts_are_remembered_only_under_the_setting_and_within_a_bound(settings):
+    """check_host remembers Host values it allowed: a host dropped from ALLOWED_HOSTS is refused at
+    once, and a wildcard entry (any number of names) remembers at most _REMEMBERED_HOSTS of them."""
+    settings.ALLOWED_HOSTS = ["api.example.com", ".tenants.example.com"]
+    check_host({"host": "api.example.com"})
+    check_host({"host": "api.example.com:8443"})
+    settings.ALLOWED_HOSTS = [".tenants.example.com"]
+    for host in ("api.example.com", "api.example.com:8443"):
+        with pytest.raises(HttpError) as refused:
+            check_host({"host": host})
+        assert refused.value.status == 421
+    for index in range(asgi_utils._REMEMBERED_HOSTS + 50):
+        check_host({"host": f"t{index}.tenants.example.com"})
+    assert len(asgi_utils._allowed_hosts["values"]) == asgi_utils._REMEMBERED_HOSTS
+    check_host({"host": f"t{asgi_utils._REMEMBERED_HOSTS + 49}.tenants.example.com"})  # past the bound: checked, still allowed
+    with pytest.raises(HttpError):
+        check_host({"host": "tenants.example.com.evil.example"})
 
 
 # -- tenants ------------------------------------------------------------------------------------------
