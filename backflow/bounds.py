@@ -24,10 +24,20 @@ class Slots:
         try:
             yield
         finally:
-            if self._held[owner] <= 1:
-                del self._held[owner]
-            else:
-                self._held[owner] -= 1
+            self.release(owner)
+
+    def add(self, owner):
+        """Count one more for `owner`, with no limit (a hot path's counter, without a context
+        manager's cost); the count before it. Each add is paired with a release."""
+        held = self._held.get(owner, 0)
+        self._held[owner] = held + 1
+        return held
+
+    def release(self, owner):
+        if self._held[owner] <= 1:
+            del self._held[owner]
+        else:
+            self._held[owner] -= 1
 
     def held(self, owner):
         return self._held.get(owner, 0)

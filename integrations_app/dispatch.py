@@ -339,7 +339,7 @@ class RouteDispatcher:
         self._background = set()
         self.invocations = InvocationWriter(self._background)
         self._in_flight = Slots()  # per site owner: route calls running now in this process
-        self._crowds = {}  # tenant slug -> its requests being answered now in this process (a crowd gathers its admissions)
+        self._crowds = Slots()  # per tenant slug: its requests being answered now in this process (a crowd gathers its admissions)
 
     async def __call__(self, scope, receive, send):
         try:
@@ -359,8 +359,7 @@ class RouteDispatcher:
             depth = call_depth(headers.get(DEPTH_HEADER.lower()))
         except ServiceError as exc:
             raise HttpError(exc.status_code, str(exc)) from exc
-        crowd = self._crowds.get(slug, 0)
-        self._crowds[slug] = crowd + 1
+        crowd = self._crowds.add(slug)
         try:
             site, route, path_params, wait = await self.sites.admitted(slug, method, path, headers, (scope.get("client") or ("",))[0], crowd)
             if wait:
@@ -373,11 +372,7 @@ class RouteDispatcher:
             status, answer, error = await self.serve(site, route, path_params, query_params(scope), body, headers, depth)
             await respond(send, status, answer)
         finally:
-            left = self._crowds[slug] - 1
-            if left:
-                self._crowds[slug] = left
-            else:
-                del self._crowds[slug]
+            self._crowds.release(slug)
         seconds = time.monotonic() - started
         metrics.route_invocation(status, seconds, site.slug)
         self.record_soon(site, route, method, path, status, round(seconds * 1000, 2), error)
