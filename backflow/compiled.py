@@ -166,6 +166,11 @@ class LoopReads:
         return made
 
 
+# The process's loop reads, shared by every door that reads on its loop (tenant routes, MCP): one
+# connection and one set of remembered rows per loop thread.
+loop_reads = LoopReads()
+
+
 class CompiledInsert:
     """Rows of `model` inserted in batches, as bulk_create would insert instances made of the same
     values, without making the instances.

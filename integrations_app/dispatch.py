@@ -22,7 +22,7 @@ from django.conf import settings
 from backflow import metrics
 from backflow.asgi_utils import HttpError, check_host, query_params, read_body, request_headers, respond
 from backflow.bounds import Full, Slots
-from backflow.compiled import CompiledInsert, LoopReads
+from backflow.compiled import CompiledInsert, LoopReads, loop_reads
 from backflow.egress import shared_client
 from backflow.errors import ServiceError
 from backflow.jsonbody import JsonBodyError, parse_json
@@ -130,8 +130,7 @@ class DatabaseSites:
     def __init__(self):
         self._tables = {}  # tenant id -> (version, RouteTable)
         # The embedded profile (SQLite, counts in memory) admits most requests on the loop itself.
-        reads = LoopReads()
-        self.reads_here = reads if reads.on_sqlite and counted_in_process() else None
+        self.reads_here = loop_reads if loop_reads.on_sqlite and counted_in_process() else None
         self._sites_here = {}  # tenant id -> its site admitted on the loop, kept while its row and table are the same objects
         self._reconnecting_site = reconnecting(self._site)
         # One read of the tenant for the trip and each request's key check, once more on a new
