@@ -56,46 +56,37 @@ class Front:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        request_id = _request_id(scope)
+        header = (_REQUEST_ID_HEADER, request_id.encode())
         probe = self.probes.get(scope["path"])
         if probe is not None:  # not counted in the doors' metrics, and before any Host check
-            return await self._with_request_id(scope, send, lambda answer: self._probe(probe, scope, answer))
+            async def identified(message):
+                await send(_carrying(message, header) if message["type"] == "http.response.start" else message)
+
+            with request_id_bound(request_id):
+                return await self._probe(probe, scope, identified)
         door = door_of(scope["path"])
         started, answer = time.perf_counter(), {"status": "none", "stream": False}
 
-        async def counting(message):
+        # One wrapper of `send` for both (each wrapper costs every message a coroutine call).
+        async def counted(message):
             if message["type"] == "http.response.start":
                 answer["status"] = str(message["status"])
                 if door == "sse" and message["status"] == 200:
                     answer["stream"] = True
                     metrics.sse_sessions.inc()
+                message = _carrying(message, header)
             await send(message)
 
         try:
-            await self._with_request_id(scope, counting, lambda answering: self.app(scope, receive, answering))
+            with request_id_bound(request_id):
+                await self.app(scope, receive, counted)
         finally:
             metrics.labelled(metrics.http_requests, door, answer["status"]).inc()
             if answer["stream"]:
                 metrics.sse_sessions.dec()
             else:
                 metrics.labelled(metrics.http_duration, door).observe(time.perf_counter() - started)
-
-    @staticmethod
-    async def _with_request_id(scope, send, handle):
-        """`handle(send)` with the request's id bound (for log lines and rows) and answered back."""
-        sent = None
-        if settings.BACKFLOW_TRUSTED_PROXIES:  # without a trusted proxy, what a caller sends is never taken
-            # The last one: a proxy that adds its header instead of replacing the client's puts it last.
-            sent = next((value.decode("latin-1") for name, value in reversed(scope["headers"]) if name == _REQUEST_ID_HEADER), None)
-        request_id = incoming_request_id(sent)
-
-        async def answering(message):
-            if message["type"] == "http.response.start":
-                headers = [(name, value) for name, value in message.get("headers", ()) if name.lower() != _REQUEST_ID_HEADER]
-                message = {**message, "headers": [*headers, (_REQUEST_ID_HEADER, request_id.encode())]}
-            await send(message)
-
-        with request_id_bound(request_id):
-            await handle(answering)
 
     @staticmethod
     async def _probe(probe, scope, send):
@@ -137,6 +128,21 @@ class Front:
 
 
 _NO_STORE = [(b"cache-control", b"no-store")]
+
+
+def _request_id(scope):
+    """The request's id: a trusted proxy's (the last X-Request-ID: a proxy that adds its header
+    instead of replacing the client's puts it last), else a new one. Without a trusted proxy, what a
+    caller sends is never taken."""
+    sent = None
+    if settings.BACKFLOW_TRUSTED_PROXIES:
+        sent = next((value.decode("latin-1") for name, value in reversed(scope["headers"]) if name == _REQUEST_ID_HEADER), None)
+    return incoming_request_id(sent)
+
+
+def _carrying(start, header):
+    """The http.response.start message `start` with the request id's `header`, in place of any the app set."""
+    return {**start, "headers": [*(item for item in start.get("headers", ()) if item[0].lower() != _REQUEST_ID_HEADER), header]}
 
 
 def metrics_token_matches(authorization, expected):
