@@ -12,9 +12,12 @@ import time
 
 from django.conf import settings
 from django.core.cache import cache, caches
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
+from django.utils.module_loading import import_string
 
 from backflow import metrics
+from backflow.cache import LocalCache
 from backflow.outages import REDIS_ERRORS, describe
 
 logger = logging.getLogger("backflow.ratelimit")
@@ -38,7 +41,7 @@ def retry_after_each(keys, limit, *, name):
 def counted_in_process():
     """Whether the counts live in this process's memory (the embedded profile's LocMemCache): a
     count then waits on no network, and an event loop may make it itself."""
-    return settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache"
+    return issubclass(import_string(settings.CACHES["default"]["BACKEND"]), LocMemCache)
 
 
 def _waits(keys, limit, *, name, record, fail_open):
@@ -87,6 +90,9 @@ _script = []  # the registered script (its SHA), made on first use; any client o
 
 
 def _count(counters, window):
+    backend = _local_cache()
+    if backend is not None:
+        return [backend.count(counter, window + 1) for counter in counters]
     backend = caches["default"]
     if isinstance(backend, RedisCache):
         keys = [backend.make_and_validate_key(counter) for counter in counters]
@@ -97,7 +103,22 @@ def _count(counters, window):
     return [_count_here(backend, counter, window) for counter in counters]
 
 
+_local = [None, None]  # the CACHES setting last seen, and its default LocalCache (None: another backend)
+
+
+def _local_cache():
+    """The default cache if it is a LocalCache, else None. Its instances share one store and lock
+    per process, so one serves every thread and request: `caches["default"]` (a per-context
+    lookup) is asked again only when the setting changes (tests)."""
+    configured = settings.CACHES
+    if _local[0] is not configured:
+        backend = caches["default"]
+        _local[:] = configured, backend if isinstance(backend, LocalCache) else None
+    return _local[1]
+
+
 def _count_here(backend, counter, window):
+    """The count on any other cache, through its API."""
     backend.add(counter, 0, timeout=window + 1)
     try:
         return backend.incr(counter)

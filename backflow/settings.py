@@ -156,7 +156,7 @@ if REDIS_URL:
                                           "max_connections": BACKFLOW_REDIS_MAX_CONNECTIONS}], "channel_capacity": {"mcp.sse.*": 20000}}}
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {"default": {"BACKEND": "backflow.cache.LocalCache"}}  # LocMemCache with a one-step counter
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -123,3 +123,39 @@ def test_every_backend_of_the_process_uses_one_client(redis_cache):
 
     first, second = client_in_a_new_context(), client_in_a_new_context()
     assert first is second and first is redis_cache._cache.get_client()
+
+
+# --- the embedded profile's in-process counts -------------------------------------------------------
+
+@pytest.fixture
+def local_cache(settings):
+    settings.CACHES = {"default": {"BACKEND": "backflow.cache.LocalCache", "LOCATION": "ratelimit-tests"}}
+    caches["default"].clear()
+    yield caches["default"]
+    caches["default"].clear()
+
+
+def test_the_in_process_cache_counts_in_one_step_and_its_window_expires(local_cache):
+    from backflow.cache import LocalCache
+
+    assert isinstance(local_cache, LocalCache)
+    answers = [retry_after("probe:local", (3, 3600), name="test") for _ in range(5)]
+    assert answers[:3] == [None, None, None] and all(0 < a <= 3601 for a in answers[3:]), answers
+    [counter] = [key for key in local_cache._cache if "ratelimit:probe:local:" in key]
+    assert local_cache.get(counter.split(":", 2)[2]) == 5  # the cache's own API reads the count (key without prefix/version)
+    assert local_cache.count("probe:short", 0.2) == 1 and local_cache.count("probe:short", 0.2) == 2
+    time.sleep(0.5)  # past its timeout: the counter starts again
+    assert local_cache.count("probe:short", 0.2) == 1
+
+
+def test_counts_follow_the_cache_setting(local_cache, settings):
+    """The LocalCache is remembered per CACHES setting: another backend configured counts there."""
+    assert retry_after("probe:moved", (1, 3600), name="test") is None
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ratelimit-other"}}
+    other = caches["default"]
+    other.clear()
+    try:
+        assert retry_after("probe:moved", (1, 3600), name="test") is None  # a new store: its first event
+        assert any("ratelimit:probe:moved:" in key for key in other._cache)
+    finally:
+        other.clear()
