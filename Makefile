@@ -34,10 +34,11 @@ var/local.env:
 migrate: install
 	$(PY) manage.py migrate --noinput
 
-# daphne serves HTTP, REST, admin, MCP and tenant routes; one task worker runs workflow runs and schedules.
+# daphne serves HTTP, REST, admin, MCP and tenant routes (on uvloop: backflow/serve_daphne.py); one task
+# worker runs workflow runs and schedules.
 # `make run SERVER=uvicorn` serves the same application with uvicorn on uvloop (backflow/serve_uvicorn.py).
 SERVER ?= daphne
-SERVE_daphne = $(VENV)/bin/daphne -b $(HOST) -p $(PORT) backflow.asgi:application
+SERVE_daphne = $(PY) -m backflow.serve_daphne -b $(HOST) -p $(PORT) backflow.asgi:application
 SERVE_uvicorn = $(PY) -m backflow.serve_uvicorn --host $(HOST) --port $(PORT)
 SERVE = $(or $(SERVE_$(SERVER)),$(error SERVER is daphne or uvicorn, not "$(SERVER)"))
 run: known-server migrate

@@ -155,7 +155,7 @@ class Daphne(ServerProcess):
     """The `make run` server."""
 
     def __init__(self, **env):
-        super().__init__(lambda port: ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "backflow.asgi:application"], **env)
+        super().__init__(lambda port: ["-m", "backflow.serve_daphne", "-b", "127.0.0.1", "-p", str(port), "backflow.asgi:application"], **env)
 
 
 class Uvicorn(ServerProcess):
