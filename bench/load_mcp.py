@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench load_mcp          # about 1 min on an idle 2-CPU machine (1.5 with [pg+redis]); loopback only
 
-Targets, one after the other, each a fresh server process (daphne, `make run`'s server, unless said):
+Targets, one after the other, each a fresh server process (daphne as `make run` starts it, on uvloop
+(backflow.serve_daphne), unless said; the peer on daphne as `python -m daphne` starts it):
 - ours: `backflow.asgi:application` on a temporary SQLite file (migrate, create_tenant,
   create_api_key; 5 integrations created over REST), in-memory channel layer and cache, API-key
   auth on the GET /mcp/sse and every POST /mcp/messages;
@@ -339,7 +340,7 @@ def main(argv=None):
             env = platform_env(f"sqlite:///{workdir / 'bench.sqlite3'}", **extra_env)
             key = create_platform(env)
             headers = {"Authorization": f"Bearer {key}"}
-            seeder = Child.daphne("backflow.asgi:application", env, workdir / "seed.log")
+            seeder = Child.backflow_daphne("backflow.asgi:application", env, workdir / "seed.log")
             children.append(seeder)
             calls, answers = seed(seeder.url, key)
             seeder.stop()
@@ -354,7 +355,7 @@ def main(argv=None):
                     stack.callback(stop_all, children)  # before the database is dropped
                     production_env = platform_env(database_url, redis_url, **extra_env)
                     production_key = create_platform(production_env)
-                    seeder = Child.daphne("backflow.asgi:application", production_env, workdir / "production-seed.log")
+                    seeder = Child.backflow_daphne("backflow.asgi:application", production_env, workdir / "production-seed.log")
                     children.append(seeder)
                     seed(seeder.url, production_key)  # the same integrations (the peer keeps the SQLite answers)
                     seeder.stop()
@@ -375,8 +376,10 @@ def main(argv=None):
                     child = Child.backflow_uvicorn(target_env, workdir / f"{name}.log")
                 elif name == "peer_uvicorn":
                     child = Child.peer_uvicorn(app, target_env, workdir / f"{name}.log")
-                else:
+                elif name == "peer":  # the issue's peer: daphne as `python -m daphne` starts it
                     child = Child.daphne(app, target_env, workdir / f"{name}.log")
+                else:  # ours, and the design floor on ours' server
+                    child = Child.backflow_daphne(app, target_env, workdir / f"{name}.log")
                 children.append(child)
                 print(f"load_mcp: {name} ...", flush=True)
                 results[name] = run_target(child, child.url + path, target_headers, calls, counter)
@@ -392,7 +395,8 @@ def main(argv=None):
     production = (f"{PRODUCTION.strip()}: ours on a throw-away Postgres database, channel layer, cache and rate limits in Redis "
                   f"{redis_url} reached through a counting proxy (bench.redis_counter; its check: "
                   f"{'ok' if check and check['ok'] else 'FAILED'}), same peer" if "production" in results else skipped)
-    about = (f"{SESSIONS} SSE sessions x {CALLS_PER_SESSION} calls (list_integrations/get_integration), one daphne; "
+    about = (f"{SESSIONS} SSE sessions x {CALLS_PER_SESSION} calls (list_integrations/get_integration), one daphne "
+             "(ours and the design floor: as `make run` starts it, on uvloop; the peer: `python -m daphne`); "
              f"ours on SQLite (temp file), in-memory layer and cache; [uvicorn]: ours again, served by `make run "
              f"SERVER=uvicorn` (uvicorn on uvloop, h11), also against the peer on uvicorn; {production}; "
              "peer: MCP SDK SseServerTransport + low-level Server, same answers, no DB/auth/audit"

@@ -67,7 +67,7 @@ def start_platform(workdir, env, upstream, apps, name="daphne"):
     daphnes = []
     try:
         for index, app in enumerate(apps):
-            daphnes.append(Child.daphne(app, env, workdir / f"{name}-{index}.log"))
+            daphnes.append(Child.backflow_daphne(app, env, workdir / f"{name}-{index}.log"))
         auth = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=daphnes[0].url, headers=auth, timeout=30) as api:
             api.post("/api/integrations/", json={
@@ -104,15 +104,16 @@ def set_up(workdir, extra_env, apps=("backflow.asgi:application",)):
     return children[0], daphnes[0], auth, children + daphnes
 
 
-def start_peer(workdir, upstream, tenant_database=None, name="peer-proxy", redis_url=None):
+def start_peer(workdir, upstream, tenant_database=None, name="peer-proxy", redis_url=None, ours_server=False):
     """The bare proxy (bench.peer_proxy) on daphne, checked to forward what the upstream answers;
     with `tenant_database` (ours), reading the tenant row first on every request (and counting the
-    call in `redis_url`)."""
+    call in `redis_url`). On daphne as `python -m daphne` starts it (the issue's peer), or with
+    `ours_server` as `make run` starts ours (backflow.serve_daphne, on uvloop)."""
     import httpx
 
     floor = {"BENCH_TENANT_DATABASE": tenant_database, "BENCH_TENANT_REDIS": redis_url}
     env = peer_env(BENCH_UPSTREAM_URL=upstream.url, **{key: value for key, value in floor.items() if value})
-    proxy = Child.daphne("bench.peer_proxy:application", env, workdir / f"{name}.log")
+    proxy = (Child.backflow_daphne if ours_server else Child.daphne)("bench.peer_proxy:application", env, workdir / f"{name}.log")
     try:
         direct, forwarded = httpx.get(f"{upstream.url}/items"), httpx.get(f"{proxy.url}/items")
         assert (forwarded.status_code, forwarded.content, forwarded.headers["content-type"]) == (
@@ -201,6 +202,15 @@ def rows_of(results, single, names):
             row(f"added p50 at 1 client (ms){tag}", added, added_peer, ratio_of=False, target=f"<= {ADDED_P50_TARGET_MS:g}",
                 met=added <= ADDED_P50_TARGET_MS),
         ]
+    if "peer_uvloop" in results:  # ours against the bare proxy on ours' server too (daphne on uvloop, as make run starts both)
+        bare = results["peer_uvloop"]
+        rows += [
+            row("bare proxy on daphne + uvloop: errors", bare["errors"] + single["peer_uvloop"]["errors"]),
+            row("requests/s vs bare proxy on daphne + uvloop", results["ours"]["perSecond"], bare["perSecond"]),
+            row("server CPU ms per request vs bare proxy on daphne + uvloop", cpu_ms_per_request(results["ours"]), cpu_ms_per_request(bare)),
+            row("latency p50 ms at 1 client vs bare proxy on daphne + uvloop", single["ours"]["latencyMs"]["p50"],
+                single["peer_uvloop"]["latencyMs"]["p50"]),
+        ]
     if "peer_uvicorn" in results:  # ours on uvicorn against the bare proxy on uvicorn too: the same server under both
         ours, bare = results["uvicorn"], results["peer_uvicorn"]
         rows += [
@@ -245,7 +255,9 @@ def main(argv=None):
             children.append(start_peer(workdir, upstream))
             servers = {"direct": (upstream, f"{upstream.url}/items", {}), "peer": (children[-1], f"{children[-1].url}/items", {}),
                        "ours": (daphne, f"{daphne.url}/t/bench/items", auth)}
-            children.append(start_peer(workdir, upstream, str(workdir / "bench.sqlite3"), "peer-tenant-row"))
+            children.append(start_peer(workdir, upstream, name="peer-proxy-uvloop", ours_server=True))
+            servers["peer_uvloop"] = (children[-1], f"{children[-1].url}/items", {})
+            children.append(start_peer(workdir, upstream, str(workdir / "bench.sqlite3"), "peer-tenant-row", ours_server=True))
             servers["peer_tenant_row"] = (children[-1], f"{children[-1].url}/items", {})
             children.append(Child.backflow_uvicorn(ours_env(workdir, extra_env), workdir / "uvicorn.log"))
             servers["uvicorn"] = (children[-1], f"{children[-1].url}/t/bench/items", auth)
@@ -260,7 +272,7 @@ def main(argv=None):
                 (production,), production_auth = start_platform(workdir, env, upstream, ["backflow.asgi:application"], "production")
                 children.append(production)
                 servers["production"] = (production, f"{production.url}/t/bench/items", production_auth)
-                children.append(start_peer(workdir, upstream, database_url, "peer-tenant-row-postgres", redis_url))
+                children.append(start_peer(workdir, upstream, database_url, "peer-tenant-row-postgres", redis_url, ours_server=True))
                 servers["peer_tenant_row_production"] = (children[-1], f"{children[-1].url}/items", {})
                 names.append(("production", PRODUCTION))
             time.sleep(0.5)
@@ -283,9 +295,11 @@ def main(argv=None):
 
     rows = rows_of(results, single, names)
     about = (f"1 client ({args.rounds} x {args.single_seconds:g} s per target), then {args.clients} keep-alive clients "
-             f"({args.rounds} x {args.seconds:g} s per target), targets alternating; ours: daphne, SQLite (temp file), "
+             f"({args.rounds} x {args.seconds:g} s per target), targets alternating; ours: daphne as `make run` starts it "
+             "(backflow.serve_daphne: on uvloop), SQLite (temp file), "
              "GET /t/bench/items (API key, 1 action -> local upstream, invocation recorded); peer: bare ASGI proxy "
-             "(bench.peer_proxy: daphne + one pooled aiohttp ClientSession, no auth, no DB); bare proxy + tenant row: the same proxy reading the tenant row (sqlite3 / psycopg on a thread pool) per request, and with [pg+redis] counting it in Redis; direct upstream: uvicorn called "
+             "(bench.peer_proxy: daphne as `python -m daphne` starts it + one pooled aiohttp ClientSession, no auth, no DB), "
+             "and the same on daphne + uvloop (ours' server); bare proxy + tenant row: the same proxy on ours' server reading the tenant row (sqlite3 / psycopg on a thread pool) per request, and with [pg+redis] counting it in Redis; direct upstream: uvicorn called "
              "directly (its rows give its own numbers); [uvicorn]: ours served by `make run SERVER=uvicorn` (uvicorn on uvloop, "
              "h11) on the same database, against the same peer and against the bare proxy on uvicorn; CPU and RSS: the server process of each; "
              + (f"{PRODUCTION.strip()}: ours on a throw-away Postgres database and Redis {redis_url}, same rounds, same peer"

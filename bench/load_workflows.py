@@ -338,7 +338,7 @@ def run_profile(args, workdir, database_url, redis_url=None):
         upstream = Child.uvicorn("bench.support:upstream_app", peer_env(), workdir / "upstream.log")
         children.append(upstream)
         key = create_platform(env)
-        daphne = Child.daphne("backflow.asgi:application", env, workdir / "daphne.log")
+        daphne = Child.backflow_daphne("backflow.asgi:application", env, workdir / "daphne.log")
         children.append(daphne)
         import httpx
 

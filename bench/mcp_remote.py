@@ -4,7 +4,8 @@
 
 Loopback only. About 1 min on an idle 2-CPU machine; the load phase is cut off at TIME_LIMIT.
 
-- ours: daphne serving `backflow.asgi:application` on a temporary SQLite file database (a dev
+- ours: daphne as `make run` starts it (backflow.serve_daphne, on uvloop) serving
+  `backflow.asgi:application` on a temporary SQLite file database (a dev
   tenant and key made with `manage.py migrate`, `create_tenant`, `create_api_key`); the tool is
   `list_integrations` over a few integrations (a database read plus an audit row per call).
 - ours-uvicorn: the same, served by `make run SERVER=uvicorn` (backflow.serve_uvicorn) on the same
@@ -12,11 +13,11 @@ Loopback only. About 1 min on an idle 2-CPU machine; the load phase is cut off a
   served by uvicorn the same way (peer-uvicorn; ratios ending in UvicornVsPeerOnUvicorn);
 - peer: the SDK's low-level `Server` with one trivial tool (`echo`), served by the SDK's
   `SseServerTransport` (/sse, /messages/) and `StreamableHTTPSessionManager` (/mcp, stateless like
-  ours) as an ASGI app under the same daphne (bench.support.PeerApp);
+  ours) as an ASGI app under daphne as `python -m daphne` starts it (bench.support.PeerApp);
 - peer-floor, the design's floor: that peer doing, in its cheapest form, the database work our
   design keeps per message (bench.support.DesignFloor: the tenant-row read of each POST, the
   tool's read and its audit INSERT, each on a pool thread, raw sqlite3 on ours' database) and
-  answering list_integrations with ours' own answer. Ratios ending in VsDesignFloor are ours/it:
+  answering list_integrations with ours' own answer, on ours' server. Ratios ending in VsDesignFloor are ours/it:
   what our code costs above what the design itself needs.
 
 Measured: tools/call p50/p95 over SSE and Streamable HTTP for both (sequential calls on one
@@ -166,8 +167,8 @@ def start_design_floor(workdir, answer):
     """The peer with the database work the design keeps (bench.support.DesignFloor) on ours' database,
     answering list_integrations with ours' answer; started once the integrations exist."""
     tools = json.dumps({"list_integrations": answer, "get_integration": {}})
-    return Child.daphne("bench.support:peer_app", peer_env(BENCH_PEER_TOOLS=tools, BENCH_PEER_DATABASE=workdir / "bench.sqlite3"),
-                        workdir / "peer-floor.log")
+    return Child.backflow_daphne("bench.support:peer_app", peer_env(BENCH_PEER_TOOLS=tools, BENCH_PEER_DATABASE=workdir / "bench.sqlite3"),
+                                 workdir / "peer-floor.log")
 
 
 async def measure(ours, ours_uvicorn, peer, peer_uvicorn, key, deadline, workdir, servers):
@@ -252,7 +253,7 @@ def main():
     try:
         env = platform_env(f"sqlite:///{workdir / 'bench.sqlite3'}")
         key = create_platform(env)
-        ours = Child.daphne("backflow.asgi:application", env, workdir / "ours.log")
+        ours = Child.backflow_daphne("backflow.asgi:application", env, workdir / "ours.log")
         servers.append(ours)
         ours_uvicorn = Child.backflow_uvicorn(env, workdir / "ours-uvicorn.log")
         servers.append(ours_uvicorn)

@@ -81,7 +81,7 @@ def set_up(workdir):
     children = [Child.uvicorn("bench.support:upstream_app", peer_env(), workdir / "upstream.log")]
     try:
         key = create_platform(env)
-        children.append(Child.daphne("backflow.asgi:application", env, workdir / "daphne.log"))
+        children.append(Child.backflow_daphne("backflow.asgi:application", env, workdir / "daphne.log"))
         upstream, platform = children[0].url, children[1].url
         auth = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=platform, headers=auth, timeout=30) as api:

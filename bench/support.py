@@ -135,8 +135,16 @@ class Child:
 
     @classmethod
     def daphne(cls, app, env, log_path):
+        """daphne as `python -m daphne` starts it (asyncio's own loop): the peers as the issue measured them."""
         port = free_port()
         return cls(["-m", "daphne", "-b", HOST, "-p", port, app], env, log_path, port)
+
+    @classmethod
+    def backflow_daphne(cls, app, env, log_path):
+        """daphne as `make run` starts it (backflow.serve_daphne: on uvloop): ours, and the floors
+        that measure our design on our server."""
+        port = free_port()
+        return cls(["-m", "backflow.serve_daphne", "-b", HOST, "-p", port, app], env, log_path, port)
 
     @classmethod
     def uvicorn(cls, app, env, log_path):
