@@ -1,5 +1,6 @@
-"""Serve Backflow with uvicorn on uvloop instead of daphne: the same ASGI application, about a
-quarter less CPU per request (bench/results/latest.md, the rows marked [uvicorn]).
+"""Serve Backflow with uvicorn on uvloop instead of daphne: the same ASGI application, a little less
+CPU per request than daphne on uvloop (backflow.serve_daphne; bench/results/latest.md, the rows
+marked [uvicorn]).
 
     .venv/bin/python -m backflow.serve_uvicorn [--host 127.0.0.1] [--port 8000] [--workers 1]
     make run SERVER=uvicorn
