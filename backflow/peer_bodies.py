@@ -55,7 +55,9 @@ def _shown(header):
 def codings(content_encoding, *, what):
     """The one coding to undo ('gzip', 'deflate') or None, from a Content-Encoding header (several
     header lines arrive joined by commas); PeerEncodingRefused for stacked or unknown ones."""
-    names = [part.strip().lower() for part in (content_encoding or "").split(",")]
+    if not content_encoding:  # most answers: asked twice for each
+        return None
+    names = [part.strip().lower() for part in content_encoding.split(",")]
     names = [name for name in names if name and name != "identity"]
     if not names:
         return None

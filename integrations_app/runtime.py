@@ -385,7 +385,7 @@ async def _send(client, request, endpoint, call_settings, label):
         outcome = _outcome(failure)
         raise
     finally:
-        metrics.upstream_calls.labels(outcome).inc()
+        metrics.labelled(metrics.upstream_calls, outcome).inc()
         metrics.upstream_duration.observe(time.perf_counter() - started)
 
 
