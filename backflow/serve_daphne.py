@@ -14,25 +14,13 @@ same daphne, protocol and options.
 BACKFLOW_EVENT_LOOP=asyncio keeps asyncio's own loop (plain `daphne …` serves the same way).
 """
 
-import asyncio
-import os
 import sys
 
-EVENT_LOOPS = ("uvloop", "asyncio")
-
-
-def install_event_loop(choice):
-    """Make `choice` (one of EVENT_LOOPS) the loop of every loop asyncio makes from now on."""
-    if choice not in EVENT_LOOPS:
-        raise SystemExit(f"BACKFLOW_EVENT_LOOP is {choice!r}; use one of: {', '.join(EVENT_LOOPS)}.")
-    if choice == "uvloop":
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+from backflow.event_loop import install_event_loop
 
 
 def main(argv=None):
-    install_event_loop(os.environ.get("BACKFLOW_EVENT_LOOP", "uvloop"))
+    install_event_loop()
     from daphne.cli import CommandLineInterface  # imports daphne.server, which makes the reactor's loop: after the policy
 
     CommandLineInterface().run(sys.argv[1:] if argv is None else argv)

@@ -11,7 +11,9 @@ A bare low-level server on the same Python SDK (`python_sdk_floor`, one no-op to
 of the gap to echo is the SDK's own per-message cost rather than Backflow's; the same server
 answering what ours answers (`python_sdk_floor_same_answer`: get_integration's tool entry with its
 outputSchema, and ours' recorded result for each name) splits the rest into the answer's own cost
-(serialising it, the client's checks of it) and our code's.
+(serialising it, the client's checks of it) and our code's. Ours runs on uvloop (backflow.event_loop,
+as `mcp_stdio` starts); both floors run a second time on uvloop (`…_uvloop`), so the ratios show
+ours against the SDK as it ships and against the same server on ours' loop.
 Targets: get_integration p50 within 2x of echo p50; our start-up under 1.5 s.
 `main()` returns the numbers as a dict (for a `python -m bench` runner).
 """
@@ -91,6 +93,10 @@ async def main():
 anyio.run(main)
 """
 
+# Ours runs on uvloop (backflow.event_loop); each floor runs a second time on uvloop too, so that
+# the ratios say what our code costs on the same loop as well as against the SDK as it ships.
+ON_UVLOOP = "import asyncio, uvloop\nasyncio.set_event_loop_policy(uvloop.EventLoopPolicy())\n"
+
 GET_RATIO_TARGET = 2.0
 STARTUP_TARGET_S = 1.5
 
@@ -132,12 +138,12 @@ def echo_server():
     return StdioServerParameters(command=str(NODE), args=[str(EVERYTHING)], cwd=str(ROOT))
 
 
-def sdk_floor_server():
-    return StdioServerParameters(command=PYTHON, args=["-c", SDK_FLOOR_SERVER], cwd=str(ROOT))
+def sdk_floor_server(loop=""):
+    return StdioServerParameters(command=PYTHON, args=["-c", loop + SDK_FLOOR_SERVER], cwd=str(ROOT))
 
 
-def sdk_same_answer_server(recorded):
-    return StdioServerParameters(command=PYTHON, args=["-c", SDK_SAME_ANSWER_SERVER, str(recorded)], cwd=str(ROOT))
+def sdk_same_answer_server(recorded, loop=""):
+    return StdioServerParameters(command=PYTHON, args=["-c", loop + SDK_SAME_ANSWER_SERVER, str(recorded)], cwd=str(ROOT))
 
 
 async def record_answers(params, names, path, errlog):
@@ -200,12 +206,16 @@ async def measure(*, mcp_config, integrations, calls, spawns, warmup, errlog):
     names = [f"service-{i:03d}" for i in range(integrations)]
     recorded = await record_answers(ours(mcp_config), names, Path(mcp_config).parent / "recorded-answers.json", errlog)
     timed = await time_calls({"ours": ours(mcp_config), "echo": echo_server(), "floor": sdk_floor_server(),
-                              "floor_same_answer": sdk_same_answer_server(recorded)}, [
+                              "floor_same_answer": sdk_same_answer_server(recorded), "floor_uvloop": sdk_floor_server(ON_UVLOOP),
+                              "floor_same_answer_uvloop": sdk_same_answer_server(recorded, ON_UVLOOP)}, [
         ("get_integration", "ours", "get_integration", lambda i: {"name": names[i % len(names)]}),
         ("list_integrations", "ours", "list_integrations", lambda i: {}),
         ("echo", "echo", "echo", lambda i: {"message": f"hello {i}"}),
         ("python_sdk_floor", "floor", "noop", lambda i: {"name": names[i % len(names)]}),
         ("python_sdk_floor_same_answer", "floor_same_answer", "get_integration", lambda i: {"name": names[i % len(names)]}),
+        ("python_sdk_floor_uvloop", "floor_uvloop", "noop", lambda i: {"name": names[i % len(names)]}),
+        ("python_sdk_floor_same_answer_uvloop", "floor_same_answer_uvloop", "get_integration",
+         lambda i: {"name": names[i % len(names)]}),
     ], calls, warmup, errlog)
     ours_start, echo_start = [], []
     for _ in range(spawns):  # alternate, so both see the same machine load
@@ -230,6 +240,10 @@ async def measure(*, mcp_config, integrations, calls, spawns, warmup, errlog):
             results["get_integration"]["p50_ms"] / results["python_sdk_floor_same_answer"]["p50_ms"], 2),
         "python_sdk_floor_same_answer_p50_vs_python_sdk_floor": round(
             results["python_sdk_floor_same_answer"]["p50_ms"] / results["python_sdk_floor"]["p50_ms"], 2),
+        "get_integration_p50_vs_python_sdk_floor_uvloop": round(
+            results["get_integration"]["p50_ms"] / results["python_sdk_floor_uvloop"]["p50_ms"], 2),
+        "get_integration_p50_vs_python_sdk_floor_same_answer_uvloop": round(
+            results["get_integration"]["p50_ms"] / results["python_sdk_floor_same_answer_uvloop"]["p50_ms"], 2),
         "startup_vs_echo": round(results["startup"]["ours_median_s"] / results["startup"]["echo_median_s"], 2),
     }
     results["targets"] = {
@@ -242,9 +256,10 @@ async def measure(*, mcp_config, integrations, calls, spawns, warmup, errlog):
 def report(results):
     lines = [(f"mcp_stdio benchmark: {results['integrations']} integrations, {results['calls']} calls per tool "
              f"(load average {results['load_average_1m']} on {os.cpu_count()} CPUs)")]
-    for label in ("get_integration", "list_integrations", "echo", "python_sdk_floor", "python_sdk_floor_same_answer"):
+    for label in ("get_integration", "list_integrations", "echo", "python_sdk_floor", "python_sdk_floor_same_answer",
+                  "python_sdk_floor_uvloop", "python_sdk_floor_same_answer_uvloop"):
         r = results[label]
-        lines.append(f"  {label:<28} p50 {r['p50_ms']:8.3f} ms   p95 {r['p95_ms']:8.3f} ms")
+        lines.append(f"  {label:<35} p50 {r['p50_ms']:8.3f} ms   p95 {r['p95_ms']:8.3f} ms")
     s = results["startup"]
     lines.append(f"  start-up (to initialize answer, median of {len(s['ours_s'])}): ours {s['ours_median_s']:.3f} s, echo {s['echo_median_s']:.3f} s")
     ratios, targets = results["ratios"], results["targets"]
@@ -256,6 +271,8 @@ def report(results):
     lines.append(f"  ratio floor answering get_integration's results / floor: "
                  f"{ratios['python_sdk_floor_same_answer_p50_vs_python_sdk_floor']:.2f}x (the answer's own cost); "
                  f"get_integration / that floor: {ratios['get_integration_p50_vs_python_sdk_floor_same_answer']:.2f}x (our own code)")
+    lines.append(f"  the same floors on uvloop, as ours runs: get_integration / floor {ratios['get_integration_p50_vs_python_sdk_floor_uvloop']:.2f}x, "
+                 f"/ same-answer floor {ratios['get_integration_p50_vs_python_sdk_floor_same_answer_uvloop']:.2f}x")
     lines.append(f"  ratio start-up ours / echo: {ratios['startup_vs_echo']:.2f}x "
                  f"(ours < {STARTUP_TARGET_S} s: {'met' if targets['startup_under_1_5_s'] else 'MISSED'})")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ import os
 import anyio
 from django.core.management.base import BaseCommand, CommandError
 
+from backflow.event_loop import install_event_loop
 from integrations_app.file_store import FileStore
 from integrations_app.stores import DatabaseStore
 from mcp_app.context import ToolContext
@@ -27,6 +28,7 @@ class Command(BaseCommand):
         parser.add_argument("--log-level", default=None, help="Log level on stderr (default INFO; DEBUG=mcp* turns on DEBUG)")
 
     def handle(self, mcp_config, tenant, log_level, **options):
+        install_event_loop()  # uvloop unless BACKFLOW_EVENT_LOOP=asyncio: anyio's runner makes its loop from the policy
         self._configure_logging(log_level)
         if tenant and mcp_config:
             raise CommandError("Give either MCP_CONFIG (local files) or --tenant (database records), not both.")
