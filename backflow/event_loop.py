@@ -3,8 +3,8 @@
 The web process (backflow.serve_daphne, what `make run` starts) and `manage.py mcp_stdio` install
 it before any loop is made; everything they run (Twisted's asyncio reactor, anyio, the
 application) then runs on it. uvloop's loop is written in C: its timers, callbacks from threads
-and sockets cost less CPU and latency than asyncio's (the numbers are in serve_daphne and
-mcp_stdio's docstrings and in bench/results/latest.md).
+and sockets cost less CPU and latency than asyncio's (serve_daphne's docstring has the routes'
+numbers; bench/mcp_stdio.py times stdio against the SDK floors on both loops).
 """
 
 import asyncio
