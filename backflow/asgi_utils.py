@@ -8,6 +8,7 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from backflow import metrics
+from backflow.derived import PerSetting
 from backflow.outages import RETRY_AFTER_SECONDS, describe, outage_message
 
 logger = logging.getLogger("backflow.asgi")
@@ -61,19 +62,16 @@ def check_host(headers):
 # Django's split and match cost a routed request ~15 us of the loop's CPU for the same one or two
 # values each time. A wildcard entry allows any number of names: past the bound, the others are
 # checked each time.
-_allowed_hosts = {"setting": None, "values": set()}
+_allowed_hosts = PerSetting("ALLOWED_HOSTS", lambda setting: set())
 _REMEMBERED_HOSTS = 256
 
 
 def _host_allowed(value):
-    setting = settings.ALLOWED_HOSTS
-    if _allowed_hosts["setting"] is not setting:
-        _allowed_hosts.update(setting=setting, values=set())
-    values = _allowed_hosts["values"]
+    values = _allowed_hosts.get()
     if value in values:
         return True
     host, _ = split_domain_port(value)
-    allowed = bool(host) and validate_host(host, setting)
+    allowed = bool(host) and validate_host(host, settings.ALLOWED_HOSTS)
     if allowed and len(values) < _REMEMBERED_HOSTS:
         values.add(value)
     return allowed

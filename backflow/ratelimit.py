@@ -18,6 +18,7 @@ from django.utils.module_loading import import_string
 
 from backflow import metrics
 from backflow.cache import LocalCache
+from backflow.derived import PerSetting
 from backflow.outages import REDIS_ERRORS, describe
 
 logger = logging.getLogger("backflow.ratelimit")
@@ -90,7 +91,7 @@ _script = []  # the registered script (its SHA), made on first use; any client o
 
 
 def _count(counters, window):
-    backend = _local_cache()
+    backend = _local_cache.get()
     if backend is not None:
         return [backend.count(counter, window + 1) for counter in counters]
     backend = caches["default"]
@@ -103,18 +104,15 @@ def _count(counters, window):
     return [_count_here(backend, counter, window) for counter in counters]
 
 
-_local = [None, None]  # the CACHES setting last seen, and its default LocalCache (None: another backend)
+def _default_if_local(setting):
+    backend = caches["default"]
+    return backend if isinstance(backend, LocalCache) else None
 
 
-def _local_cache():
-    """The default cache if it is a LocalCache, else None. Its instances share one store and lock
-    per process, so one serves every thread and request: `caches["default"]` (a per-context
-    lookup) is asked again only when the setting changes (tests)."""
-    configured = settings.CACHES
-    if _local[0] is not configured:
-        backend = caches["default"]
-        _local[:] = configured, backend if isinstance(backend, LocalCache) else None
-    return _local[1]
+# The default cache if it is a LocalCache, else None. Its instances share one store and lock per
+# process, so one serves every thread and request: `caches["default"]` (a per-context lookup) is
+# asked again only when the setting changes (tests).
+_local_cache = PerSetting("CACHES", _default_if_local)
 
 
 def _count_here(backend, counter, window):
