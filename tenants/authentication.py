@@ -113,7 +113,7 @@ def known_tenant_key_label(raw_key, tenant):
     """The label principal_for_tenant_key gives a key, when that needs no query and no write now
     (tenants.services.api_key_trusted_for): for a door that checks keys on its event loop. None:
     principal_for_tenant_key decides, on a thread (an unknown, wrong or changed key, or a JWT)."""
-    entry = api_key_trusted_for(raw_key, tenant) if raw_key.startswith("bf_") else None  # of this tenant only
+    entry = api_key_trusted_for(raw_key, tenant)  # None for anything but a key of this tenant's
     return _key_label(entry) if entry is not None else None
 
 
@@ -123,7 +123,7 @@ def known_principal(raw, requested_tenant, reads):
     through `reads`, backflow.compiled.LoopReads) says nothing changed, for the tenant asked for if
     any. None: principal_for_token decides, on a thread (a new or changed key, a JWT, an OAuth
     token, another tenant asked for). LoopReads.Unavailable when the row cannot be read at once."""
-    trusted = api_key_trusted(raw, reads) if raw.startswith("bf_") else None
+    trusted = api_key_trusted(raw, reads)  # None for a JWT or token: not a key's shape (services._remembered)
     if trusted is None or (requested_tenant and requested_tenant != trusted[1].slug):
         return None
     entry, tenant = trusted
