@@ -4,8 +4,9 @@ middleware on this hot path).
 Each process keeps a compiled route table per tenant and rebuilds it when the tenant row's
 `routes_version` changes (every route or integration write bumps it in its transaction), so all
 processes see a change, or the tenant's deactivation, at their next request, with or without Redis.
-The tenant row is read on a pool thread, for the tenant's requests that come together at once
-(DatabaseSites.admitted); on SQLite, a request that comes alone is admitted on the event loop.
+On SQLite, a request whose admission needs nothing but the tenant row is admitted on the event
+loop; the others, and every request on PostgreSQL, read the tenant row on a pool thread, in one
+trip for the tenant's requests that come together (DatabaseSites.admitted).
 Local mode (`serve_local`) serves the seed's files the same way.
 """
 
@@ -119,13 +120,6 @@ class TenantSite:
 class DatabaseSites:
     # Requests to one tenant's routes admitted in one trip to a thread when they come together.
     ADMISSIONS_PER_TRIP = 64
-    # From this many of a tenant's requests in flight, its admissions gather in trips even where the
-    # loop could admit them itself: the trip's work then runs beside the loop on the other CPU, a few
-    # microseconds of the loop's time a request, where admitting each on the loop costs it ~50 us.
-    # Measured in process (2 CPUs, one route; requests/s admitting on the loop / gathering in trips):
-    # 10 requests in flight 2,210 / 1,810, 20: 2,210 / 2,070, 30: 2,250 / 2,270, 40: 2,220 / 2,370,
-    # 50: 2,110 / 2,430; alone, 1,410 / 840 (CPU a request 590 / 990 us).
-    GATHERED_FROM = 24
 
     def __init__(self):
         self._tables = {}  # tenant id -> (version, RouteTable)
@@ -163,15 +157,17 @@ class DatabaseSites:
     async def site(self, slug):
         return await in_thread(f"slug:{slug}", self._reconnecting_site, slug)
 
-    async def admitted(self, slug, method, path, headers, client, crowd=0):
+    async def admitted(self, slug, method, path, headers, client):
         """The tenant's site, the route matching the request and its path params, with the caller
         authenticated and counted (`admission`): in one trip to a thread, shared with the tenant's
         other requests that come meanwhile (backflow.sync.GroupedTrips: the tenant row is read
         after each of them arrived, so a revoked key or a new route counts from the next request).
-        `crowd`: the tenant's other requests in flight in this process; below GATHERED_FROM, a
-        request whose admission needs nothing but the tenant row is admitted on the loop itself
-        (`_admitted_here`, SQLite only)."""
-        if self.reads_here is not None and crowd < self.GATHERED_FROM:
+        On SQLite, a request whose admission needs nothing but the tenant row is admitted on the
+        loop itself (`_admitted_here`), however many of the tenant's requests are in flight: a trip's
+        work could run beside the loop on the other CPU, but handing it over and back cost the
+        loaded server more (daphne, 50 clients, one route, alternating: 1,520-1,560 against
+        1,320-1,480 requests/s; 645-660 against 700-780 us of CPU a request)."""
+        if self.reads_here is not None:
             here = self._admitted_here(slug, method, path, headers, client)
             if here is not None:
                 return here
@@ -301,7 +297,7 @@ class LocalSites:
             raise HttpError(404, f"Local mode serves /t/local/…, not /t/{slug}/.")
         return self._site
 
-    async def admitted(self, slug, method, path, headers, client, crowd=0):
+    async def admitted(self, slug, method, path, headers, client):
         site = await self.site(slug)
         route, path_params = site.table.match(method, path)
         return site, route, path_params, await in_thread(site.owner, admission, site, route, headers, client)
@@ -338,7 +334,6 @@ class RouteDispatcher:
         self._background = set()
         self.invocations = InvocationWriter(self._background)
         self._in_flight = Slots()  # per site owner: route calls running now in this process
-        self._crowds = Slots()  # per tenant slug: its requests being answered now in this process (a crowd gathers its admissions)
 
     async def __call__(self, scope, receive, send):
         try:
@@ -358,20 +353,16 @@ class RouteDispatcher:
             depth = call_depth(headers.get(DEPTH_HEADER.lower()))
         except ServiceError as exc:
             raise HttpError(exc.status_code, str(exc)) from exc
-        crowd = self._crowds.add(slug)
+        site, route, path_params, wait = await self.sites.admitted(slug, method, path, headers, (scope.get("client") or ("",))[0])
+        if wait:
+            raise HttpError(429, f"Too many requests to this tenant's routes from you; retry in {wait} s.", [(b"retry-after", str(wait).encode())])
+        raw = await read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         try:
-            site, route, path_params, wait = await self.sites.admitted(slug, method, path, headers, (scope.get("client") or ("",))[0], crowd)
-            if wait:
-                raise HttpError(429, f"Too many requests to this tenant's routes from you; retry in {wait} s.", [(b"retry-after", str(wait).encode())])
-            raw = await read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
-            try:
-                body = parse_json(raw) if raw.strip() else {}
-            except JsonBodyError as exc:
-                raise HttpError(400, f"The request body is not acceptable JSON: {exc}", errors={"body": [str(exc)]}) from exc
-            status, answer, error = await self.serve(site, route, path_params, query_params(scope), body, headers, depth)
-            await respond(send, status, answer)
-        finally:
-            self._crowds.release(slug)
+            body = parse_json(raw) if raw.strip() else {}
+        except JsonBodyError as exc:
+            raise HttpError(400, f"The request body is not acceptable JSON: {exc}", errors={"body": [str(exc)]}) from exc
+        status, answer, error = await self.serve(site, route, path_params, query_params(scope), body, headers, depth)
+        await respond(send, status, answer)
         seconds = time.monotonic() - started
         metrics.route_invocation(status, seconds, site.slug)
         self.record_soon(site, route, method, path, status, round(seconds * 1000, 2), error)
