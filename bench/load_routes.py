@@ -1,7 +1,7 @@
 """Load: tenant route invocations (/t/<tenant>/<path>) at 50 concurrent clients and at 1, against
 a bare proxy doing the same forwarding and the upstream called directly, in the same run.
 
-    .venv/bin/python -m bench.load_routes [--clients 50] [--seconds 8] [--rounds 2]   # about 1.5 min (2.5 with [pg+redis])
+    .venv/bin/python -m bench.load_routes [--clients 50] [--seconds 4] [--rounds 4]   # about 2 min (3 with [pg+redis])
 
 Loopback only: a local upstream (uvicorn serving bench.support.upstream_app, a fixed 200-byte
 JSON answer), and daphne (`make run`'s server) on a temporary SQLite file with a tenant, an API
@@ -31,7 +31,8 @@ calls the upstream's GET /items). The tenant's route rate limit is lifted for th
 Each client keeps one connection open (bench.support.KeepAliveClient, a light asyncio client, so
 the load generator in this process takes little of the 2 CPUs) and sends its next request when
 the answer arrives. First at 1 client (`--single-seconds` per target and round), then at
-`--clients`: the targets alternate for `--rounds` rounds of `--seconds` each (after a 1 s warm-up);
+`--clients`: the targets alternate for `--rounds` rounds of `--seconds` each (after a 1 s warm-up;
+short rounds, so that a burst of other load on the shared CPUs falls on every target alike);
 the samples of all rounds are pooled. Measured: errors (anything but 200; target zero), latency
 p50/p95/p99, throughput, the server's CPU time per request (daphne for ours and the peer, uvicorn
 for direct) and RSS before, at the peak and after. Ratios are ours / the bare proxy. Targets:
@@ -235,9 +236,9 @@ def rows_of(results, single, names):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each round of each target at --clients")
-    parser.add_argument("--single-seconds", type=float, default=3.0, help="length of each round of each target at 1 client")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each round of each target at --clients")
+    parser.add_argument("--single-seconds", type=float, default=1.5, help="length of each round of each target at 1 client")
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment of ours (e.g. CONN_MAX_AGE=60)")
     parser.add_argument("--no-production", action="store_true", help="skip the [pg+redis] profile even when DATABASE_URL and REDIS_URL are set")
     args = parser.parse_args(argv)
