@@ -22,9 +22,9 @@ same (RSS 160 MiB in process either way): cycles wait a little longer to be recl
 objects are freed by their reference count as before.
 """
 
-YOUNG_THRESHOLD = 10_000
-
 import gc
+
+YOUNG_THRESHOLD = 10_000
 
 
 def freeze_startup_objects():
