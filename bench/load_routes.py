@@ -1,7 +1,7 @@
 """Load: tenant route invocations (/t/<tenant>/<path>) at 50 concurrent clients and at 1, against
 a bare proxy doing the same forwarding and the upstream called directly, in the same run.
 
-    .venv/bin/python -m bench.load_routes [--clients 50] [--seconds 4] [--rounds 4]   # about 2 min (3 with [pg+redis])
+    .venv/bin/python -m bench.load_routes [--clients 50] [--seconds 4] [--rounds 4]   # about 4 min (5 with [pg+redis])
 
 Loopback only: a local upstream (uvicorn serving bench.support.upstream_app, a fixed 200-byte
 JSON answer), and daphne (`make run`'s server) on a temporary SQLite file with a tenant, an API

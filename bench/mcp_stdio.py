@@ -93,9 +93,8 @@ async def main():
 anyio.run(main)
 """
 
-# Ours runs on uvloop (backflow.event_loop); each floor runs a second time on uvloop too, so that
-# the ratios say what our code costs on the same loop as well as against the SDK as it ships.
-ON_UVLOOP = "import asyncio, uvloop\nasyncio.set_event_loop_policy(uvloop.EventLoopPolicy())\n"
+# The floors' second run: the loop mcp_stdio installs, by the same function (the floors run from ROOT).
+ON_UVLOOP = "from backflow.event_loop import install_event_loop\ninstall_event_loop('uvloop')\n"
 
 GET_RATIO_TARGET = 2.0
 STARTUP_TARGET_S = 1.5

@@ -1,4 +1,4 @@
-"""An ASGI application that answers with the class of the event loop serving it (tests/test_serve_daphne.py)."""
+"""An ASGI application that answers with the class of the event loop serving it (tests/test_event_loop.py)."""
 
 import asyncio
 
