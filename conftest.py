@@ -131,14 +131,18 @@ def _database_work_on_the_test_thread(request, monkeypatch):
     if "pool_threads" not in request.keywords:
         from asgiref.sync import sync_to_async
 
-        from backflow import sync
+        from backflow import loop_postgres, sync
         from integrations_app import dispatch
         from mcp_app import http
 
         monkeypatch.setattr(sync, "on_pool_thread", lambda func: sync_to_async(func, thread_sensitive=True))
-        # Nor may routes and MCP read the tenant row on the loop: its own connection sees committed rows only.
+        # Nor may routes and MCP read the tenant row on the loop, or write records there: the
+        # loop's own connection sees committed rows only.
         monkeypatch.setattr(dispatch.routes_asgi.sites, "reads_here", None)
+        monkeypatch.setattr(dispatch.routes_asgi.sites, "_admissions_on_loop", None)
         monkeypatch.setattr(http, "reads_here", None)
+        for loop_connections in (loop_postgres.loop_reads_postgres, loop_postgres.loop_writes_postgres):
+            monkeypatch.setattr(loop_connections, "on_postgres", False)
 
 
 @pytest.fixture(autouse=True)

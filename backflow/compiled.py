@@ -20,7 +20,7 @@ from django.utils import timezone
 _BOUND_AS_IS = (int, str)
 
 
-def _params(values):
+def bound_values(values):
     return tuple(value.pk if isinstance(value, models.Model) else value for value in values)
 
 
@@ -47,7 +47,7 @@ class Compiled:
         return next(iter(self._rows(values, many=False)), None)
 
     def _rows(self, values, many):
-        params = _params(values)
+        params = bound_values(values)
         alias = router.db_for_read(self.model)
         connection = connections[alias]
         key = (alias, connection.vendor)
@@ -124,7 +124,7 @@ class LoopReads:
 
     def first(self, compiled, *values):
         """The row, or None; Unavailable when it cannot be read on this loop at once."""
-        params = _params(values)
+        params = bound_values(values)
         statement = compiled.statement((self.alias, "sqlite"), params) if self.on_sqlite else None
         if statement is None:
             raise self.Unavailable(f"{compiled.model.__name__}: no statement compiled for SQLite yet")
@@ -210,14 +210,19 @@ class CompiledInsert:
     def insert(self, rows):
         alias = router.db_for_write(self.model)
         connection = connections[alias]
+        statements = self._statements_for(alias, connection, rows)
+        # One statement is atomic by itself (and joins the caller's transaction): no BEGIN/COMMIT around it.
+        together = transaction.atomic(using=alias, savepoint=False) if len(statements) > 1 else contextlib.nullcontext()
+        with together, connection.cursor() as cursor:
+            for sql, params in statements:
+                cursor.execute(sql, params)
+
+    def _statements_for(self, alias, connection, rows):
+        """(INSERT, parameters) for each batch of `rows` the database takes in one statement."""
         prepared = [[field.get_db_prep_save(value, connection) for field, value in zip(self.fields, row)] for row in rows]
         size = max(1, connection.ops.bulk_batch_size(self.fields, prepared))
-        batches = [prepared[start:start + size] for start in range(0, len(prepared), size)]
-        # One statement is atomic by itself (and joins the caller's transaction): no BEGIN/COMMIT around it.
-        together = transaction.atomic(using=alias, savepoint=False) if len(batches) > 1 else contextlib.nullcontext()
-        with together, connection.cursor() as cursor:
-            for batch in batches:
-                cursor.execute(self._sql(alias, connection, len(batch)), [value for row in batch for value in row])
+        return [(self._sql(alias, connection, len(batch)), [value for row in batch for value in row])
+                for batch in (prepared[start:start + size] for start in range(0, len(prepared), size))]
 
     def _sql(self, alias, connection, count):
         """The INSERT of `count` rows, made once per database and row count (at most a batch's size)."""

@@ -7,8 +7,10 @@ down. A limit that guards secrets (sign-in attempts) passes fail_open=False: the
 raised, and the request is refused with a 503 naming Redis.
 """
 
+import asyncio
 import logging
 import time
+import weakref
 
 from django.conf import settings
 from django.core.cache import cache, caches
@@ -48,22 +50,61 @@ def counted_in_process():
 def _waits(keys, limit, *, name, record, fail_open):
     if not keys:
         return []
-    allowed, window = limit
-    now = time.time()
-    bucket = int(now // window)
-    counters = [f"ratelimit:{key}:{bucket}" for key in keys]
+    window = _window(limit)
+    counters = _counters(keys, window)
     try:
-        counts = _count(counters, window) if record else [cache.get(counter, 0) + 1 for counter in counters]
+        counts = _count(counters, window[2]) if record else [cache.get(counter, 0) + 1 for counter in counters]
     except REDIS_ERRORS as exc:
         if not fail_open:
             raise
-        if not _outage["logged"]:
-            logger.warning("Rate limits are not counted while Redis is unreachable (%s)", describe(exc))
-            _outage["logged"] = True
-        return [None] * len(keys)
+        return _uncounted(exc, len(keys))
+    return _refusals(counts, limit, window, name)
+
+
+async def aretry_after_each(keys, limit, *, name):
+    """retry_after_each from an event loop: with the counts in Redis, the round trip awaited on
+    the loop (redis.asyncio), never a thread's; in this process's memory, counted at once."""
+    if not keys:
+        return []
+    backend = _redis_cache.get()
+    if backend is None:
+        return retry_after_each(keys, limit, name=name)
+    window = _window(limit)
+    counters = _counters(keys, window)
+    try:
+        async with asyncio.timeout(COUNT_TIMEOUT):
+            counts = await _count_on_loop(backend, counters, window[2])
+    except (*REDIS_ERRORS, TimeoutError) as exc:
+        return _uncounted(exc, len(keys))
+    return _refusals(counts, limit, window, name)
+
+
+def _window(limit):
+    """(now, the window's number, its length in seconds) of `limit` = (events, seconds)."""
+    now = time.time()
+    return now, int(now // limit[1]), limit[1]
+
+
+def _counters(keys, window):
+    return [f"ratelimit:{key}:{window[1]}" for key in keys]
+
+
+def _uncounted(exc, how_many):
+    """Fail open: nothing counted, every event let through, the outage logged once."""
+    if not _outage["logged"]:
+        logger.warning("Rate limits are not counted while Redis is unreachable (%s)", describe(exc))
+        _outage["logged"] = True
+    return [None] * how_many
+
+
+def _refusals(counts, limit, window, name):
+    """The wait of each count: None within `limit`, else the seconds left in the window (counted
+    as a refusal of `name`)."""
     if _outage["logged"]:
         logger.info("Redis is reachable again; rate limits are counted again")
         _outage["logged"] = False
+    allowed = limit[0]
+    now, bucket, seconds = window
     waits = []
     for count in counts:
         if count <= allowed:
@@ -71,7 +112,7 @@ def _waits(keys, limit, *, name, record, fail_open):
             continue
         if name:
             metrics.rate_limit_refusals.labels(name).inc()
-        waits.append(max(1, int((bucket + 1) * window - now) + 1))
+        waits.append(max(1, int((bucket + 1) * seconds - now) + 1))
     return waits
 
 
@@ -104,6 +145,24 @@ def _count(counters, window):
     return [_count_here(backend, counter, window) for counter in counters]
 
 
+COUNT_TIMEOUT = 2.0  # seconds a count awaited on an event loop may take before it fails open (as an unreachable Redis)
+_loop_clients = weakref.WeakKeyDictionary()  # event loop -> (the cache backend, its redis.asyncio client, the script)
+
+
+async def _count_on_loop(backend, counters, window):
+    """_count's script on a redis.asyncio client of this event loop (redis-py's asyncio clients
+    belong to the loop they were made on), to the cache's primary server as the cache writes."""
+    loop = asyncio.get_running_loop()
+    made = _loop_clients.get(loop)
+    if made is None or made[0] is not backend:
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(backend._cache._servers[0], **settings.REDIS_ASYNC_OPTIONS)
+        made = _loop_clients[loop] = (backend, client, client.register_script(_INCREMENT))
+    keys = [backend.make_and_validate_key(counter) for counter in counters]
+    return [int(count) for count in await made[2](keys=keys, args=[window + 1], client=made[1])]
+
+
 def _default_if_local(setting):
     backend = caches["default"]
     return backend if isinstance(backend, LocalCache) else None
@@ -113,6 +172,8 @@ def _default_if_local(setting):
 # process, so one serves every thread and request: `caches["default"]` (a per-context lookup) is
 # asked again only when the setting changes (tests).
 _local_cache = PerSetting("CACHES", _default_if_local)
+# The default cache if it is Redis (the counts of aretry_after_each go to its server), else None.
+_redis_cache = PerSetting("CACHES", lambda setting: caches["default"] if isinstance(caches["default"], RedisCache) else None)
 
 
 def _count_here(backend, counter, window):

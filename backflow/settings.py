@@ -146,17 +146,19 @@ if REDIS_URL:
     BACKFLOW_REDIS_MAX_CONNECTIONS = env.int("BACKFLOW_REDIS_MAX_CONNECTIONS", default=1000)
     CACHES = {"default": {"BACKEND": "backflow.cache.SharedPoolRedisCache", "LOCATION": REDIS_URL,
                           "OPTIONS": {"retry": Retry(NoBackoff(), 1), "max_connections": BACKFLOW_REDIS_MAX_CONNECTIONS}}}
+    # The same for redis-py's asyncio clients (the channel layer's, the routes' counts made on the event loop).
+    REDIS_ASYNC_OPTIONS = {"retry": _AsyncRetry(NoBackoff(), 1), "max_connections": BACKFLOW_REDIS_MAX_CONNECTIONS}
     # channels_redis keeps the messages of all of one process's SSE sessions (process-specific
     # channels, mcp.sse.*) in one Redis list, capped by one `capacity` (100 by default): 200
     # sessions posting at once overflowed it and their POSTs got 503 (bench/load_mcp.py). The cap
     # is for the whole process, so it is set for thousands of sessions; messages still expire in 60 s.
     CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                    "CONFIG": {"hosts": [{"address": REDIS_URL, "retry": _AsyncRetry(NoBackoff(), 1),
-                                          "max_connections": BACKFLOW_REDIS_MAX_CONNECTIONS}], "channel_capacity": {"mcp.sse.*": 20000}}}
+                    "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_ASYNC_OPTIONS}], "channel_capacity": {"mcp.sse.*": 20000}}}
     }
 else:
     CACHES = {"default": {"BACKEND": "backflow.cache.LocalCache"}}  # LocMemCache with a one-step counter
+    REDIS_ASYNC_OPTIONS = {}  # for a Redis cache configured otherwise (tests): redis-py's defaults
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 AUTH_PASSWORD_VALIDATORS = [

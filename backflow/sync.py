@@ -60,15 +60,15 @@ _shares = {}  # (loop id, owner) -> _Share; touched only from its event loop's t
 
 class _Slot:
     """`async with _Slot(owner)`: one of `owner`'s BACKFLOW_SYNC_THREADS_PER_TENANT slots on this
-    loop, held for the block (waited for while the owner holds them all)."""
+    loop (or of `size` slots), held for the block (waited for while the owner holds them all)."""
 
     __slots__ = ("key", "share")
 
-    def __init__(self, owner):
+    def __init__(self, owner, size=None):
         self.key = (id(asyncio.get_running_loop()), owner)
         share = _shares.get(self.key)
         if share is None:
-            share = _shares[self.key] = _Share(settings.BACKFLOW_SYNC_THREADS_PER_TENANT)
+            share = _shares[self.key] = _Share(size or settings.BACKFLOW_SYNC_THREADS_PER_TENANT)
         share.users += 1
         self.share = share
 
@@ -158,13 +158,21 @@ class GroupedTrips:
             raise result
         return result
 
+    def _turn(self, owner):
+        """The slot a trip of `owner` holds."""
+        return _Slot(owner)
+
+    async def _carry(self, owner, calls):
+        """The trip itself: `_run` on a pool thread."""
+        return await on_pool_thread(self._run)(owner, calls)
+
     async def _trip(self, key, owner, group):
         try:
-            async with _Slot(owner):
+            async with self._turn(owner):
                 if self._open.get(key) is group:
                     del self._open[key]  # later callers gather for the next trip
                 calls = [None if index in group.withdrawn else call for index, call in enumerate(group.calls)]
-                results = await on_pool_thread(self._run)(owner, calls) if any(calls) else [None] * len(calls)
+                results = await self._carry(owner, calls) if any(calls) else [None] * len(calls)
         except BaseException as exc:  # every caller's; a result, so that no caller left is no error
             if self._open.get(key) is group:
                 del self._open[key]
@@ -178,12 +186,34 @@ class GroupedTrips:
         """On the pool thread: each call's result (None for a withdrawn one) or exception."""
         first_context = next(call for call in calls if call is not None)[0]
         shared = first_context.run(self.prepare, owner, [call[1] for call in calls if call is not None]) if self.prepare else None
+        results = self._each(shared, calls)
+        if self.conclude:
+            first_context.run(self.conclude, shared)
+        return results
+
+    def _each(self, shared, calls):
+        """Each call's result (None for a withdrawn one) or exception, each in its caller's context."""
         results = []
         for call in calls:
             try:
                 results.append(None if call is None else call[0].run(self.each, shared, call[1]))
             except Exception as exc:
                 results.append(exc)
+        return results
+
+
+class LoopTrips(GroupedTrips):
+    """GroupedTrips made on the event loop itself, for work that awaits the network instead of
+    holding a thread (backflow.loop_postgres, redis.asyncio): `prepare` and `conclude` are
+    coroutine functions, `each` runs on the loop between them (it must not block). An owner has
+    one trip at a time: the callers that come meanwhile share the next, which starts when it ends."""
+
+    def _turn(self, owner):
+        return _Slot(("on the loop", owner), 1)
+
+    async def _carry(self, owner, calls):  # in the trip's task: the context of its first caller
+        shared = await self.prepare(owner, [call[1] for call in calls if call is not None]) if self.prepare else None
+        results = self._each(shared, calls)
         if self.conclude:
-            first_context.run(self.conclude, shared)
+            await self.conclude(shared)
         return results

@@ -27,15 +27,16 @@ from backflow.compiled import CompiledInsert, LoopReads, loop_reads
 from backflow.egress import shared_client
 from backflow.errors import ServiceError
 from backflow.jsonbody import JsonBodyError, parse_json
+from backflow.loop_postgres import LoopPostgres, loop_reads_postgres
 from backflow.outages import describe, outage_message, reconnecting
-from backflow.ratelimit import counted_in_process, retry_after_each
-from backflow.sync import GroupedTrips, in_thread
+from backflow.ratelimit import aretry_after_each, counted_in_process, retry_after_each
+from backflow.sync import GroupedTrips, LoopTrips, in_thread
 from backflow.templating import TemplateError, local_environment, render
 from integrations_app.models import RouteInvocation
 from integrations_app.runtime import DEPTH_HEADER, CallSettings, RouteFailure, SecretResolver, call_depth, run_route, tenant_secrets
 from integrations_app.stores import DatabaseStore
 from tenants.authentication import AuthenticationError, bearer_value, known_tenant_key_label, principal_for_token
-from tenants.selectors import tenant_get, tenant_get_here
+from tenants.selectors import tenant_get, tenant_get_here, tenant_get_on_loop
 
 logger = logging.getLogger("backflow.routes")
 INVOCATION_ROWS = CompiledInsert(RouteInvocation)
@@ -133,6 +134,11 @@ class DatabaseSites:
         self._admissions = GroupedTrips(reconnecting(self._admission), self.ADMISSIONS_PER_TRIP,
                                         prepare=lambda owner, requests: _AdmissionTrip(self._reconnecting_site(requests[0][0])),
                                         conclude=lambda trip: trip.count())
+        # On PostgreSQL, the tenant row is read on the event loop (backflow.loop_postgres) and the
+        # callers counted there too: one read and one count for the tenant's requests that come
+        # together, while one is being made.
+        self._admissions_on_loop = LoopTrips(self._admission_on_loop, self.ADMISSIONS_PER_TRIP, prepare=self._trip_on_loop,
+                                             conclude=self._count_on_loop) if loop_reads_postgres.on_postgres else None
 
     def _lookup(self, slug):
         """The tenant and its current route table, in one trip to the database thread (the tenant
@@ -167,11 +173,16 @@ class DatabaseSites:
         work could run beside the loop on the other CPU, but handing it over and back cost the
         loaded server more (daphne, 50 clients, one route, alternating: 1,520-1,560 against
         1,320-1,480 requests/s; 645-660 against 700-780 us of CPU a request)."""
+        request = (slug, method, path, headers, client)
         if self.reads_here is not None:
-            here = self._admitted_here(slug, method, path, headers, client)
+            here = self._admitted_here(*request)
             if here is not None:
                 return here
-        admitted = await self._admissions(f"slug:{slug}", (slug, method, path, headers, client))
+        elif self._admissions_on_loop is not None:
+            admitted = await self._admissions_on_loop(f"slug:{slug}", request)
+            if admitted is not None:
+                return admitted.site, admitted.route, admitted.path_params, admitted.wait
+        admitted = await self._admissions(f"slug:{slug}", request)
         return admitted.site, admitted.route, admitted.path_params, admitted.wait
 
     def _admitted_here(self, slug, method, path, headers, client):
@@ -182,18 +193,50 @@ class DatabaseSites:
         loaded server more CPU than the whole admission (issue 17). None: the request takes the
         trip, which decides every other case (a tenant not found or inactive, a new key, a JWT)."""
         try:
-            tenant = tenant_get_here(slug=slug, reads=self.reads_here)
+            site = self._current_site(tenant_get_here(slug=slug, reads=self.reads_here))
         except LoopReads.Unavailable:
             return None
+        if site is None:
+            return None
+        route, path_params = site.table.match(method, path)
+        caller = known_caller_of(site, route, headers, client)
+        return None if caller is None else (site, route, path_params, caller_wait(site, caller))
+
+    def _current_site(self, tenant):
+        """The site of `tenant` (a row read on the loop) when it is active and its route table was
+        built at the row's routes_version, else None (the trip decides)."""
         cached = self._tables.get(tenant.pk) if tenant is not None and tenant.is_active else None
         if cached is None or cached[0] != tenant.routes_version:
             return None
         site = self._sites_here.get(tenant.pk)
         if site is None or site.tenant is not tenant or site.table is not cached[1]:  # a row read again, a table rebuilt
             site = self._sites_here[tenant.pk] = TenantSite(tenant, cached[1])
-        route, path_params = site.table.match(method, path)
-        caller = site.known_caller(headers) if route.get("requireAuth", True) else "ip:" + client
-        return None if caller is None else (site, route, path_params, caller_wait(site, caller))
+        return site
+
+    async def _trip_on_loop(self, owner, requests):
+        """A trip on the loop (PostgreSQL): the tenant row read on the loop's own connection, or
+        None when it cannot be there now or the row needs the trip to a thread (see _current_site)."""
+        try:
+            site = self._current_site(await tenant_get_on_loop(slug=requests[0][0], reads=loop_reads_postgres))
+        except LoopPostgres.Unavailable:
+            return None
+        return _AdmissionTrip(site) if site is not None else None
+
+    @staticmethod
+    async def _count_on_loop(trip):
+        if trip is not None:
+            await trip.count_on_loop()
+
+    @staticmethod
+    def _admission_on_loop(trip, request):
+        """A request's route and params with its caller known without a query, or None (its
+        admission takes the trip to a thread: a new key, a JWT, a tenant not admitted on the loop)."""
+        if trip is None:
+            return None
+        _, method, path, headers, client = request
+        route, path_params = trip.site.table.match(method, path)
+        caller = known_caller_of(trip.site, route, headers, client)
+        return None if caller is None else trip.admit(route, path_params, caller)
 
     @staticmethod
     def _admission(trip, request):
@@ -226,7 +269,13 @@ class _AdmissionTrip:
         return admitted
 
     def count(self):
-        for admitted, wait in zip(self._admitted, callers_wait(self.site, self._callers)):
+        self._waits(callers_wait(self.site, self._callers))
+
+    async def count_on_loop(self):
+        self._waits(await aretry_after_each(rate_keys(self.site, self._callers), settings.BACKFLOW_ROUTE_RATE_LIMIT, name="routes"))
+
+    def _waits(self, waits):
+        for admitted, wait in zip(self._admitted, waits):
             admitted.wait = wait
 
 
@@ -311,7 +360,17 @@ def caller_wait(site, caller):
 
 def callers_wait(site, callers):
     """caller_wait for one call by each of `callers`, in order, counted together."""
-    return retry_after_each([f"{site.rate_key}:{caller}" for caller in callers], settings.BACKFLOW_ROUTE_RATE_LIMIT, name="routes")
+    return retry_after_each(rate_keys(site, callers), settings.BACKFLOW_ROUTE_RATE_LIMIT, name="routes")
+
+
+def rate_keys(site, callers):
+    return [f"{site.rate_key}:{caller}" for caller in callers]
+
+
+def known_caller_of(site, route, headers, client):
+    """caller_of without a query or a write: the label of an API key verified before while
+    nothing changed, or the client's address on a public route; None when authenticate decides."""
+    return site.known_caller(headers) if route.get("requireAuth", True) else "ip:" + client
 
 
 def caller_of(site, route, headers, client):

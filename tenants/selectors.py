@@ -18,6 +18,13 @@ def tenant_get_here(*, slug, reads):
     return reads.first(_tenant_by_slug, slug)
 
 
+async def tenant_get_on_loop(*, slug, reads):
+    """tenant_get read on the event loop's own PostgreSQL connection
+    (backflow.loop_postgres.LoopPostgres), or LoopPostgres.Unavailable: the tenant routes'
+    admission on PostgreSQL."""
+    return await reads.first(_tenant_by_slug, slug)
+
+
 def tenant_by_id_here(pk, *, reads):
     """tenant_by_id read on the event loop's own thread (backflow.compiled.LoopReads), or
     LoopReads.Unavailable: the MCP doors' credential check on SQLite."""

@@ -11,7 +11,7 @@ import redis
 from django.core.cache import cache, caches
 from redis.connection import Connection
 
-from backflow.ratelimit import retry_after, retry_after_each
+from backflow.ratelimit import aretry_after_each, retry_after, retry_after_each
 
 PRIVATE_DB = "redis://127.0.0.1:6379/14"  # not the suite's shared database
 
@@ -65,6 +65,74 @@ def test_events_counted_together_are_one_round_trip_each_counted(redis_cache, ro
     [counter] = client.keys(f"*ratelimit:probe:a:{stamp}:*")
     assert int(client.get(counter)) == 3 and 0 < client.ttl(counter) <= 3601
     assert retry_after_each([], (2, 3600), name="test") == []
+
+
+def test_counts_awaited_on_the_loop_are_one_round_trip_into_the_same_counters(redis_cache, monkeypatch):
+    """aretry_after_each (the routes' admission on an event loop): the same script, counters,
+    limits and expiry as retry_after_each, through a redis.asyncio client of the loop, in one
+    round trip for every event counted together; thread-side counts add to the same counters."""
+    from redis.asyncio.connection import Connection as AsyncConnection
+
+    sent = []
+    original = AsyncConnection.send_packed_command
+
+    async def counting(self, command, check_health=True):
+        sent.append(command)
+        return await original(self, command, check_health)
+
+    monkeypatch.setattr(AsyncConnection, "send_packed_command", counting)
+    stamp = time.time()
+    keys = [f"probe:loop:a:{stamp}", f"probe:loop:b:{stamp}", f"probe:loop:a:{stamp}"]
+
+    async def count_twice():
+        await aretry_after_each(["probe:loop:warm"], (100, 60), name="test")  # may load the script
+        sent.clear()
+        return await aretry_after_each(keys, (2, 3600), name="test")
+
+    assert asyncio.run(count_twice()) == [None, None, None]
+    assert len(sent) == 1, f"{len(sent)} Redis round trips for 3 events counted together on the loop"
+    waits = retry_after_each([keys[0]], (2, 3600), name="test")  # a thread's count sees the loop's
+    assert 0 < waits[0] <= 3601, waits
+    client = redis_cache._cache.get_client(write=True)
+    [counter] = client.keys(f"*ratelimit:probe:loop:a:{stamp}:*")
+    assert int(client.get(counter)) == 3 and 0 < client.ttl(counter) <= 3601
+    assert asyncio.run(aretry_after_each([], (2, 3600), name="test")) == []
+
+
+def test_counts_on_the_loop_fail_open_while_redis_is_unreachable(settings, caplog, monkeypatch):
+    """A count awaited on the loop whose Redis refuses lets the events through (as a thread's),
+    logged once; it waits no longer than the refusal."""
+    from backflow import ratelimit
+
+    monkeypatch.setitem(ratelimit._outage, "logged", False)
+    settings.CACHES = {"default": {"BACKEND": "backflow.cache.SharedPoolRedisCache", "LOCATION": "redis://127.0.0.1:1/0"}}
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="backflow.ratelimit"):
+        assert asyncio.run(aretry_after_each(["probe:down", "probe:down"], (1, 3600), name="test")) == [None, None]
+    assert time.monotonic() - started < 10
+    assert "not counted while Redis is unreachable" in caplog.text
+
+
+def test_a_count_on_the_loop_that_hangs_fails_open_after_its_timeout(settings, monkeypatch):
+    """Redis accepting the connection but never answering holds the loop's admission no longer
+    than COUNT_TIMEOUT (then the events go through, as with Redis down)."""
+    import socket
+
+    from backflow import ratelimit
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts (the kernel's backlog) and never answers
+    try:
+        settings.CACHES = {"default": {"BACKEND": "backflow.cache.SharedPoolRedisCache",
+                                       "LOCATION": f"redis://127.0.0.1:{silent.getsockname()[1]}/0"}}
+        monkeypatch.setattr(ratelimit, "COUNT_TIMEOUT", 0.5)
+        started = time.monotonic()
+        counted = asyncio.wait_for(aretry_after_each(["probe:silent"], (1, 3600), name="test"), 10)  # the test's own bound
+        assert asyncio.run(counted) == [None]
+        assert 0.4 < time.monotonic() - started < 3  # redis-py's own socket timeout is 5 s
+    finally:
+        silent.close()
 
 
 def test_the_limit_holds_and_the_window_expires(redis_cache):
@@ -146,6 +214,11 @@ def test_the_in_process_cache_counts_in_one_step_and_its_window_expires(local_ca
     assert local_cache.count("probe:short", 0.2) == 1 and local_cache.count("probe:short", 0.2) == 2
     time.sleep(0.5)  # past its timeout: the counter starts again
     assert local_cache.count("probe:short", 0.2) == 1
+
+
+def test_counts_on_the_loop_in_process_are_made_at_once(local_cache):
+    answers = asyncio.run(aretry_after_each(["probe:local-loop"] * 3, (2, 3600), name="test"))
+    assert answers[:2] == [None, None] and 0 < answers[2] <= 3601, answers
 
 
 def test_counts_follow_the_cache_setting(local_cache, settings):

@@ -24,15 +24,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def trips(monkeypatch):
-    """The sizes of the admission trips taken to a thread."""
-    sizes, admissions = [], dispatch.routes_asgi.sites._admissions
-    run = admissions._run
-    monkeypatch.setattr(admissions, "_run", lambda owner, calls: sizes.append(len(calls)) or run(owner, calls))
-    return sizes
-
-
 def get_each(inprocess, *calls):
     """GET each (url, Authorization or None) in turn: their status codes."""
     async def one_by_one(http):

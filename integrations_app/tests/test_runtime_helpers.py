@@ -39,6 +39,7 @@ from integrations_app.stores import DatabaseStore
 __all__ = [
     "InProcess", "Reply", "Tripwire", "Upstream", "free_port", "make_integration", "make_route",
     "_fresh_route_tables", "inprocess", "tripwire", "upstream", "upstreams", "BOOKINGS_ENDPOINTS", "action", "acme_bookings",
+    "trips",
 ]
 
 
@@ -283,6 +284,15 @@ def inprocess(tripwire, monkeypatch, settings):
     app = InProcess(tripwire)
     monkeypatch.setattr(dispatch, "shared_client", app.shared_client)
     return app
+
+
+@pytest.fixture
+def trips(monkeypatch):
+    """The sizes of the tenant routes' admission trips taken to a thread."""
+    sizes, admissions = [], dispatch.routes_asgi.sites._admissions
+    run = admissions._run
+    monkeypatch.setattr(admissions, "_run", lambda owner, calls: sizes.append(len(calls)) or run(owner, calls))
+    return sizes
 
 
 @pytest.fixture(autouse=True)
