@@ -217,6 +217,21 @@ class CompiledInsert:
             for sql, params in statements:
                 cursor.execute(sql, params)
 
+    async def insert_on_loop(self, rows, writes):
+        """insert, on the event loop's own PostgreSQL connection (`writes`, a
+        backflow.loop_postgres.LoopPostgres): LoopPostgres.Unavailable when nothing was sent (the
+        caller inserts the rows on a thread), LoopPostgres.Failed when it was sent and failed."""
+        if router.db_for_write(self.model) != writes.alias:
+            raise writes.Unavailable(f"{self.model.__name__} is not written to {writes.alias!r}")
+        statements = self._statements_for(writes.alias, writes.wrapper, rows)
+
+        async def run(connection):
+            async with connection.transaction() if len(statements) > 1 else contextlib.nullcontext():
+                for sql, params in statements:
+                    await connection.execute(sql, params)
+
+        await writes.run(run)
+
     def _statements_for(self, alias, connection, rows):
         """(INSERT, parameters) for each batch of `rows` the database takes in one statement."""
         prepared = [[field.get_db_prep_save(value, connection) for field, value in zip(self.fields, row)] for row in rows]

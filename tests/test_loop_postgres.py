@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from django.db import connection
 
-from backflow.compiled import Compiled
+from backflow.compiled import Compiled, CompiledInsert
 from backflow.loop_postgres import LoopPostgres
-from tenants.models import Tenant
+from tenants.models import AuditEvent, Tenant
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -143,3 +143,23 @@ def test_a_database_that_refuses_is_asked_again_only_after_a_pause(monkeypatch):
     messages = asyncio.run(main())
     assert len(attempts) == 2, attempts
     assert "cannot connect to PostgreSQL: OperationalError: connection refused" in messages[-1]
+
+
+def test_rows_inserted_on_the_loop_are_the_rows_insert_makes():
+    tenant = Tenant.objects.create(slug="acme", name="Acme")
+    rows = CompiledInsert(AuditEvent)
+    writes = LoopPostgres()
+    made = [rows.values(tenant_id=tenant.pk, action="probe.loop", object_type="probe", object_id=str(n)) for n in range(3)]
+
+    async def insert():
+        await connected(writes)
+        await rows.insert_on_loop(made, writes)
+
+    asyncio.run(insert())
+    rows.insert([rows.values(tenant_id=tenant.pk, action="probe.thread", object_type="probe", object_id="3")])
+    stored = {(e.action, e.object_id, e.tenant_id) for e in AuditEvent.all_tenants.filter(object_type="probe")}
+    assert stored == {("probe.loop", "0", tenant.pk), ("probe.loop", "1", tenant.pk), ("probe.loop", "2", tenant.pk),
+                      ("probe.thread", "3", tenant.pk)}
+    # The same columns from both: nothing the loop's insert leaves out (created_at, defaults).
+    on_loop, on_thread = AuditEvent.all_tenants.get(object_id="0"), AuditEvent.all_tenants.get(object_id="3")
+    assert on_loop.created_at is not None and abs((on_thread.created_at - on_loop.created_at).total_seconds()) < 60

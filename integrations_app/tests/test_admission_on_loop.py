@@ -2,7 +2,8 @@
 tenant row read on the loop's own connection (backflow.loop_postgres) and the callers counted
 there, with no trip to a thread, yet every change seen at the next request as by the trip (a
 revoked key, a deactivated tenant, a new route); the tenant's requests that come together share
-one read; a connection that breaks sends the request on the trip. The data is committed (the loop's connections read what
+one read; a connection that breaks sends the request on the trip; the invocation records are
+inserted on the loop's other connection. The data is committed (the loop's connections read what
 a pool thread's would) and the database work runs on the real pool; each scenario runs on one
 event loop, which keeps its connections."""
 
@@ -14,8 +15,9 @@ from asgiref.sync import sync_to_async
 from django.core.cache import cache
 from django.db import connection
 
-from backflow.loop_postgres import LoopPostgres, loop_reads_postgres
+from backflow.loop_postgres import LoopPostgres, loop_reads_postgres, loop_writes_postgres
 from integrations_app import dispatch
+from integrations_app.models import RouteInvocation
 from integrations_app.tests.test_runtime_helpers import *  # noqa: F403 (fixtures and helpers)
 from integrations_app.tests.test_runtime_helpers import action, make_route
 from tenants import services as tenant_services
@@ -137,3 +139,35 @@ def test_a_broken_loop_connection_sends_the_request_on_the_trip(acme, acme_booki
         assert await statuses(http, own) == [200] and trips == [1, 1]
 
     inprocess.run(scenario)
+
+
+def test_invocation_records_are_inserted_on_the_loops_own_connection(acme, acme_bookings, inprocess, monkeypatch):
+    make_route(acme, "/bookings", [action("list")])
+    own = ("/t/acme/bookings", f"Bearer {acme.key}")
+    on_threads = []
+    monkeypatch.setattr(dispatch.INVOCATION_ROWS, "insert", lambda rows: on_threads.append(rows))
+
+    async def scenario(http):
+        await connected(loop_reads_postgres, loop_writes_postgres)
+        assert await statuses(http, own, own, own) == [200, 200, 200]
+
+    inprocess.run(scenario)
+    assert on_threads == []
+    assert RouteInvocation.objects.for_tenant(acme.tenant).filter(status=200, path="/bookings").count() == 3
+
+
+def test_a_record_insert_that_fails_on_the_loop_is_logged_not_made_again(acme, monkeypatch, caplog):
+    """A batch sent on the loop's connection whose insert fails (here: a tenant that does not
+    exist) is logged and dropped, as on a thread; it is not inserted again on a thread, where
+    an insert whose answer was lost would be written twice."""
+    on_threads = []
+    monkeypatch.setattr(dispatch.INVOCATION_ROWS, "insert", lambda rows: on_threads.append(rows))
+    row = dispatch.INVOCATION_ROWS.values(tenant_id=acme.tenant.pk + 10_000, method="get", path="/x", status=200, duration_ms=1.0)
+
+    async def main():
+        await connected(loop_writes_postgres)
+        await dispatch.InvocationWriter._insert([row])
+
+    with caplog.at_level("WARNING", logger="backflow.routes"):
+        asyncio.run(main())
+    assert on_threads == [] and "Could not record 1 route invocation(s)" in caplog.text
