@@ -141,6 +141,7 @@ def _database_work_on_the_test_thread(request, monkeypatch):
         monkeypatch.setattr(dispatch.routes_asgi.sites, "reads_here", None)
         monkeypatch.setattr(dispatch.routes_asgi.sites, "_admissions_on_loop", None)
         monkeypatch.setattr(http, "reads_here", None)
+        monkeypatch.setattr(http, "_credential_checks_on_loop", None)
         for loop_connections in (loop_postgres.loop_reads_postgres, loop_postgres.loop_writes_postgres):
             monkeypatch.setattr(loop_connections, "on_postgres", False)
 

@@ -20,8 +20,10 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from tenants.principals import Principal
 from tenants.scopes import ALL_SCOPES
-from tenants.selectors import membership_get, tenant_get
-from tenants.services import api_key_trusted, api_key_trusted_for, api_key_verify, api_key_verify_for
+from tenants.selectors import membership_get, tenant_by_id_on_loop, tenant_get
+from tenants.services import (
+    api_key_remembered, api_key_trusted, api_key_trusted_for, api_key_trusted_with, api_key_verify, api_key_verify_for,
+)
 
 TENANT_CLAIM = "tenants"
 PASSWORD_CLAIM = "pwd"
@@ -123,7 +125,20 @@ def known_principal(raw, requested_tenant, reads):
     through `reads`, backflow.compiled.LoopReads) says nothing changed, for the tenant asked for if
     any. None: principal_for_token decides, on a thread (a new or changed key, a JWT, an OAuth
     token, another tenant asked for). LoopReads.Unavailable when the row cannot be read at once."""
-    trusted = api_key_trusted(raw, reads)  # None for a JWT or token: not a key's shape (services._remembered)
+    return _principal_if_trusted(api_key_trusted(raw, reads), requested_tenant)
+
+
+async def known_principal_on_loop(raw, requested_tenant, reads):
+    """known_principal with the tenant row read on the event loop's own PostgreSQL connection
+    (`reads`, a backflow.loop_postgres.LoopPostgres, which may raise LoopPostgres.Unavailable)."""
+    entry = api_key_remembered(raw)  # None for a JWT or token: not a key's shape
+    if entry is None:
+        return None
+    return _principal_if_trusted(api_key_trusted_with(entry, await tenant_by_id_on_loop(entry.tenant_id, reads=reads)),
+                                 requested_tenant)
+
+
+def _principal_if_trusted(trusted, requested_tenant):
     if trusted is None or (requested_tenant and requested_tenant != trusted[1].slug):
         return None
     entry, tenant = trusted

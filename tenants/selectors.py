@@ -31,6 +31,13 @@ def tenant_by_id_here(pk, *, reads):
     return reads.first(_tenant_by_id, pk)
 
 
+async def tenant_by_id_on_loop(pk, *, reads):
+    """tenant_by_id read on the event loop's own PostgreSQL connection
+    (backflow.loop_postgres.LoopPostgres), or LoopPostgres.Unavailable: the MCP doors' credential
+    check on PostgreSQL."""
+    return await reads.first(_tenant_by_id, pk)
+
+
 def tenant_by_id(pk):
     """The tenant row of a verified key, read on each key check of REST and MCP (tenants.services.api_key_verify)."""
     return _tenant_by_id.first(pk)

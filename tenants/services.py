@@ -258,7 +258,7 @@ def api_key_trusted_for(raw_key, tenant):
     loop: the keycache.VerifiedKey when this process verified the key before, `tenant`'s row says
     nothing changed and its use needs no new record now; else None, and api_key_verify_for decides
     (on a thread)."""
-    entry = _remembered(raw_key)
+    entry = api_key_remembered(raw_key)
     return entry if entry is not None and _holds_now(entry, tenant) else None
 
 
@@ -267,14 +267,20 @@ def api_key_trusted(raw_key, reads):
     (VerifiedKey, tenant row) as api_key_trusted_for, the row read through `reads` (a
     backflow.compiled.LoopReads, which may raise LoopReads.Unavailable); else None, and
     api_key_verify decides (on a thread)."""
-    entry = _remembered(raw_key)
-    if entry is None:
-        return None
-    tenant = tenant_by_id_here(entry.tenant_id, reads=reads)
+    entry = api_key_remembered(raw_key)
+    return api_key_trusted_with(entry, tenant_by_id_here(entry.tenant_id, reads=reads)) if entry is not None else None
+
+
+def api_key_trusted_with(entry, tenant):
+    """api_key_trusted for a door that read the key's tenant row itself (on its event loop's own
+    PostgreSQL connection): (entry, tenant) while the row says nothing changed for the remembered
+    `entry` and its use needs no new record now, else None."""
     return (entry, tenant) if _holds_now(entry, tenant) else None
 
 
-def _remembered(raw_key):
+def api_key_remembered(raw_key):
+    """The keycache.VerifiedKey of a key this process verified before (no query), or None (a JWT
+    or an OAuth token is not a key's shape): what api_key_trusted starts from."""
     return verified_keys.get(hash_api_key(raw_key)) if _key_prefix(raw_key) is not None else None
 
 
