@@ -147,6 +147,10 @@ def _maybe_json(body):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver listens with a backlog of 5: a crowd of calls connecting at once (the routes'
+    # crowd tests send 128) had SYNs dropped and retried 1, 3 and 7 s later, past the endpoint's
+    # timeout (a 504 now and then).
+    request_queue_size = 256
 
 
 class Upstream:
