@@ -146,6 +146,22 @@ def _database_work_on_the_test_thread(request, monkeypatch):
             monkeypatch.setattr(loop_connections, "on_postgres", False)
 
 
+@pytest.fixture
+def loop_reads(monkeypatch):
+    """The first value of each read made on the process's loop connection for reads (a tenant's
+    slug, a primary key)."""
+    from backflow.loop_postgres import loop_reads_postgres
+
+    values, first = [], loop_reads_postgres.first
+
+    async def counted(compiled, *read_values):
+        values.append(read_values[0])
+        return await first(compiled, *read_values)
+
+    monkeypatch.setattr(loop_reads_postgres, "first", counted)
+    return values
+
+
 @pytest.fixture(autouse=True)
 def _no_name_lookups(monkeypatch):
     """Tests send nothing beyond loopback, DNS queries included: the egress guard resolves a host

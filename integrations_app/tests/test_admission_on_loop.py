@@ -15,12 +15,13 @@ from asgiref.sync import sync_to_async
 from django.core.cache import cache
 from django.db import connection
 
-from backflow.loop_postgres import LoopPostgres, loop_reads_postgres, loop_writes_postgres
+from backflow.loop_postgres import loop_reads_postgres, loop_writes_postgres
 from integrations_app import dispatch
 from integrations_app.models import RouteInvocation
 from integrations_app.tests.test_runtime_helpers import *  # noqa: F403 (fixtures and helpers)
 from integrations_app.tests.test_runtime_helpers import action, make_route
 from tenants import services as tenant_services
+from tests.test_loop_postgres import connected
 
 pytestmark = [
     pytest.mark.pool_threads, pytest.mark.django_db(transaction=True),
@@ -28,41 +29,12 @@ pytestmark = [
 ]
 
 
-async def connected(*loop_connections):
-    """Wait (at most 10 s) until this loop has its connection of each (made in the background on first use)."""
-    async def nothing(connection):
-        return None
-
-    deadline = time.monotonic() + 10
-    for loop_connection in loop_connections:
-        while True:
-            try:
-                await loop_connection.run(nothing)
-                break
-            except LoopPostgres.Unavailable:
-                assert time.monotonic() < deadline, "no connection on the loop within 10 s"
-                await asyncio.sleep(0.02)
-
-
 async def statuses(http, *calls):
     """GET each (url, Authorization or None) in turn: their status codes."""
     return [(await http.get(url, headers={"Authorization": auth} if auth else {})).status_code for url, auth in calls]
 
 
-@pytest.fixture
-def reads(monkeypatch):
-    """The slugs read on the loop's connection."""
-    slugs, first = [], loop_reads_postgres.first
-
-    async def counted(compiled, *values):
-        slugs.append(values[0])
-        return await first(compiled, *values)
-
-    monkeypatch.setattr(loop_reads_postgres, "first", counted)
-    return slugs
-
-
-def test_a_known_key_is_admitted_on_the_loop_and_its_revocation_refused_at_the_next_request(acme, acme_bookings, inprocess, trips, reads):
+def test_a_known_key_is_admitted_on_the_loop_and_its_revocation_refused_at_the_next_request(acme, acme_bookings, inprocess, trips, loop_reads):
     make_route(acme, "/bookings", [action("list")])
     own = ("/t/acme/bookings", f"Bearer {acme.key}")
 
@@ -70,7 +42,7 @@ def test_a_known_key_is_admitted_on_the_loop_and_its_revocation_refused_at_the_n
         await connected(loop_reads_postgres)
         assert await statuses(http, own) == [200] and trips == [1]  # the key verified and the table built on a thread
         assert await statuses(http, own, own, own) == [200, 200, 200] and trips == [1]  # then none
-        assert reads == ["acme"] * 4
+        assert loop_reads == ["acme"] * 4
         await sync_to_async(tenant_services.api_key_revoke)(tenant=acme.tenant, actor=acme.actor, prefix=acme.key.split("_")[1])
         assert await statuses(http, own) == [401] and trips == [1, 1]
 
@@ -107,7 +79,7 @@ def test_public_routes_count_their_callers_on_the_loop(acme, acme_bookings, inpr
     inprocess.run(scenario)
 
 
-def test_the_tenants_requests_that_come_together_share_a_read(acme, acme_bookings, inprocess, trips, reads, settings):
+def test_the_tenants_requests_that_come_together_share_a_read(acme, acme_bookings, inprocess, trips, loop_reads, settings):
     make_route(acme, "/bookings", [action("list")])
     own = f"Bearer {acme.key}"
     crowd = 2 * dispatch.DatabaseSites.ADMISSIONS_PER_TRIP
@@ -116,13 +88,13 @@ def test_the_tenants_requests_that_come_together_share_a_read(acme, acme_booking
     async def scenario(http):
         await connected(loop_reads_postgres)
         assert await statuses(http, ("/t/acme/bookings", own)) == [200] and trips == [1]
-        reads.clear()
+        loop_reads.clear()
         answers = await asyncio.gather(*(http.get("/t/acme/bookings", headers={"Authorization": own}) for _ in range(crowd)))
         return [answer.status_code for answer in answers]
 
     assert inprocess.run(scenario) == [200] * crowd
     assert trips == [1]
-    assert 1 <= len(reads) <= 8, f"{len(reads)} reads of the tenant row for {crowd} requests that came together"
+    assert 1 <= len(loop_reads) <= 8, f"{len(loop_reads)} reads of the tenant row for {crowd} requests that came together"
 
 
 def test_a_broken_loop_connection_sends_the_request_on_the_trip(acme, acme_bookings, inprocess, trips):
@@ -148,7 +120,8 @@ def test_invocation_records_are_inserted_on_the_loops_own_connection(acme, acme_
     monkeypatch.setattr(dispatch.INVOCATION_ROWS, "insert", lambda rows: on_threads.append(rows))
 
     async def scenario(http):
-        await connected(loop_reads_postgres, loop_writes_postgres)
+        await connected(loop_reads_postgres)
+        await connected(loop_writes_postgres)
         assert await statuses(http, own, own, own) == [200, 200, 200]
 
     inprocess.run(scenario)

@@ -1,6 +1,6 @@
 """Fixtures for the stdio tests, which run `manage.py mcp_stdio` as real child processes (tenant-mode
 children open the test database through tests.live.child_database_url; the root conftest keeps the
-SQLite test database in a file for them)."""
+SQLite test database in a file for them), and for the credential checks' tests (`trips`)."""
 
 import pytest
 
@@ -11,3 +11,14 @@ from mcp_app.tests.helpers import LocalSite
 def site(tmp_path):
     """A seed-style local-mode folder: mcp-config.json, integrations/, config.json (with mcpServers)."""
     return LocalSite(tmp_path / "studio")
+
+
+@pytest.fixture
+def trips(monkeypatch):
+    """The sizes of the MCP doors' credential checks' trips to a thread."""
+    from mcp_app import http
+
+    sizes, checks = [], http._credential_checks
+    run = checks._run
+    monkeypatch.setattr(checks, "_run", lambda owner, calls: sizes.append(len(calls)) or run(owner, calls))
+    return sizes

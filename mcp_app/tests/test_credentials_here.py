@@ -20,15 +20,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def trips(monkeypatch):
-    """The sizes of the credential checks' trips to a thread."""
-    sizes, checks = [], http._credential_checks
-    run = checks._run
-    monkeypatch.setattr(checks, "_run", lambda owner, calls: sizes.append(len(calls)) or run(owner, calls))
-    return sizes
-
-
 def authenticate(credential, scope_header=None):
     """mcp_app.http.authenticate for a request with `Authorization: Bearer <credential>`: its principal, or the HttpError."""
     headers = {"host": "testserver", "authorization": f"Bearer {credential}"}

@@ -25,28 +25,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def trips(monkeypatch):
-    """The sizes of the credential checks' trips to a thread."""
-    sizes, checks = [], http._credential_checks
-    run = checks._run
-    monkeypatch.setattr(checks, "_run", lambda owner, calls: sizes.append(len(calls)) or run(owner, calls))
-    return sizes
-
-
-@pytest.fixture
-def reads(monkeypatch):
-    """The tenant rows read on the loop's connection."""
-    pks, first = [], loop_reads_postgres.first
-
-    async def counted(compiled, *values):
-        pks.append(values[0])
-        return await first(compiled, *values)
-
-    monkeypatch.setattr(loop_reads_postgres, "first", counted)
-    return pks
-
-
 async def authenticate(credential, scope_header=None):
     """mcp_app.http.authenticate for a request with `Authorization: Bearer <credential>`: its principal, or the HttpError."""
     headers = {"host": "testserver", "authorization": f"Bearer {credential}"}
@@ -69,12 +47,12 @@ async def known(ctx, trips):
     return principal
 
 
-def test_a_known_key_is_checked_on_the_loop_and_its_revocation_refused_at_the_next_request(acme, trips, reads):
+def test_a_known_key_is_checked_on_the_loop_and_its_revocation_refused_at_the_next_request(acme, trips, loop_reads):
     async def scenario():
         first = await known(acme, trips)
         again = await authenticate(acme.key)
         assert (again.tenant.pk, again.label, again.scopes) == (first.tenant.pk, first.label, first.scopes) and trips == [1]
-        assert reads == [acme.tenant.pk]  # the first check read nothing on the loop: the key was not known yet
+        assert loop_reads == [acme.tenant.pk]  # the first check read nothing on the loop: the key was not known yet
         await sync_to_async(tenant_services.api_key_revoke)(tenant=acme.tenant, actor=acme.actor, prefix=acme.key.split("_")[1])
         refused = await authenticate(acme.key)
         assert isinstance(refused, HttpError) and refused.status == 401 and trips == [1, 1]
@@ -93,13 +71,13 @@ def test_a_deactivated_tenant_is_refused_at_the_next_request(acme, trips):
     asyncio.run(scenario())
 
 
-def test_the_requests_with_one_credential_that_come_together_share_a_read(acme, trips, reads):
+def test_the_requests_with_one_credential_that_come_together_share_a_read(acme, trips, loop_reads):
     async def scenario():
         await known(acme, trips)
-        reads.clear()
+        loop_reads.clear()
         principals = await asyncio.gather(*(authenticate(acme.key) for _ in range(100)))
         assert {principal.label for principal in principals} == {f"key:{acme.key.split('_')[1]}"} and trips == [1]
-        assert 1 <= len(reads) <= 4, f"{len(reads)} reads of the tenant row for 100 checks that came together"
+        assert 1 <= len(loop_reads) <= 4, f"{len(loop_reads)} reads of the tenant row for 100 checks that came together"
 
     asyncio.run(scenario())
 
