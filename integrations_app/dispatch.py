@@ -4,9 +4,11 @@ middleware on this hot path).
 Each process keeps a compiled route table per tenant and rebuilds it when the tenant row's
 `routes_version` changes (every route or integration write bumps it in its transaction), so all
 processes see a change, or the tenant's deactivation, at their next request, with or without Redis.
-On SQLite, a request whose admission needs nothing but the tenant row is admitted on the event
-loop; the others, and every request on PostgreSQL, read the tenant row on a pool thread, in one
-trip for the tenant's requests that come together (DatabaseSites.admitted).
+A request whose admission needs nothing but the tenant row (a known key or a public route, the
+table current) is admitted on the event loop: on SQLite reading the row on the loop's own
+connection, on PostgreSQL on the loop's own PostgreSQL connection (backflow.loop_postgres) with the
+count awaited on the loop; the others read the tenant row on a pool thread, in one trip for the
+tenant's requests that come together (DatabaseSites.admitted).
 Local mode (`serve_local`) serves the seed's files the same way.
 """
 
@@ -172,7 +174,10 @@ class DatabaseSites:
         loop itself (`_admitted_here`), however many of the tenant's requests are in flight: a trip's
         work could run beside the loop on the other CPU, but handing it over and back cost the
         loaded server more (daphne, 50 clients, one route, alternating: 1,520-1,560 against
-        1,320-1,480 requests/s; 645-660 against 700-780 us of CPU a request)."""
+        1,320-1,480 requests/s; 645-660 against 700-780 us of CPU a request). On PostgreSQL the
+        same requests are admitted on the loop in trips of their own (`_admissions_on_loop`: the
+        row read on the loop's connection and the callers counted, once for the tenant's requests
+        that come while one is being made); what they cannot admit takes the trip to a thread."""
         request = (slug, method, path, headers, client)
         if self.reads_here is not None:
             here = self._admitted_here(*request)
