@@ -150,8 +150,7 @@ class _LoopConnection:
                     await connection.execute(sql.SQL("SET ROLE {}").format(sql.Literal(role)))
         except Exception as exc:
             if connection is not None:
-                with contextlib.suppress(Exception):
-                    await connection.close()
+                self.drop(connection)
             self._failed_at, self.why = time.monotonic(), f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}".strip()
             logger.info("The event loop's PostgreSQL connection: %s; its work goes to pool threads meanwhile.", self.why)
         else:
