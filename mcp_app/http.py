@@ -44,6 +44,7 @@ from mcp_app.registry import visible_tools
 from mcp_app.server import CONNECTION, build_server, check_message
 from tenants.authentication import AuthenticationError, bearer_value, known_principal, known_principal_on_loop, principal_for_token
 from tenants.scopes import ALL_SCOPES
+from tenants.services import api_key_remembered
 
 logger = logging.getLogger("backflow.mcp")
 
@@ -121,7 +122,9 @@ async def authenticate(scope, headers, query, *, allow_query_token=False):
     credential = (raw, requested, base + STREAMABLE_PATH)
     try:
         principal = _known(raw, requested)
-        if principal is None and _credential_checks_on_loop is not None:
+        # Only a key this process verified before can be decided on the loop: a JWT or an OAuth
+        # token goes straight to the trip, without a pass through the loop's trips first.
+        if principal is None and _credential_checks_on_loop is not None and api_key_remembered(raw) is not None:
             principal = await _credential_checks_on_loop(("credential", *credential), credential)
         if principal is None:
             principal = await _credential_checks(("credential", *credential), credential)

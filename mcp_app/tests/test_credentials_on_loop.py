@@ -82,13 +82,22 @@ def test_the_requests_with_one_credential_that_come_together_share_a_read(acme, 
     asyncio.run(scenario())
 
 
-def test_what_the_loop_cannot_decide_alone_takes_the_trip(acme, globex, trips):
+def test_what_the_loop_cannot_decide_alone_takes_the_trip(acme, globex, trips, monkeypatch):
+    on_loop, carry = [], http._credential_checks_on_loop._carry
+
+    async def counted(owner, calls):
+        on_loop.append(owner)
+        return await carry(owner, calls)
+
+    monkeypatch.setattr(http._credential_checks_on_loop, "_carry", counted)
+
     async def scenario():
         await known(acme, trips)
         other = await authenticate(acme.key, scope_header="globex")  # a known key, asked for another tenant
         assert isinstance(other, HttpError) and other.status == 401 and "globex" in str(other) and trips == [1, 1]
         jwt = await sync_to_async(acme.jwt)()
         assert (await authenticate(jwt)).label == "user:acme-owner" and len(trips) == 3
+        assert len(on_loop) == 1  # the known key asked for globex; the JWT went straight to its trip
         loop_reads_postgres._state().connection.pgconn.finish()  # as a database restart leaves it
         assert (await authenticate(acme.key)).tenant.slug == "acme" and len(trips) == 4
 
