@@ -8,21 +8,21 @@ the next command.
 """
 
 import functools
+import sys
 
 from django.db import InterfaceError, OperationalError, connections
-
-try:
-    from redis.exceptions import ConnectionError as _RedisConnectionError
-    from redis.exceptions import TimeoutError as _RedisTimeoutError
-
-    REDIS_ERRORS = (_RedisConnectionError, _RedisTimeoutError)
-except ImportError:  # redis is only needed with REDIS_URL
-    REDIS_ERRORS = ()
 
 DATABASE_ERRORS = (OperationalError, InterfaceError)
 DATABASE_UNAVAILABLE = "The database is unavailable right now; retry shortly."
 REDIS_UNAVAILABLE = "Redis (the shared cache and channel layer) is unavailable right now; retry shortly."
 RETRY_AFTER_SECONDS = 2
+
+
+def redis_errors():
+    """redis-py's connection and timeout errors, or () while redis-py is not imported: nothing can
+    raise them then, and a process without REDIS_URL (mcp_stdio above all) skips its import."""
+    exceptions = sys.modules.get("redis.exceptions")
+    return (exceptions.ConnectionError, exceptions.TimeoutError) if exceptions else ()
 
 
 def outage_message(exc):
@@ -33,7 +33,7 @@ def outage_message(exc):
         seen.add(id(exc))
         if isinstance(exc, DATABASE_ERRORS):
             return DATABASE_UNAVAILABLE
-        if REDIS_ERRORS and isinstance(exc, REDIS_ERRORS):
+        if isinstance(exc, redis_errors()):
             return REDIS_UNAVAILABLE
         if isinstance(exc, BaseExceptionGroup):  # anyio task groups wrap what their tasks raised
             return next(filter(None, map(outage_message, exc.exceptions)), None)

@@ -21,7 +21,7 @@ from django.utils.module_loading import import_string
 from backflow import metrics
 from backflow.cache import LocalCache
 from backflow.derived import PerSetting
-from backflow.outages import REDIS_ERRORS, describe
+from backflow.outages import describe, redis_errors
 
 logger = logging.getLogger("backflow.ratelimit")
 _outage = {"logged": False}
@@ -54,7 +54,7 @@ def _waits(keys, limit, *, name, record, fail_open):
     counters = _counters(keys, window)
     try:
         counts = _count(counters, window[2]) if record else [cache.get(counter, 0) + 1 for counter in counters]
-    except REDIS_ERRORS as exc:
+    except redis_errors() as exc:
         if not fail_open:
             raise
         return _uncounted(exc, len(keys))
@@ -74,7 +74,7 @@ async def aretry_after_each(keys, limit, *, name):
     try:
         async with asyncio.timeout(COUNT_TIMEOUT):
             counts = await _count_on_loop(backend, counters, window[2])
-    except (*REDIS_ERRORS, TimeoutError) as exc:
+    except (*redis_errors(), TimeoutError) as exc:
         return _uncounted(exc, len(keys))
     return _refusals(counts, limit, window, name)
 

@@ -6,7 +6,9 @@ Both servers are driven by the same MCP SDK client code, in the same run:
 - tools/call latency (p50/p95 of sequential calls after a warm-up, the servers' calls timed in
   alternating turns): our get_integration and list_integrations on a local-mode folder of N
   integrations, and server-everything's echo (Node 22 from tests/peers);
-- start-up: time from spawning the process to the `initialize` answer, median of several spawns.
+- start-up: time from spawning the process to the `initialize` answer, median of several spawns,
+  also of the bare Python SDK server below (`python_sdk_floor`): importing the SDK is most of any
+  Python MCP server's start-up, so ours minus it is what Django and Backflow add.
 A bare low-level server on the same Python SDK (`python_sdk_floor`, one no-op tool) shows how much
 of the gap to echo is the SDK's own per-message cost rather than Backflow's; the same server
 answering what ours answers (`python_sdk_floor_same_answer`: get_integration's tool entry with its
@@ -216,10 +218,11 @@ async def measure(*, mcp_config, integrations, calls, spawns, warmup, errlog):
         ("python_sdk_floor_same_answer_uvloop", "floor_same_answer_uvloop", "get_integration",
          lambda i: {"name": names[i % len(names)]}),
     ], calls, warmup, errlog)
-    ours_start, echo_start = [], []
-    for _ in range(spawns):  # alternate, so both see the same machine load
+    ours_start, echo_start, floor_start = [], [], []
+    for _ in range(spawns):  # alternate, so all see the same machine load
         ours_start.append(await time_startup(ours(mcp_config), errlog))
         echo_start.append(await time_startup(echo_server(), errlog))
+        floor_start.append(await time_startup(sdk_floor_server(), errlog))
 
     results = {
         "load_average_1m": round(os.getloadavg()[0], 2),  # other work on the machine skews every number
@@ -227,7 +230,9 @@ async def measure(*, mcp_config, integrations, calls, spawns, warmup, errlog):
         "calls": calls,
         **{label: summary_ms(samples) for label, samples in timed.items()},
         "startup": {"ours_median_s": round(statistics.median(ours_start), 3), "echo_median_s": round(statistics.median(echo_start), 3),
-                    "ours_s": [round(s, 3) for s in ours_start], "echo_s": [round(s, 3) for s in echo_start]},
+                    "python_sdk_floor_median_s": round(statistics.median(floor_start), 3),
+                    "ours_s": [round(s, 3) for s in ours_start], "echo_s": [round(s, 3) for s in echo_start],
+                    "python_sdk_floor_s": [round(s, 3) for s in floor_start]},
     }
     echo_p50 = results["echo"]["p50_ms"]
     results["ratios"] = {
@@ -244,6 +249,7 @@ async def measure(*, mcp_config, integrations, calls, spawns, warmup, errlog):
         "get_integration_p50_vs_python_sdk_floor_same_answer_uvloop": round(
             results["get_integration"]["p50_ms"] / results["python_sdk_floor_same_answer_uvloop"]["p50_ms"], 2),
         "startup_vs_echo": round(results["startup"]["ours_median_s"] / results["startup"]["echo_median_s"], 2),
+        "startup_vs_python_sdk_floor": round(results["startup"]["ours_median_s"] / results["startup"]["python_sdk_floor_median_s"], 2),
     }
     results["targets"] = {
         "get_integration_within_2x_echo": results["ratios"]["get_integration_p50_vs_echo"] <= GET_RATIO_TARGET,
@@ -260,7 +266,8 @@ def report(results):
         r = results[label]
         lines.append(f"  {label:<35} p50 {r['p50_ms']:8.3f} ms   p95 {r['p95_ms']:8.3f} ms")
     s = results["startup"]
-    lines.append(f"  start-up (to initialize answer, median of {len(s['ours_s'])}): ours {s['ours_median_s']:.3f} s, echo {s['echo_median_s']:.3f} s")
+    lines.append(f"  start-up (to initialize answer, median of {len(s['ours_s'])}): ours {s['ours_median_s']:.3f} s, echo {s['echo_median_s']:.3f} s, "
+                 f"python_sdk_floor {s['python_sdk_floor_median_s']:.3f} s (ours adds {s['ours_median_s'] - s['python_sdk_floor_median_s']:.3f} s)")
     ratios, targets = results["ratios"], results["targets"]
     lines.append(f"  ratio get_integration / echo p50: {ratios['get_integration_p50_vs_echo']:.2f}x "
                  f"(target <= {GET_RATIO_TARGET}x: {'met' if targets['get_integration_within_2x_echo'] else 'MISSED'})")

@@ -33,7 +33,7 @@ from backflow.errors import InvalidInput, LoopDetected, NotFound
 from backflow.jsonbody import JsonBodyError, parse_peer_json
 from backflow.logs import HEADER as REQUEST_ID_HEADER
 from backflow.logs import current_request_id
-from backflow.outages import REDIS_ERRORS
+from backflow.outages import redis_errors
 from backflow.peer_bodies import ACCEPT_ENCODING, PeerBodyError, PeerBodyTooLarge, read_body
 from backflow.redaction import preview, scrub
 from backflow.templating import EmptyPathValue, TemplateError, expressions, placeholder_names, render, render_path
@@ -328,7 +328,7 @@ async def _oauth2_token(auth, client_secret, namespace, integration_name, client
     key = f"oauth2:{namespace}:{integration_name}:{fingerprint}"
     try:
         token = await cache.aget(key)
-    except REDIS_ERRORS:  # the cache is down: fetch a token (and skip caching it) rather than fail the call
+    except redis_errors():  # the cache is down: fetch a token (and skip caching it) rather than fail the call
         token = None
     if token:
         return token
@@ -360,7 +360,7 @@ async def _oauth2_token(auth, client_secret, namespace, integration_name, client
     if not isinstance(token, str) or not token or len(token) > TOKEN_MAX_CHARS or HEADER_UNSAFE.search(token):
         raise RouteFailure(502, f"{where} answered {status} without a usable access_token (it must be text of at most "
                                 f"{TOKEN_MAX_CHARS} characters, without control characters).")
-    with contextlib.suppress(*REDIS_ERRORS):
+    with contextlib.suppress(*redis_errors()):
         await cache.aset(key, token, timeout=max(1, _lifetime(payload.get("expires_in")) - 30))
     return token
 

@@ -36,7 +36,7 @@ from backflow.asgi_utils import HttpError, check_host, query_params, read_body, 
 from backflow.bounds import Full, Slots
 from backflow.compiled import LoopReads, loop_reads
 from backflow.loop_postgres import LoopPostgres, loop_reads_postgres
-from backflow.outages import REDIS_ERRORS, describe, reconnecting
+from backflow.outages import describe, reconnecting, redis_errors
 from backflow.sync import GroupedTrips, LoopTrips
 from integrations_app.stores import DatabaseStore
 from mcp_app.context import ToolContext
@@ -243,7 +243,7 @@ async def sse_stream(scope, receive, send, principal, url_token=None):
         while True:
             try:
                 event = await layer.receive(channel)
-            except REDIS_ERRORS as exc:  # keep the session; listen again once Redis is back
+            except redis_errors() as exc:  # keep the session; listen again once Redis is back
                 redis_failed(exc)
                 await anyio.sleep(1)
                 continue
@@ -260,7 +260,7 @@ async def sse_stream(scope, receive, send, principal, url_token=None):
             await emit(": keep-alive\n\n")
             try:  # also registers the session again after Redis lost it (a restart)
                 await cache.aset(_session_key(session_id), record, timeout=SESSION_TTL)
-            except REDIS_ERRORS as exc:
+            except redis_errors() as exc:
                 redis_failed(exc)
             else:
                 if redis_down:
@@ -296,7 +296,7 @@ async def sse_stream(scope, receive, send, principal, url_token=None):
         with anyio.CancelScope(shield=True):
             try:
                 await cache.adelete(_session_key(session_id))
-            except REDIS_ERRORS:
+            except redis_errors():
                 pass  # Redis is down: the record expires by itself (SESSION_TTL)
             await read_writer.aclose()
             await write_reader.aclose()

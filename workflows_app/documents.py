@@ -25,6 +25,8 @@ CRON_FIELDS = ("minute", "hour", "day of month", "month", "day of week")
 CRON_HELP = ('give a cron expression of five fields (minute hour day-of-month month day-of-week, UTC), e.g. "*/15 * * * *", '
              "or @hourly, @daily, @weekly, @monthly or @yearly")
 MAX_SCHEDULES_PER_WORKFLOW = 5
+# The longest a caller may wait for a run to finish (REST ?wait=, the run_workflow tool's wait).
+MAX_WAIT = 60
 
 STEP_SCHEMA = {
     "type": "object",

@@ -355,13 +355,15 @@ def test_unreadable_config_json_is_reported_and_never_overwritten(site, tmp_path
 def test_start_up_loads_neither_twisted_nor_the_openapi_validator_nor_aiohttp_nor_the_oauth_views():
     """An assistant spawns mcp_stdio on demand and waits for it: daphne's server (Twisted, only
     `runserver` needs it), the OpenAPI validator (only import_openapi needs it), aiohttp (only a
-    call that sends needs it: backflow.outbound) and the OAuth server's views (tenants.oauth, with
-    DOT's views and oauthlib: only the web process serves them) stay unloaded until used, each
-    about 0.1-0.2 s of every start."""
+    call that sends needs it: backflow.outbound), the OAuth server's views (tenants.oauth, with
+    DOT's views and oauthlib: only the web process serves them), the REST views' schema helpers
+    (drf_spectacular, and with them DRF's fields, requests and django.contrib.postgres) and, without
+    REDIS_URL, redis-py stay unloaded until used, each about 0.05-0.2 s of every start."""
     code = ("import os, sys, django; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'backflow.settings'); django.setup(); "
             "import mcp_app.management.commands.mcp_stdio, mcp_app.stdio; from mcp_app.server import build_server; build_server(); "
             "print(sorted(m for m in ('twisted', 'daphne.server', 'openapi_spec_validator', 'dotenv', 'aiohttp', 'tenants.oauth', "
-            "'oauth2_provider.views') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=settings.BASE_DIR, env=child_env(), capture_output=True, text=True, timeout=120)
+            "'oauth2_provider.views', 'drf_spectacular.utils', 'rest_framework.fields', 'redis') if m in sys.modules))")
+    env = {k: v for k, v in child_env().items() if k != "REDIS_URL"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

@@ -11,8 +11,7 @@ from mcp_app.outputs import DELETED_NAME, INTEGER, NULLABLE_STRING, STRING, arra
 from mcp_app.registry import tool
 from mcp_app.server import PROGRESS
 from workflows_app import selectors, services
-from workflows_app.api.views import MAX_WAIT
-from workflows_app.documents import WORKFLOW_SCHEMA
+from workflows_app.documents import MAX_WAIT, WORKFLOW_SCHEMA
 from workflows_app.models import WorkflowRun
 
 WORKFLOW_ID = {"type": "string", "pattern": APP_ID_PATTERN, "x-pattern-help": NAME_HELP, "description": "The workflow's id, e.g. \"file-analysis\"."}

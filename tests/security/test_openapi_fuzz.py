@@ -49,7 +49,7 @@ from tests.isolation import (
     make_workflow,
 )
 from workflows_app import services as workflow_services
-from workflows_app.api.views import MAX_WAIT
+from workflows_app.documents import MAX_WAIT
 from workflows_app.models import McpServer
 
 schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)

@@ -8,11 +8,8 @@ from rest_framework.response import Response
 from backflow.errors import InvalidInput
 from tenants.viewsets import CONFLICT, ERROR_RESPONSES, DocumentViewSet, TenantScopedViewSet, document_schema_view, json_object_body
 from workflows_app import mcp_client, selectors, services
-from workflows_app.documents import MCP_SERVER_SCHEMA, WORKFLOW_SCHEMA
+from workflows_app.documents import MAX_WAIT, MCP_SERVER_SCHEMA, WORKFLOW_SCHEMA
 from workflows_app.models import McpServer, Workflow, WorkflowRun
-
-MAX_WAIT = 60
-
 
 RUN_SCHEMA = {
     "type": "object",
