@@ -54,6 +54,30 @@ def test_reads_the_orms_row_on_the_loops_own_connection():
         {f.attname: getattr(through_orm, f.attname) for f in Tenant._meta.concrete_fields}
 
 
+@pytest.mark.parametrize("prepare", [True, False])
+def test_the_tenant_read_is_prepared_unless_turned_off(settings, prepare):
+    """The same read on every request: prepared after a few runs (the server parses and plans it
+    once); BACKFLOW_LOOP_POSTGRES_PREPARE=False (a pooler that cannot keep prepared statements)
+    binds on the client, as Django does."""
+    settings.BACKFLOW_LOOP_POSTGRES_PREPARE = prepare
+    Tenant.objects.create(slug="acme", name="Acme")
+    by_slug, reads = Compiled(Tenant, lambda slug: Tenant.objects.filter(slug=slug)), LoopPostgres()
+    by_slug.first("acme")  # the ORM compiles it
+
+    async def prepared_statements(connection):
+        cursor = await connection.execute("SELECT statement FROM pg_prepared_statements")
+        return [statement for (statement,) in await cursor.fetchall()]
+
+    async def read_often():
+        await connected(reads)
+        rows = [await reads.first(by_slug, "acme") for _ in range(10)]
+        return rows, await reads.run(prepared_statements)
+
+    rows, statements = asyncio.run(read_often())
+    assert {row.slug for row in rows} == {"acme"}
+    assert len([s for s in statements if 'WHERE "tenants_tenant"."slug" = $1' in s]) == (1 if prepare else 0), statements
+
+
 def test_statements_beyond_the_waiting_bound_are_refused_at_once():
     loop_connection = LoopPostgres()
     release = None
