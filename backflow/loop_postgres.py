@@ -47,6 +47,7 @@ class LoopPostgres:
     CONNECT_TIMEOUT = 5.0  # seconds to make a connection (in the background, never a caller's wait)
     RETRY_AFTER = 5.0  # seconds a loop waits after a failed attempt before it tries to connect again
     WAITING = 16  # statements that may wait for a loop's connection at once
+    REMEMBERED = 1024  # rows a loop keeps with the values they were read with (then it forgets them all)
 
     def __init__(self, alias="default", timeout=2.0):
         self.alias = alias
@@ -92,15 +93,28 @@ class LoopPostgres:
             state.waiting -= 1
 
     async def first(self, compiled, *values):
-        """Compiled.first on this loop's connection: the row, or None. Unavailable also before the
-        ORM compiled the statement for PostgreSQL (the caller's trip to a thread does)."""
+        """Compiled.first on this loop's connection: the row, or None; the same instance as last
+        time while the row reads the same. Unavailable also before the ORM compiled the statement
+        for PostgreSQL (the caller's trip to a thread does)."""
         params = bound_values(values)
         statement = compiled.statement((self.alias, "postgresql"), params)
         if statement is None:
             raise self.Unavailable(f"{compiled.model.__name__}: no statement compiled for PostgreSQL yet")
         sql, converters = statement
         rows = await self.run(functools.partial(_first_row, sql, params))
-        return compiled.instance(self.alias, self.wrapper, converters, rows[0]) if rows else None
+        if not rows:
+            return None
+        # The row as read before: the instance made of it then (the tenant routes' site built on
+        # it is kept while the instance is the same). Rows are for reading only, as LoopReads'.
+        remembered = self._state().remembered
+        known = remembered.get((compiled, params))
+        if known is not None and known[0] == rows[0]:
+            return known[1]
+        row = compiled.instance(self.alias, self.wrapper, converters, rows[0])
+        if len(remembered) >= self.REMEMBERED:
+            remembered.clear()
+        remembered[(compiled, params)] = (rows[0], row)
+        return row
 
     def _state(self):
         loop = asyncio.get_running_loop()
@@ -124,6 +138,7 @@ class _LoopConnection:
         self.connection = None
         self.lock = asyncio.Lock()
         self.waiting = 0
+        self.remembered = {}  # (Compiled, values) -> (the row as read, its instance)
         self.why = None  # why the last attempt failed
         self._failed_at = None
         self._connecting = None  # the task making the connection

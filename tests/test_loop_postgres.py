@@ -54,6 +54,24 @@ def test_reads_the_orms_row_on_the_loops_own_connection():
         {f.attname: getattr(through_orm, f.attname) for f in Tenant._meta.concrete_fields}
 
 
+def test_a_row_that_reads_the_same_is_the_same_instance():
+    """Nothing is made again for a row that did not change (the tenant routes keep the site built
+    on it); a changed row is a new instance with the new values."""
+    tenant = Tenant.objects.create(slug="acme", name="Acme")
+    by_slug, reads = Compiled(Tenant, lambda slug: Tenant.objects.filter(slug=slug)), LoopPostgres()
+    by_slug.first("acme")  # the ORM compiles it
+
+    async def read():
+        await connected(reads)
+        first, again = await reads.first(by_slug, "acme"), await reads.first(by_slug, "acme")
+        await asyncio.to_thread(Tenant.objects.filter(pk=tenant.pk).update, name="Acme Inc")
+        return first, again, await reads.first(by_slug, "acme")
+
+    first, again, changed = asyncio.run(read())
+    assert again is first and first.name == "Acme"
+    assert changed is not first and changed.name == "Acme Inc"
+
+
 @pytest.mark.parametrize("prepare", [True, False])
 def test_the_tenant_read_is_prepared_unless_turned_off(settings, prepare):
     """The same read on every request: prepared after a few runs (the server parses and plans it
