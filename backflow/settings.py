@@ -322,7 +322,8 @@ BACKFLOW_ROUTE_CONCURRENCY_PER_TENANT = env.int("BACKFLOW_ROUTE_CONCURRENCY_PER_
 BACKFLOW_LOOKUP_THREADS = env.int("BACKFLOW_LOOKUP_THREADS", default=16)
 BACKFLOW_LOOKUPS_PER_TENANT = env.int("BACKFLOW_LOOKUPS_PER_TENANT", default=2)
 # Prepared statements on the event loop's own PostgreSQL connections (backflow/loop_postgres.py);
-# off behind a pooler that cannot keep them (PgBouncer before 1.21 in transaction mode).
+# off behind a pooler that cannot keep them (PgBouncer in transaction mode before 1.21 or without
+# max_prepared_statements).
 BACKFLOW_LOOP_POSTGRES_PREPARE = env.bool("BACKFLOW_LOOP_POSTGRES_PREPARE", default=True)
 # Route invocation records waiting for their batched insert, per web process; past it new ones are dropped (and counted).
 BACKFLOW_ROUTE_INVOCATION_BUFFER = env.int("BACKFLOW_ROUTE_INVOCATION_BUFFER", default=10000)
