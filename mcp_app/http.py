@@ -86,18 +86,18 @@ _credential_checks = GroupedTrips(lambda principal, credential: principal, limit
 reads_here = loop_reads if loop_reads.on_sqlite else None
 
 
-async def _principal_on_loop(owner, credentials):
-    """On PostgreSQL: the principal of the credential checked with its tenant row read on the
-    loop's own connection (backflow.loop_postgres), once for the requests that came together as
-    the trips do; None: take the trip."""
-    raw, requested, _ = credentials[0]
+async def _principal_on_loop(owner, checks):
+    """On PostgreSQL: the principal of a remembered key (its keycache entry and the tenant asked
+    for) checked with its tenant row read on the loop's own connection (backflow.loop_postgres),
+    once for the requests that came together as the trips do; None: take the trip."""
+    entry, requested = checks[0]
     try:
-        return await known_principal_on_loop(raw, requested, loop_reads_postgres)
+        return await known_principal_on_loop(entry, requested, loop_reads_postgres)
     except LoopPostgres.Unavailable:
         return None
 
 
-_credential_checks_on_loop = LoopTrips(lambda principal, credential: principal, limit=64, prepare=_principal_on_loop) \
+_credential_checks_on_loop = LoopTrips(lambda principal, check: principal, limit=64, prepare=_principal_on_loop) \
     if loop_reads_postgres.on_postgres else None
 
 
@@ -124,8 +124,9 @@ async def authenticate(scope, headers, query, *, allow_query_token=False):
         principal = _known(raw, requested)
         # Only a key this process verified before can be decided on the loop: a JWT or an OAuth
         # token goes straight to the trip, without a pass through the loop's trips first.
-        if principal is None and _credential_checks_on_loop is not None and api_key_remembered(raw) is not None:
-            principal = await _credential_checks_on_loop(("credential", *credential), credential)
+        remembered = api_key_remembered(raw) if principal is None and _credential_checks_on_loop is not None else None
+        if remembered is not None:
+            principal = await _credential_checks_on_loop(("credential", *credential), (remembered, requested))
         if principal is None:
             principal = await _credential_checks(("credential", *credential), credential)
     except AuthenticationError as exc:

@@ -21,9 +21,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from tenants.principals import Principal
 from tenants.scopes import ALL_SCOPES
 from tenants.selectors import membership_get, tenant_by_id_on_loop, tenant_get
-from tenants.services import (
-    api_key_remembered, api_key_trusted, api_key_trusted_for, api_key_trusted_with, api_key_verify, api_key_verify_for,
-)
+from tenants.services import api_key_trusted, api_key_trusted_for, api_key_trusted_with, api_key_verify, api_key_verify_for
 
 TENANT_CLAIM = "tenants"
 PASSWORD_CLAIM = "pwd"
@@ -128,12 +126,11 @@ def known_principal(raw, requested_tenant, reads):
     return _principal_if_trusted(api_key_trusted(raw, reads), requested_tenant)
 
 
-async def known_principal_on_loop(raw, requested_tenant, reads):
-    """known_principal with the tenant row read on the event loop's own PostgreSQL connection
-    (`reads`, a backflow.loop_postgres.LoopPostgres, which may raise LoopPostgres.Unavailable)."""
-    entry = api_key_remembered(raw)  # None for a JWT or token: not a key's shape
-    if entry is None:
-        return None
+async def known_principal_on_loop(entry, requested_tenant, reads):
+    """known_principal for a key this process verified before (`entry`, from
+    services.api_key_remembered, which the caller asked already), with the tenant row read on the
+    event loop's own PostgreSQL connection (`reads`, a backflow.loop_postgres.LoopPostgres, which
+    may raise LoopPostgres.Unavailable)."""
     return _principal_if_trusted(api_key_trusted_with(entry, await tenant_by_id_on_loop(entry.tenant_id, reads=reads)),
                                  requested_tenant)
 
