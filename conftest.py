@@ -147,6 +147,18 @@ def _database_work_on_the_test_thread(request, monkeypatch):
 
 
 @pytest.fixture
+def trip_sizes(monkeypatch):
+    """`trip_sizes(grouped_trips)`: the list the sizes of the trips that `grouped_trips` (a
+    backflow.sync.GroupedTrips) takes to a thread are appended to, from then on."""
+    def count(grouped_trips):
+        sizes, run = [], grouped_trips._run
+        monkeypatch.setattr(grouped_trips, "_run", lambda owner, calls: sizes.append(len(calls)) or run(owner, calls))
+        return sizes
+
+    return count
+
+
+@pytest.fixture
 def loop_reads(monkeypatch):
     """The first value of each read made on the process's loop connection for reads (a tenant's
     slug, a primary key)."""

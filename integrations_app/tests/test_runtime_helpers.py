@@ -291,12 +291,9 @@ def inprocess(tripwire, monkeypatch, settings):
 
 
 @pytest.fixture
-def trips(monkeypatch):
+def trips(trip_sizes):
     """The sizes of the tenant routes' admission trips taken to a thread."""
-    sizes, admissions = [], dispatch.routes_asgi.sites._admissions
-    run = admissions._run
-    monkeypatch.setattr(admissions, "_run", lambda owner, calls: sizes.append(len(calls)) or run(owner, calls))
-    return sizes
+    return trip_sizes(dispatch.routes_asgi.sites._admissions)
 
 
 @pytest.fixture(autouse=True)

@@ -14,11 +14,8 @@ def site(tmp_path):
 
 
 @pytest.fixture
-def trips(monkeypatch):
+def trips(trip_sizes):
     """The sizes of the MCP doors' credential checks' trips to a thread."""
     from mcp_app import http
 
-    sizes, checks = [], http._credential_checks
-    run = checks._run
-    monkeypatch.setattr(checks, "_run", lambda owner, calls: sizes.append(len(calls)) or run(owner, calls))
-    return sizes
+    return trip_sizes(http._credential_checks)
