@@ -7,7 +7,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from backflow.compiled import CompiledInsert
+from backflow.compiled import CompiledInsert, _remembering
 from backflow.logs import request_id_bound
 from integrations_app.models import RouteInvocation
 
@@ -82,6 +82,44 @@ def test_values_are_parameters(acme):
     hostile = "'); DROP TABLE integrations_routeinvocation; --"
     ROWS.insert([ROWS.values(tenant_id=acme.tenant.pk, method="get", path=hostile, status=200, duration_ms=1.0)])
     assert RouteInvocation.objects.for_tenant(acme.tenant).get().path == hostile
+
+
+def test_a_value_prepared_before_is_taken_from_memory(acme, monkeypatch):
+    rows, route_id, prepared = CompiledInsert(RouteInvocation), uuid.uuid4(), []
+    route_field = RouteInvocation._meta.get_field("route_id")
+    original = type(route_field).get_db_prep_save
+    monkeypatch.setattr(type(route_field), "get_db_prep_save",
+                        lambda field, value, connection: prepared.append(value) or original(field, value, connection))
+    for batch in range(3):
+        rows.insert([rows.values(tenant_id=acme.tenant.pk, route_id=route_id, method="get", path="/", status=200, duration_ms=n)
+                     for n in range(5)])
+    assert prepared == [route_id]  # 15 rows, one preparation
+    assert set(RouteInvocation.objects.for_tenant(acme.tenant).values_list("route_id", flat=True)) == {route_id}
+
+
+class Echo:
+    def __init__(self):
+        self.prepared = []
+
+    def get_db_prep_save(self, value, connection):
+        self.prepared.append(value)
+        return f"{type(value).__name__}:{value!r}"
+
+
+def test_equal_values_of_other_types_are_prepared_apart():
+    field = Echo()
+    prepare = _remembering(field)
+    assert [prepare(value, connection) for value in (1, True, 1.0, 1, True)] == ["int:1", "bool:True", "float:1.0", "int:1", "bool:True"]
+    assert field.prepared == [1, True, 1.0]
+
+
+def test_unhashable_values_are_prepared_each_time_and_the_memory_is_bounded():
+    field = Echo()
+    prepare = _remembering(field, remembered=2)
+    assert prepare({"a": 1}, connection) == prepare({"a": 1}, connection) == "dict:{'a': 1}"
+    for value in ("a", "b", "c", "a"):  # "c" finds the memory full: it starts over, and "a" is prepared again
+        prepare(value, connection)
+    assert field.prepared == [{"a": 1}, {"a": 1}, "a", "b", "c", "a"]
 
 
 def test_a_name_that_is_no_field_is_refused():
