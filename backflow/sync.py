@@ -36,14 +36,14 @@ def _executor():
     return _pool
 
 
-async def _on_pool(func, *args, **kwargs):
-    """`func` on a pool thread, in a copy of the caller's context (the request id of log lines and
-    rows, the tenant's share of name lookups). Not asgiref's SyncToAsync: what it adds for
-    thread-sensitive code and async_to_sync inside the thread (a context copied back afterwards,
-    the loop recorded for the thread), nothing run here uses, and it cost 20-80 us of CPU a
-    trip (bench/load_mcp.py makes two per tool call, bench/load_routes.py one per request)."""
+def _on_pool(func, *args, **kwargs):
+    """A future of `func` on a pool thread, in a copy of the caller's context (the request id of
+    log lines and rows, the tenant's share of name lookups). Not asgiref's SyncToAsync: what it
+    adds for thread-sensitive code and async_to_sync inside the thread (a context copied back
+    afterwards, the loop recorded for the thread), nothing run here uses, and it cost 20-80 us of
+    CPU a trip (bench/load_mcp.py makes two per tool call, bench/load_routes.py one per request)."""
     call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
-    return await asyncio.get_running_loop().run_in_executor(_executor(), call)
+    return asyncio.get_running_loop().run_in_executor(_executor(), call)
 
 
 class _Share:
@@ -80,6 +80,9 @@ class _Slot:
             raise
 
     async def __aexit__(self, *exc_info):
+        self.release()
+
+    def release(self):
         self.share.semaphore.release()
         self._leave()
 
@@ -90,19 +93,38 @@ class _Slot:
 
 
 def on_pool_thread(func):
-    """`func` as a coroutine function that runs on a thread of the pool. (In-process tests that
-    hold their data in an open transaction replace this to run on the test's own thread.)"""
+    """`func` as a function whose call is awaited for its result on a thread of the pool (a
+    future). (In-process tests that hold their data in an open transaction replace this to run on
+    the test's own thread: a coroutine function.)"""
     return functools.partial(_on_pool, func)
 
 
 async def in_thread(owner, func, *args, **kwargs):
     """`func(*args, **kwargs)` on a pool thread, counted against `owner`'s share (None: no share,
-    for the few steps that come before an owner is known, such as reading a credential)."""
+    for the few steps that come before an owner is known, such as reading a credential).
+
+    The share is held until the thread is done, not until the caller stops waiting: a thread
+    cannot be stopped, so a caller that is cancelled (a client that hangs up) leaves its work
+    running on a thread of the pool, and an owner that hangs up on slow work again and again would
+    otherwise hold more threads than its share, and make every other owner wait."""
     call = on_pool_thread(func)
     if owner is None:
         return await call(*args, **kwargs)
-    async with _Slot(owner):
-        return await call(*args, **kwargs)
+    slot = _Slot(owner)
+    await slot.__aenter__()  # cancelled while waiting for it: nothing started, nothing held
+    try:
+        work = asyncio.ensure_future(call(*args, **kwargs))
+    except BaseException:
+        slot.release()
+        raise
+    work.add_done_callback(functools.partial(_work_done, slot))
+    return await asyncio.shield(work)
+
+
+def _work_done(slot, work):
+    slot.release()
+    if not work.cancelled():
+        work.exception()  # its caller may have left: no "exception was never retrieved"
 
 
 class _Group:

@@ -64,6 +64,41 @@ def test_a_tenant_holds_at_most_its_share_of_the_database_threads(settings):
     assert not sync._shares  # nothing kept for owners with no work
 
 
+@pytest.mark.pool_threads
+def test_a_tenant_that_hangs_up_on_its_work_still_holds_only_its_share(settings):
+    """A thread cannot be stopped: a caller cancelled (its client gone) leaves its work running, and
+    the work keeps the tenant's slot until it ends, or hanging up again and again would take the pool."""
+    settings.BACKFLOW_SYNC_THREADS, settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 8, 2
+    lock, running, most = threading.Lock(), {"busy": 0}, {"busy": 0}
+
+    def slow():
+        with lock:
+            running["busy"] += 1
+            most["busy"] = max(most["busy"], running["busy"])
+        time.sleep(0.5)
+        with lock:
+            running["busy"] -= 1
+        raise RuntimeError("nobody is left to read this")
+
+    async def main():
+        for _ in range(3):  # each time, two calls start and their callers hang up
+            callers = [asyncio.create_task(sync.in_thread("busy", slow)) for _ in range(2)]
+            await asyncio.sleep(0.1)
+            for caller in callers:
+                caller.cancel()
+            await asyncio.gather(*callers, return_exceptions=True)
+        started = time.monotonic()
+        await sync.in_thread("other", lambda: None)
+        other_waited = time.monotonic() - started
+        await sync.in_thread("busy", lambda: None)  # waits for the hung-up work to end
+        return other_waited
+
+    other_waited = asyncio.run(main())
+    assert most["busy"] == 2, most  # never more than its share at once
+    assert other_waited < 0.4, other_waited
+    assert not sync._shares
+
+
 # -- runs ---------------------------------------------------------------------------------------
 
 
