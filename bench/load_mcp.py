@@ -21,7 +21,9 @@ Targets, one after the other, each a fresh server process (daphne as `make run` 
   (bench.support.DesignFloor, on ours' SQLite file: the tenant-row read of each POSTed message,
   the tool's read and its audit INSERT per call, each on a pool thread with raw sqlite3). Rows
   "design floor: ... vs peer" say what the design itself costs; "... vs design floor", what our
-  code costs above it.
+  code costs above it;
+- peer_design_floor_production, with [pg+redis]: the same on ours' throw-away Postgres database
+  (psycopg, autocommit; no Redis: a lower bound of the design there), rows "design floor [pg+redis]".
 
 Each target: SESSIONS sessions open at once (GET the stream, `initialize`, `tools/list`: the SDK's
 call_tool would otherwise list the tools itself on a session's first call); when all are open (and
@@ -69,7 +71,7 @@ from bench.support import (
     production_profile, production_stores, raise_open_files, row, stop_all,
 )
 
-TARGETS = ("ours", "uvicorn", "production", "peer", "peer_uvicorn", "peer_design_floor")
+TARGETS = ("ours", "uvicorn", "production", "peer", "peer_uvicorn", "peer_design_floor", "peer_design_floor_production")
 SESSIONS = 200
 CALLS_PER_SESSION = 10
 INTEGRATIONS = 5
@@ -296,15 +298,17 @@ def summarize(results, check=None):
                             met=per_call is not None and per_call <= ROUND_TRIPS_TARGET and bool(check and check["ok"])))
             rows.append(row("Redis commands per tool call", ours["redis"]["commandsPerCall"]))
             rows.append(row("Redis round trips per session open", ours["redis"]["roundTripsPerSessionOpen"]))
-    floor, ours = results.get("peer_design_floor"), results.get("ours")
-    if floor:  # the design's own floor: the peer plus the tenant-row read, the tool's read and its audit INSERT
-        rows.append(row("design floor: errors", floor["errors"], ratio_of=False))
-        rows.append(row("design floor: calls/s vs peer", floor["callsPerSecond"], peer["callsPerSecond"]))
-        rows.append(row("design floor: CPU ms per call vs peer", floor["serverCpuMsPerCall"], peer["serverCpuMsPerCall"]))
-        rows.append(row("design floor: call p50 ms vs peer", (floor["callLatencyMs"] or {}).get("p50"), peer_lat.get("p50")))
+    for floor_name, name, tag in (("peer_design_floor", "ours", ""), ("peer_design_floor_production", "production", PRODUCTION)):
+        floor, ours = results.get(floor_name), results.get(name)
+        if not floor:  # the design's own floor: the peer plus the tenant-row read, the tool's read and its audit INSERT
+            continue
+        rows.append(row(f"design floor{tag}: errors", floor["errors"], ratio_of=False))
+        rows.append(row(f"design floor{tag}: calls/s vs peer", floor["callsPerSecond"], peer["callsPerSecond"]))
+        rows.append(row(f"design floor{tag}: CPU ms per call vs peer", floor["serverCpuMsPerCall"], peer["serverCpuMsPerCall"]))
+        rows.append(row(f"design floor{tag}: call p50 ms vs peer", (floor["callLatencyMs"] or {}).get("p50"), peer_lat.get("p50")))
         if ours:
-            rows.append(row("calls/s vs design floor", ours["callsPerSecond"], floor["callsPerSecond"]))
-            rows.append(row("server CPU ms per call vs design floor", ours["serverCpuMsPerCall"], floor["serverCpuMsPerCall"]))
+            rows.append(row(f"calls/s{tag} vs design floor{tag}", ours["callsPerSecond"], floor["callsPerSecond"]))
+            rows.append(row(f"server CPU ms per call{tag} vs design floor{tag}", ours["serverCpuMsPerCall"], floor["serverCpuMsPerCall"]))
     return rows
 
 
@@ -333,7 +337,7 @@ def main(argv=None):
     SESSIONS, CALLS_PER_SESSION, only = args.sessions, args.calls, args.only.split(",")
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="backflow-bench-load-mcp-"))
-    children, results, check = [], {}, None
+    children, results, check, production_database = [], {}, None, None
     database_server, redis_url, skipped = production_profile() if "production" in only else (None, None, "production profile not asked for (--only)")
     try:
         with ExitStack() as stack:
@@ -351,7 +355,7 @@ def main(argv=None):
                 elif name == "production":
                     if not database_server:
                         continue
-                    database_url = stack.enter_context(production_stores(database_server, redis_url))
+                    database_url = production_database = stack.enter_context(production_stores(database_server, redis_url))
                     stack.callback(stop_all, children)  # before the database is dropped
                     production_env = platform_env(database_url, redis_url, **extra_env)
                     production_key = create_platform(production_env)
@@ -367,8 +371,11 @@ def main(argv=None):
                           f"{'ok' if check['ok'] else 'WRONG'}", flush=True)
                     app, path = "backflow.asgi:application", "/mcp/sse"
                     target_env, target_headers = platform_env(database_url, counted_url, **extra_env), {"Authorization": f"Bearer {production_key}"}
-                elif name in ("peer", "peer_uvicorn", "peer_design_floor"):
-                    floor = {"BENCH_PEER_DATABASE": workdir / "bench.sqlite3"} if name == "peer_design_floor" else {}
+                elif name in ("peer", "peer_uvicorn", "peer_design_floor", "peer_design_floor_production"):
+                    if name == "peer_design_floor_production" and not production_database:
+                        continue  # after "production" only, on its database
+                    floors = {"peer_design_floor": workdir / "bench.sqlite3", "peer_design_floor_production": production_database}
+                    floor = {"BENCH_PEER_DATABASE": floors[name]} if name in floors else {}
                     app, target_env, path, target_headers = "bench.support:peer_app", peer_env(BENCH_PEER_TOOLS=json.dumps(answers), **floor), "/sse", {}
                 else:
                     raise SystemExit(f"unknown target {name}; choose from {', '.join(TARGETS)}")

@@ -464,41 +464,50 @@ DEFAULT_PEER_DATA = {"list_integrations": {"integrations": []}, "get_integration
 
 
 class DesignFloor:
-    """With BENCH_PEER_DATABASE (ours' SQLite file) the peer also does, in its cheapest form, the
-    database work the design keeps per message: each POSTed message reads the tenant row (the
-    version the verified-key cache checks) and each tool call reads what the tool answers (the
-    named integration, or the tenant's list) and writes its audit event (one INSERT), each on a
-    thread of a pool with its own sqlite3 connection, no ORM. The answers stay the recorded ones.
-    What ours costs above this peer is our own code (bench/load_mcp.py, `peer_design_floor`)."""
+    """With BENCH_PEER_DATABASE (ours' SQLite file, or with [pg+redis] the postgres:// URL of ours'
+    database) the peer also does, in its cheapest form, the database work the design keeps per
+    message: each POSTed message reads the tenant row (the version the verified-key cache checks)
+    and each tool call reads what the tool answers (the named integration, or the tenant's list)
+    and writes its audit event (one INSERT), each on a thread of a pool with its own sqlite3 or
+    psycopg connection (autocommit), no ORM. No rate-limit count: on PostgreSQL a lower bound of
+    the design, which counts in Redis too. The answers stay the recorded ones. What ours costs
+    above this peer is our own code (bench/load_mcp.py, `peer_design_floor` and
+    `peer_design_floor_production`)."""
 
     AUDIT = ("INSERT INTO tenants_auditevent (tenant_id, principal, action, object_type, object_id, summary, created_at, "
              "request_id) VALUES (?, 'key:bench', 'mcp.tool_call', 'tool', ?, ?, ?, '')")
 
     def __init__(self, database, slug):
         self.database = database
+        self.on_postgres = database.startswith(("postgres://", "postgresql://"))
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="design-floor")
         self.local = threading.local()
-        self.tenant_id = self._connection().execute("SELECT id FROM tenants_tenant WHERE slug = ?", (slug,)).fetchone()[0]
+        self.tenant_id = self._execute("SELECT id FROM tenants_tenant WHERE slug = ?", (slug,)).fetchone()[0]
 
-    def _connection(self):
+    def _execute(self, sql, params):
         connection = getattr(self.local, "connection", None)
         if connection is None:
-            connection = self.local.connection = sqlite3.connect(self.database, isolation_level=None, timeout=20)
-        return connection
+            if self.on_postgres:
+                import psycopg
+
+                connection = psycopg.connect(self.database, autocommit=True)
+            else:
+                connection = sqlite3.connect(self.database, isolation_level=None, timeout=20)
+            self.local.connection = connection
+        return connection.execute(sql.replace("?", "%s") if self.on_postgres else sql, params)
 
     def _tenant_row(self):
-        return self._connection().execute("SELECT * FROM tenants_tenant WHERE id = ?", (self.tenant_id,)).fetchone()
+        return self._execute("SELECT * FROM tenants_tenant WHERE id = ?", (self.tenant_id,)).fetchone()
 
     def _tool_call(self, name, arguments):
-        connection = self._connection()
         if name == "get_integration":
-            connection.execute("SELECT * FROM integrations_app_integration WHERE tenant_id = ? AND name = ?",
-                               (self.tenant_id, str(arguments.get("name")))).fetchone()
+            self._execute("SELECT * FROM integrations_app_integration WHERE tenant_id = ? AND name = ?",
+                          (self.tenant_id, str(arguments.get("name")))).fetchone()
         else:
-            connection.execute("SELECT * FROM integrations_app_integration WHERE tenant_id = ? ORDER BY name",
-                               (self.tenant_id,)).fetchall()
+            self._execute("SELECT * FROM integrations_app_integration WHERE tenant_id = ? ORDER BY name",
+                          (self.tenant_id,)).fetchall()
         summary = json.dumps({"outcome": "ok", "arguments": sorted(arguments), "target": {}})
-        connection.execute(self.AUDIT, (self.tenant_id, name, summary, datetime.now(timezone.utc).isoformat()))
+        self._execute(self.AUDIT, (self.tenant_id, name, summary, datetime.now(timezone.utc).isoformat()))
 
     async def message(self):
         await asyncio.get_running_loop().run_in_executor(self.pool, self._tenant_row)
