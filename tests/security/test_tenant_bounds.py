@@ -90,7 +90,8 @@ def test_a_tenant_that_hangs_up_on_its_work_still_holds_only_its_share(settings)
         started = time.monotonic()
         await sync.in_thread("other", lambda: None)
         other_waited = time.monotonic() - started
-        await sync.in_thread("busy", lambda: None)  # waits for the hung-up work to end
+        # Waits for the hung-up work to end: the share's two slots come back only then.
+        await asyncio.gather(*(sync.in_thread("busy", lambda: None) for _ in range(2)))
         return other_waited
 
     other_waited = asyncio.run(main())
