@@ -36,18 +36,27 @@ from workflows_app.tests.helpers import Worker, step, workflow
 # -- the database threads -------------------------------------------------------------------------
 
 
+class SlowWork:
+    """Half a second of a tenant's thread work, counting how many ran at once (`most`)."""
+
+    def __init__(self, then_raise=False):
+        self.lock, self.running, self.most, self.then_raise = threading.Lock(), 0, 0, then_raise
+
+    def __call__(self):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.5)
+        with self.lock:
+            self.running -= 1
+        if self.then_raise:
+            raise RuntimeError("nobody is left to read this")
+
+
 @pytest.mark.pool_threads
 def test_a_tenant_holds_at_most_its_share_of_the_database_threads(settings):
     settings.BACKFLOW_SYNC_THREADS, settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 8, 2
-    lock, running, most = threading.Lock(), {"busy": 0}, {"busy": 0}
-
-    def slow():
-        with lock:
-            running["busy"] += 1
-            most["busy"] = max(most["busy"], running["busy"])
-        time.sleep(0.5)
-        with lock:
-            running["busy"] -= 1
+    slow = SlowWork()
 
     async def main():
         busy = [asyncio.create_task(sync.in_thread("busy", slow)) for _ in range(6)]
@@ -59,7 +68,7 @@ def test_a_tenant_holds_at_most_its_share_of_the_database_threads(settings):
         return other_waited
 
     other_waited = asyncio.run(main())
-    assert most["busy"] == 2, most  # never more than its share at once
+    assert slow.most == 2, slow.most  # never more than its share at once
     assert other_waited < 0.4, other_waited  # the other tenant did not queue behind it
     assert not sync._shares  # nothing kept for owners with no work
 
@@ -69,16 +78,7 @@ def test_a_tenant_that_hangs_up_on_its_work_still_holds_only_its_share(settings)
     """A thread cannot be stopped: a caller cancelled (its client gone) leaves its work running, and
     the work keeps the tenant's slot until it ends, or hanging up again and again would take the pool."""
     settings.BACKFLOW_SYNC_THREADS, settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 8, 2
-    lock, running, most = threading.Lock(), {"busy": 0}, {"busy": 0}
-
-    def slow():
-        with lock:
-            running["busy"] += 1
-            most["busy"] = max(most["busy"], running["busy"])
-        time.sleep(0.5)
-        with lock:
-            running["busy"] -= 1
-        raise RuntimeError("nobody is left to read this")
+    slow = SlowWork(then_raise=True)
 
     async def main():
         for _ in range(3):  # each time, two calls start and their callers hang up
@@ -95,7 +95,7 @@ def test_a_tenant_that_hangs_up_on_its_work_still_holds_only_its_share(settings)
         return other_waited
 
     other_waited = asyncio.run(main())
-    assert most["busy"] == 2, most  # never more than its share at once
+    assert slow.most == 2, slow.most  # never more than its share at once
     assert other_waited < 0.4, other_waited
     assert not sync._shares
 
