@@ -298,9 +298,10 @@ def summarize(results, check=None):
                             met=per_call is not None and per_call <= ROUND_TRIPS_TARGET and bool(check and check["ok"])))
             rows.append(row("Redis commands per tool call", ours["redis"]["commandsPerCall"]))
             rows.append(row("Redis round trips per session open", ours["redis"]["roundTripsPerSessionOpen"]))
+    # The design's own floors: the peer plus the tenant-row read, the tool's read and its audit INSERT.
     for floor_name, name, tag in (("peer_design_floor", "ours", ""), ("peer_design_floor_production", "production", PRODUCTION)):
         floor, ours = results.get(floor_name), results.get(name)
-        if not floor:  # the design's own floor: the peer plus the tenant-row read, the tool's read and its audit INSERT
+        if not floor:
             continue
         rows.append(row(f"design floor{tag}: errors", floor["errors"], ratio_of=False))
         rows.append(row(f"design floor{tag}: calls/s vs peer", floor["callsPerSecond"], peer["callsPerSecond"]))

@@ -90,7 +90,7 @@ def test_a_value_prepared_before_is_taken_from_memory(acme, monkeypatch):
     original = type(route_field).get_db_prep_save
     monkeypatch.setattr(type(route_field), "get_db_prep_save",
                         lambda field, value, connection: prepared.append(value) or original(field, value, connection))
-    for batch in range(3):
+    for _ in range(3):
         rows.insert([rows.values(tenant_id=acme.tenant.pk, route_id=route_id, method="get", path="/", status=200, duration_ms=n)
                      for n in range(5)])
     assert prepared == [route_id]  # 15 rows, one preparation
