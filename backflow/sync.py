@@ -19,6 +19,7 @@ import asyncio
 import contextvars
 import functools
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
@@ -55,22 +56,28 @@ class _Share:
         self.semaphore, self.users = asyncio.Semaphore(size), 0
 
 
-_shares = {}  # (loop id, owner) -> _Share; touched only from its event loop's thread
+# event loop -> {owner: _Share}; an owner's entry touched only from its loop's thread. Held weakly:
+# a loop closed while a slot's work still ran on a thread (its caller cancelled: the slot goes back
+# only when the work ends, on that loop) takes its shares with it, and a later loop never finds them.
+_shares = weakref.WeakKeyDictionary()
 
 
 class _Slot:
     """`async with _Slot(owner)`: one of `owner`'s BACKFLOW_SYNC_THREADS_PER_TENANT slots on this
     loop (or of `size` slots), held for the block (waited for while the owner holds them all)."""
 
-    __slots__ = ("key", "share")
+    __slots__ = ("shares", "owner", "share")
 
     def __init__(self, owner, size=None):
-        self.key = (id(asyncio.get_running_loop()), owner)
-        share = _shares.get(self.key)
+        loop = asyncio.get_running_loop()
+        self.shares = _shares.get(loop)
+        if self.shares is None:
+            self.shares = _shares[loop] = {}
+        share = self.shares.get(owner)
         if share is None:
-            share = _shares[self.key] = _Share(size or settings.BACKFLOW_SYNC_THREADS_PER_TENANT)
+            share = self.shares[owner] = _Share(size or settings.BACKFLOW_SYNC_THREADS_PER_TENANT)
         share.users += 1
-        self.share = share
+        self.owner, self.share = owner, share
 
     async def __aenter__(self):
         try:
@@ -89,7 +96,7 @@ class _Slot:
     def _leave(self):
         self.share.users -= 1
         if not self.share.users:
-            _shares.pop(self.key, None)
+            self.shares.pop(self.owner, None)
 
 
 def on_pool_thread(func):

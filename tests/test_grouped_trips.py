@@ -95,7 +95,7 @@ def test_callers_waiting_for_a_slot_share_one_trip_and_other_owners_do_not_wait(
     assert (first, waiting, other) == ("FIRST", ["B", "C", "D"], "X")
     assert [(trip["owner"], trip["items"]) for trip in func.trips] == [
         ("acme", ["first"]), ("globex", ["x"]), ("acme", ["b", "c", "d"])]
-    assert not trips._open and not trips._running and not sync._shares  # nothing kept once all are answered
+    assert not trips._open and not trips._running and not any(sync._shares.values())  # nothing kept once all are answered
 
 
 def test_a_trip_starts_after_every_one_of_its_callers_arrived(one_thread):
@@ -151,7 +151,7 @@ def test_a_trip_whose_shared_part_fails_fails_each_of_its_callers(step):
         return await asyncio.gather(*(trips("acme", name) for name in "abc"), return_exceptions=True)
 
     assert [str(result) for result in asyncio.run(main())] == [f"{step} failed: the database is down"] * 3
-    assert not trips._open and not sync._shares
+    assert not trips._open and not any(sync._shares.values())
 
 
 def test_a_trip_concludes_once_after_its_last_item_and_before_any_answer(one_thread):
@@ -243,7 +243,7 @@ def cancelled_while_waiting(names, cancelled):
         raise AssertionError("a trip never ended")
 
     results = asyncio.run(main())
-    assert not trips._open and not trips._running and not sync._shares
+    assert not trips._open and not trips._running and not any(sync._shares.values())
     return results, func
 
 

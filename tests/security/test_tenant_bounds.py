@@ -11,6 +11,7 @@
 """
 
 import asyncio
+import gc
 import threading
 import time
 
@@ -70,7 +71,7 @@ def test_a_tenant_holds_at_most_its_share_of_the_database_threads(settings):
     other_waited = asyncio.run(main())
     assert slow.most == 2, slow.most  # never more than its share at once
     assert other_waited < 0.4, other_waited  # the other tenant did not queue behind it
-    assert not sync._shares  # nothing kept for owners with no work
+    assert not any(sync._shares.values())  # nothing kept for owners with no work
 
 
 @pytest.mark.pool_threads
@@ -97,7 +98,26 @@ def test_a_tenant_that_hangs_up_on_its_work_still_holds_only_its_share(settings)
     other_waited = asyncio.run(main())
     assert slow.most == 2, slow.most  # never more than its share at once
     assert other_waited < 0.4, other_waited
-    assert not sync._shares
+    assert not any(sync._shares.values())
+
+
+@pytest.mark.pool_threads
+def test_a_loop_that_ends_before_a_hung_up_work_keeps_no_share(settings):
+    """A loop may close while a hung-up caller's work still runs on its thread (the work gives its
+    slot back to that loop only when it ends): the closed loop's shares go with it, so no later
+    loop, which may get the same id, finds one with a slot held for good."""
+    settings.BACKFLOW_SYNC_THREADS, settings.BACKFLOW_SYNC_THREADS_PER_TENANT = 8, 2
+
+    async def hang_up():
+        caller = asyncio.create_task(sync.in_thread("hung up", SlowWork()))
+        await asyncio.sleep(0.1)
+        caller.cancel()
+        await asyncio.gather(caller, return_exceptions=True)
+
+    asyncio.run(hang_up())  # closes its loop with the work running
+    time.sleep(0.7)  # the work ends
+    gc.collect()
+    assert not any("hung up" in shares for shares in sync._shares.values())
 
 
 # -- runs ---------------------------------------------------------------------------------------
