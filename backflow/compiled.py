@@ -93,6 +93,16 @@ class Compiled:
         return tuple(map(type, params)), sql, list(compiler.get_converters(selected).items())
 
 
+def remember(memory, limit, key, value):
+    """`memory[key] = value`, the whole memory forgotten first when it holds `limit` entries: a
+    bound that costs nothing per read (no order to keep), for memories whose entries are cheap to
+    make again. Returns `value`."""
+    if len(memory) >= limit:
+        memory.clear()
+    memory[key] = value
+    return value
+
+
 class LoopReads:
     """Compiled reads made on the event loop's own thread, for the embedded profile (SQLite) only:
     `first(compiled, *values)` as Compiled.first, on a connection of the loop's own.
@@ -140,9 +150,7 @@ class LoopReads:
         except sqlite3.Error as exc:
             raise self.Unavailable(str(exc)) from exc
         row = compiled.instance(self.alias, wrapper, converters, rows[0]) if rows else None
-        if len(remembered) >= self.REMEMBERED:
-            remembered.clear()
-        remembered[(compiled, params)] = (version, row)
+        remember(remembered, self.REMEMBERED, (compiled, params), (version, row))
         return row
 
     def _qmark(self, sql):
@@ -273,10 +281,7 @@ def _remembering(field, remembered=256):
             key = (value.__class__, value)
             return memory[key]
         except KeyError:
-            if len(memory) >= remembered:
-                memory.clear()
-            made = memory[key] = field.get_db_prep_save(value, connection)
-            return made
+            return remember(memory, remembered, key, field.get_db_prep_save(value, connection))
         except TypeError:  # unhashable (a dict for a JSONField)
             return field.get_db_prep_save(value, connection)
 

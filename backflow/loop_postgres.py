@@ -34,7 +34,7 @@ import weakref
 from django.conf import settings
 from django.db import connections
 
-from backflow.compiled import bound_values
+from backflow.compiled import bound_values, remember
 
 logger = logging.getLogger("backflow.loop_postgres")
 
@@ -113,9 +113,7 @@ class LoopPostgres:
         if known is not None and known[0] == rows[0]:
             return known[1]
         row = compiled.instance(self.alias, self.wrapper, converters, rows[0])
-        if len(remembered) >= self.REMEMBERED:
-            remembered.clear()
-        remembered[(compiled, params)] = (rows[0], row)
+        remember(remembered, self.REMEMBERED, (compiled, params), (rows[0], row))
         return row
 
     def _state(self):
