@@ -16,6 +16,7 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from backflow import metrics
+from backflow.compiled import remember
 from backflow.egress import shared_client
 from backflow.errors import ServiceError
 from backflow.jsonbody import JsonBodyError, max_depth, parse_peer_json
@@ -115,9 +116,7 @@ class RunContext:
         if cached is not None and cached[0] == self.tenant.routes_version:
             return cached[1]
         document = DatabaseStore(tenant=self.tenant, actor=None).get_integration(name)
-        if len(_INTEGRATIONS) >= 1024:
-            _INTEGRATIONS.clear()
-        _INTEGRATIONS[key] = (self.tenant.routes_version, document)
+        remember(_INTEGRATIONS, 1024, key, (self.tenant.routes_version, document))
         return document
 
 
