@@ -80,6 +80,10 @@ class _Slot:
         self.owner, self.share = owner, share
 
     async def __aenter__(self):
+        await self.acquire()
+
+    async def acquire(self):
+        """Wait for the slot; cancelled while waiting, nothing is held."""
         try:
             await self.share.semaphore.acquire()
         except BaseException:
@@ -118,7 +122,7 @@ async def in_thread(owner, func, *args, **kwargs):
     if owner is None:
         return await call(*args, **kwargs)
     slot = _Slot(owner)
-    await slot.__aenter__()  # cancelled while waiting for it: nothing started, nothing held
+    await slot.acquire()  # cancelled while waiting for it: nothing started, nothing held
     try:
         work = asyncio.ensure_future(call(*args, **kwargs))
     except BaseException:
