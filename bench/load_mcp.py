@@ -13,10 +13,17 @@ Targets, one after the other, each a fresh server process (daphne as `make run` 
   (bench.support.production_profile; skipped otherwise, and the notes say why): the same on a
   throw-away database made on that Postgres server (dropped after), with the channel layer, cache
   and rate limits in the benchmark's Redis database of that server (emptied after);
-- peer: the SDK's low-level `Server` over its `SseServerTransport` (bench.support.PeerApp) with
-  list_integrations / get_integration tools that answer the very documents ours answered (no
-  database, no auth, no audit): the floor of any server on this SDK and ASGI server. The same peer
-  run is the peer of both profiles;
+- peer: the SDK's low-level `Server` over its `SseServerTransport` (bench.support.PeerApp) listing
+  the very tools/list entries ours lists (checked before the load) and answering list_integrations /
+  get_integration with the very documents ours answered (no database, no auth, no audit): the floor
+  of any server on this SDK and ASGI server with these tools. The same peer run is the peer of both
+  profiles. The tools it lists matter to the client, not to the server: the SDK's ClientSession
+  compiles a validator for the output schema of each tool it calls, once per session (about 2 ms of
+  the client's CPU for list_integrations', 0.8 for get_integration's; all 200 sessions at once in
+  the load's first calls), and the client shares the 2 CPUs with the server;
+- peer_own_tools: that peer listing its own three tools (echo, list_integrations, get_integration;
+  no output schemas), the peer of this bench before it listed ours' tools: rows "bare SDK listing
+  its own tools" say what ours' tool definitions cost the clients;
 - peer_design_floor: that peer doing, in its cheapest form, the database work our design keeps
   (bench.support.DesignFloor, on ours' SQLite file: the tenant-row read of each POSTed message,
   the tool's read and its audit INSERT per call, each on a pool thread with raw sqlite3). Rows
@@ -30,7 +37,8 @@ call_tool would otherwise list the tools itself on a session's first call); when
 0.5 s more, for the last `initialized` notifications to be delivered), each makes CALLS_PER_SESSION
 tools/call (list_integrations and get_integration in turn) one after the other; then all close.
 Measured: errors (failed sessions count every call they did not make; target zero), call latency
-p50/p95/p99, throughput (calls/s from the start of the calls to the last answer), session-open
+p50/p95/p99, throughput (calls/s from the start of the calls to the last answer), the server's CPU
+and the client's (this process) per call over the same span, session-open
 p50/p99, and the daphne process's RSS before, at the peak (VmHWM reset before the load) and after
 the sessions closed; per session = (peak - before) / sessions.
 The client (the MCP SDK's sse_client, one HTTP client per session) runs in this process and
@@ -68,10 +76,11 @@ from urllib.parse import urlsplit, urlunsplit
 from bench import redis_counter
 from bench.support import (
     PRODUCTION, UVICORN, Child, Memory, create_platform, free_port, latency_ms, mib, peer_env, platform_env, print_rows,
-    production_profile, production_stores, raise_open_files, row, stop_all,
+    production_profile, production_stores, raise_open_files, row, stop_all, write_tool_list,
 )
 
-TARGETS = ("ours", "uvicorn", "production", "peer", "peer_uvicorn", "peer_design_floor", "peer_design_floor_production")
+TARGETS = ("ours", "uvicorn", "production", "peer", "peer_uvicorn", "peer_design_floor", "peer_design_floor_production",
+           "peer_own_tools")
 SESSIONS = 200
 CALLS_PER_SESSION = 10
 INTEGRATIONS = 5
@@ -109,6 +118,7 @@ async def load(url, headers, calls, memory, budget, counter=None):
         if count["finished"] == SESSIONS:
             span["end"] = time.perf_counter()
             span["cpuEnd"] = memory.child.cpu_seconds()
+            span["clientCpuEnd"] = time.process_time()
             mark("end")
             done.set()
 
@@ -169,6 +179,7 @@ async def load(url, headers, calls, memory, budget, counter=None):
             await anyio.sleep(0.5)  # the last sessions' `initialized` notifications are delivered before the calls
             mark("open")
             span["start"], span["cpuStart"] = time.perf_counter(), memory.child.cpu_seconds()
+            span["clientCpuStart"] = time.process_time()
             go.set()
     memory.stop()
     closed_at = time.perf_counter()
@@ -182,6 +193,8 @@ async def load(url, headers, calls, memory, budget, counter=None):
         "callLatencyMs": latency_ms(call_times), "openLatencyMs": latency_ms(open_times), "wallSeconds": round(closed_at - began, 2),
         "serverCpuMsPerCall": round((span["cpuEnd"] - span["cpuStart"]) * 1000 / len(call_times), 3)
         if "cpuEnd" in span and call_times else None,
+        "clientCpuMsPerCall": round((span["clientCpuEnd"] - span["clientCpuStart"]) * 1000 / len(call_times), 3)
+        if "clientCpuEnd" in span and call_times else None,
         "memory": {**memory.report(per=SESSIONS), "allOpenKiB": open_rss,
                    "idlePerSessionKiB": round((open_rss - memory.before) / SESSIONS, 1) if open_rss else None},
     }
@@ -232,8 +245,30 @@ def run_target(child, url, headers, calls, counter=None):
     return outcome
 
 
-def seed(base_url, key):
-    """5 integrations over REST; our answers to the calls the load makes (the peer gives the same)."""
+async def _listed(base_url, path):
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with httpx2.AsyncClient(timeout=30) as http:
+        async with streamable_http_client(f"{base_url}/mcp", http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                return write_tool_list(await session.list_tools(), path)
+
+
+def lists_the_same(base_url, tool_list):
+    """Whether the server at `base_url` lists the tools of the file `tool_list` (over Streamable HTTP)."""
+    import anyio
+
+    listed = anyio.run(_listed, base_url, tool_list.with_suffix(".check.json"))
+    return json.loads(listed.read_text()) == json.loads(tool_list.read_text())
+
+
+def seed(base_url, key, tool_list=None):
+    """5 integrations over REST; our answers to the calls the load makes (the peer gives the same),
+    and ours' tools/list entries written to `tool_list` when given (the peer lists the same:
+    BENCH_PEER_TOOL_LIST)."""
     import anyio
     import httpx
     from mcp import ClientSession
@@ -257,6 +292,8 @@ def seed(base_url, key):
             async with streamable_http_client(f"{base_url}/mcp", http_client=http) as (read, write):
                 async with ClientSession(read, write) as session:
                     await session.initialize()
+                    if tool_list:
+                        write_tool_list(await session.list_tools(), tool_list)
                     for name, arguments in calls:
                         result = await session.call_tool(name, arguments)
                         assert not result.is_error, result.content[0].text
@@ -284,6 +321,7 @@ def summarize(results, check=None):
             rows.append(row(f"call {p} ms{tag}", lat.get(p), peer_lat.get(p), ratio_of=p != "p95"))
         rows.append(row(f"calls/s{tag}", ours["callsPerSecond"], peer["callsPerSecond"]))
         rows.append(row(f"server CPU ms per call{tag}", ours["serverCpuMsPerCall"], peer["serverCpuMsPerCall"]))
+        rows.append(row(f"client CPU ms per call{tag}", ours["clientCpuMsPerCall"], peer["clientCpuMsPerCall"]))
         rows.append(row(f"session open p99 ms{tag}", (ours["openLatencyMs"] or {}).get("p99"), (peer["openLatencyMs"] or {}).get("p99")))
         rows.append(row(f"RSS before/peak/after MiB{tag}", mib(ours["memory"]), mib(peer["memory"]), ratio_of=False))
         rows.append(row(f"KiB per session{tag}", ours["memory"]["perItemKiB"], peer["memory"]["perItemKiB"]))
@@ -310,6 +348,13 @@ def summarize(results, check=None):
         if ours:
             rows.append(row(f"calls/s{tag} vs design floor{tag}", ours["callsPerSecond"], floor["callsPerSecond"]))
             rows.append(row(f"server CPU ms per call{tag} vs design floor{tag}", ours["serverCpuMsPerCall"], floor["serverCpuMsPerCall"]))
+    # The peer listing its own three tools (no output schemas): what ours' tool definitions cost the clients.
+    own, ours = results.get("peer_own_tools"), results.get("ours")
+    if own:
+        rows.append(row("bare SDK listing its own tools: calls/s vs peer", own["callsPerSecond"], peer["callsPerSecond"]))
+        rows.append(row("bare SDK listing its own tools: client CPU ms per call vs peer", own["clientCpuMsPerCall"], peer["clientCpuMsPerCall"]))
+        if ours:
+            rows.append(row("calls/s vs bare SDK listing its own tools", ours["callsPerSecond"], own["callsPerSecond"]))
     return rows
 
 
@@ -347,7 +392,8 @@ def main(argv=None):
             headers = {"Authorization": f"Bearer {key}"}
             seeder = Child.backflow_daphne("backflow.asgi:application", env, workdir / "seed.log")
             children.append(seeder)
-            calls, answers = seed(seeder.url, key)
+            tool_list = workdir / "ours-tools.json"
+            calls, answers = seed(seeder.url, key, tool_list)
             seeder.stop()
             for name in only:
                 counter = None
@@ -372,23 +418,26 @@ def main(argv=None):
                           f"{'ok' if check['ok'] else 'WRONG'}", flush=True)
                     app, path = "backflow.asgi:application", "/mcp/sse"
                     target_env, target_headers = platform_env(database_url, counted_url, **extra_env), {"Authorization": f"Bearer {production_key}"}
-                elif name in ("peer", "peer_uvicorn", "peer_design_floor", "peer_design_floor_production"):
+                elif name in ("peer", "peer_uvicorn", "peer_design_floor", "peer_design_floor_production", "peer_own_tools"):
                     if name == "peer_design_floor_production" and not production_database:
                         continue  # after "production" only, on its database
                     floors = {"peer_design_floor": workdir / "bench.sqlite3", "peer_design_floor_production": production_database}
                     floor = {"BENCH_PEER_DATABASE": floors[name]} if name in floors else {}
-                    app, target_env, path, target_headers = "bench.support:peer_app", peer_env(BENCH_PEER_TOOLS=json.dumps(answers), **floor), "/sse", {}
+                    listing = {} if name == "peer_own_tools" else {"BENCH_PEER_TOOL_LIST": tool_list}
+                    app, target_env, path, target_headers = "bench.support:peer_app", peer_env(BENCH_PEER_TOOLS=json.dumps(answers), **listing, **floor), "/sse", {}
                 else:
                     raise SystemExit(f"unknown target {name}; choose from {', '.join(TARGETS)}")
                 if name == "uvicorn":
                     child = Child.backflow_uvicorn(target_env, workdir / f"{name}.log")
                 elif name == "peer_uvicorn":
                     child = Child.peer_uvicorn(app, target_env, workdir / f"{name}.log")
-                elif name == "peer":  # the issue's peer: daphne as `python -m daphne` starts it
+                elif name in ("peer", "peer_own_tools"):  # the issue's peer: daphne as `python -m daphne` starts it
                     child = Child.daphne(app, target_env, workdir / f"{name}.log")
                 else:  # ours, and the design floor on ours' server
                     child = Child.backflow_daphne(app, target_env, workdir / f"{name}.log")
                 children.append(child)
+                if "BENCH_PEER_TOOL_LIST" in target_env and not lists_the_same(child.url, tool_list):
+                    raise SystemExit(f"{name} does not list the tools ours lists")
                 print(f"load_mcp: {name} ...", flush=True)
                 results[name] = run_target(child, child.url + path, target_headers, calls, counter)
                 child.stop()
@@ -407,7 +456,9 @@ def main(argv=None):
              "(ours and the design floor: as `make run` starts it, on uvloop; the peer: `python -m daphne`); "
              f"ours on SQLite (temp file), in-memory layer and cache; [uvicorn]: ours again, served by `make run "
              f"SERVER=uvicorn` (uvicorn on uvloop, h11), also against the peer on uvicorn; {production}; "
-             "peer: MCP SDK SseServerTransport + low-level Server, same answers, no DB/auth/audit"
+             "peer: MCP SDK SseServerTransport + low-level Server listing ours' tools (the same tools/list entries, "
+             "output schemas included) with ours' answers, no DB/auth/audit; bare SDK listing its own tools: that peer "
+             "listing its three schema-less tools (the client compiles no output-schema validators)"
              + (f"; ours with {' '.join(args.env)}" if args.env else ""))
     outcome = {"about": about, "rows": rows, "targets": results, "redisCounterCheck": check,
                "production": None if "production" in results else skipped, "seconds": round(time.monotonic() - started, 1),

@@ -14,11 +14,16 @@ Loopback only. About 1 min on an idle 2-CPU machine; the load phase is cut off a
 - peer: the SDK's low-level `Server` with one trivial tool (`echo`), served by the SDK's
   `SseServerTransport` (/sse, /messages/) and `StreamableHTTPSessionManager` (/mcp, stateless like
   ours) as an ASGI app under daphne as `python -m daphne` starts it (bench.support.PeerApp);
-- peer-floor, the design's floor: that peer doing, in its cheapest form, the database work our
-  design keeps per message (bench.support.DesignFloor: the tenant-row read of each POST, the
-  tool's read and its audit INSERT, each on a pool thread, raw sqlite3 on ours' database) and
-  answering list_integrations with ours' own answer, on ours' server. Ratios ending in VsDesignFloor are ours/it:
-  what our code costs above what the design itself needs.
+- peer-same-answer: that peer on the same server listing ours' tools (the same tools/list entries,
+  output schemas included) and answering list_integrations with ours' own answer, so that both
+  send the same bytes: the client then parses the same document and validates it against the same
+  output schema, which the echo peer spares it (no database). Ratios ending in VsSameAnswer are
+  ours/it, SameAnswerVsPeer it/the echo peer;
+- peer-floor, the design's floor: the same-answer peer doing, in its cheapest form, the database
+  work our design keeps per message (bench.support.DesignFloor: the tenant-row read of each POST,
+  the tool's read and its audit INSERT, each on a pool thread, raw sqlite3 on ours' database), on
+  ours' server. Ratios ending in VsDesignFloor are ours/it: what our code costs above what the
+  design itself needs.
 
 Measured: tools/call p50/p95 over SSE and Streamable HTTP for both (sequential calls on one
 session each, ours and the peer in alternating turns); 200 concurrent SSE sessions x 20 calls
@@ -48,7 +53,7 @@ from mcp.client.streamable_http import streamable_http_client
 if not __package__:  # run as a script (python bench/mcp_remote.py): the project root on the path for `bench.support`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.support import Child, alternating_calls, create_platform, peer_env, percentile, platform_env, stop_all
+from bench.support import Child, alternating_calls, create_platform, peer_env, percentile, platform_env, stop_all, write_tool_list
 
 SEQUENTIAL_CALLS = 300
 WARMUP_CALLS = 30
@@ -163,12 +168,16 @@ async def idle_session_memory(server, url, headers):
 
 # -- the run -----------------------------------------------------------------------------------
 
-def start_design_floor(workdir, answer):
-    """The peer with the database work the design keeps (bench.support.DesignFloor) on ours' database,
-    answering list_integrations with ours' answer; started once the integrations exist."""
-    tools = json.dumps({"list_integrations": answer, "get_integration": {}})
-    return Child.backflow_daphne("bench.support:peer_app", peer_env(BENCH_PEER_TOOLS=tools, BENCH_PEER_DATABASE=workdir / "bench.sqlite3"),
-                                 workdir / "peer-floor.log")
+def start_answering_peer(workdir, answer, tool_list, floor):
+    """The peer listing ours' tools (`tool_list`) and answering list_integrations with ours' answer,
+    started once the integrations exist: with `floor`, the design floor (the database work the design
+    keeps, bench.support.DesignFloor, on ours' database; on ours' server), else the same-answer peer
+    (no database; on daphne as the peer)."""
+    env = peer_env(BENCH_PEER_TOOLS=json.dumps({"list_integrations": answer, "get_integration": {}}), BENCH_PEER_TOOL_LIST=tool_list,
+                   **({"BENCH_PEER_DATABASE": workdir / "bench.sqlite3"} if floor else {}))
+    if floor:
+        return Child.backflow_daphne("bench.support:peer_app", env, workdir / "peer-floor.log")
+    return Child.daphne("bench.support:peer_app", env, workdir / "peer-same-answer.log")
 
 
 async def measure(ours, ours_uvicorn, peer, peer_uvicorn, key, deadline, workdir, servers):
@@ -186,9 +195,13 @@ async def measure(ours, ours_uvicorn, peer, peer_uvicorn, key, deadline, workdir
                 "endpoints": [{"name": "list", "method": "get", "path": "/items"}, {"name": "get", "method": "get", "path": "/items/{id}"}]})
             assert not result.is_error, result.content[0].text
         answer = (await s.call_tool("list_integrations", {})).structured_content
-    floor = start_design_floor(workdir, answer)
+        tool_list = write_tool_list(await s.list_tools(), workdir / "ours-tools.json")
+    floor = start_answering_peer(workdir, answer, tool_list, floor=True)
     servers.append(floor)
     floor_urls = {"sse": f"{floor.url}/sse", "http": f"{floor.url}/mcp"}
+    same = start_answering_peer(workdir, answer, tool_list, floor=False)
+    servers.append(same)
+    same_urls = {"sse": f"{same.url}/sse", "http": f"{same.url}/mcp"}
 
     latency = {}
     for transport in ("sse", "http"):
@@ -197,7 +210,8 @@ async def measure(ours, ours_uvicorn, peer, peer_uvicorn, key, deadline, workdir
             "ours-uvicorn": (uvicorn_urls[transport], transport, headers, "list_integrations", {}),
             "peer": (peer_urls[transport], transport, {}, "echo", {"text": "hi"}),
             "peer-uvicorn": (peer_uvicorn_urls[transport], transport, {}, "echo", {"text": "hi"}),
-            "peer-floor": (floor_urls[transport], transport, {}, "list_integrations", {})})
+            "peer-floor": (floor_urls[transport], transport, {}, "list_integrations", {}),
+            "peer-same-answer": (same_urls[transport], transport, {}, "list_integrations", {})})
         for name, summary in timed.items():
             latency[f"{name}/{transport}"] = summary
 
@@ -221,7 +235,8 @@ def report(latency, memory, load):
     for transport in ("sse", "http"):
         for name, peer_name, suffix in (("ours", "peer", ""), ("ours-uvicorn", "peer", "Uvicorn"),
                                         ("ours-uvicorn", "peer-uvicorn", "UvicornVsPeerOnUvicorn"),
-                                        ("peer-floor", "peer", "DesignFloorVsPeer"), ("ours", "peer-floor", "VsDesignFloor")):
+                                        ("peer-floor", "peer", "DesignFloorVsPeer"), ("ours", "peer-floor", "VsDesignFloor"),
+                                        ("peer-same-answer", "peer", "SameAnswerVsPeer"), ("ours", "peer-same-answer", "VsSameAnswer")):
             ours, peer = latency[f"{name}/{transport}"], latency[f"{peer_name}/{transport}"]
             for p in ("p50", "p95"):
                 ratios[f"{transport}{p.upper()}Ratio{suffix}"] = ratio(ours[p], peer[p])

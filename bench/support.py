@@ -460,7 +460,19 @@ async def upstream_app(scope, receive, send):
 
 # BENCH_PEER_TOOLS (JSON {"list_integrations": {...}, "get_integration": {name: {...}}}) gives the
 # peer's list_integrations / get_integration the same answers as ours, so both send the same bytes.
+# BENCH_PEER_TOOL_LIST (a JSON file of ours' tools/list entries) makes the peer list ours' tools, with
+# their output schemas, instead of its own three: the SDK's ClientSession compiles a validator for the
+# output schema of each tool it calls, once per session (about 2 ms of the client's CPU for
+# list_integrations', 0.8 for get_integration's), a cost of the tool definitions that any server
+# listing them puts on its clients, not of the server's code.
 DEFAULT_PEER_DATA = {"list_integrations": {"integrations": []}, "get_integration": {}}
+
+
+def write_tool_list(listed, path):
+    """Write the tools of `listed` (a ListToolsResult from ours) to `path` as BENCH_PEER_TOOL_LIST
+    wants them; `path`."""
+    path.write_text(json.dumps([tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in listed.tools]))
+    return path
 
 
 class DesignFloor:
@@ -527,7 +539,8 @@ def _peer_server(floor=None):
 
     data = json.loads(os.environ.get("BENCH_PEER_TOOLS") or "null") or DEFAULT_PEER_DATA
     any_object = {"type": "object", "properties": {}}
-    tools = [
+    listed = os.environ.get("BENCH_PEER_TOOL_LIST")
+    tools = [types.Tool.model_validate(entry) for entry in json.loads(Path(listed).read_text())] if listed else [
         types.Tool(name="echo", title="Echo", description="Return the text.",
                    input_schema={"type": "object", "properties": {"text": {"type": "string"}}}),
         types.Tool(name="list_integrations", description="A fixed list.", input_schema=any_object),
