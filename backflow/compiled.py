@@ -201,20 +201,20 @@ class CompiledInsert:
             if hasattr(field, "get_placeholder"):  # its SQL is not a plain parameter: bulk_create would know it
                 raise ValueError(f"CompiledInsert cannot insert {model.__name__}.{field.name}: its placeholder is not plain.")
         self._names = {field.attname for field in self.fields}
+        # Each field's attname and what makes its value when none is given (chosen once: values()
+        # runs on the event loop for every routed request).
+        self._defaults = tuple((field.attname, timezone.now if _made_when_saved(field) else field.get_default) for field in self.fields)
         self._statements = {}  # (alias, row count) -> INSERT
-        self._preparers = {}  # alias -> each field's get_db_prep_save, remembering what it made of values seen before
+        # alias -> each field's get_db_prep_save, remembering what it made of values seen before
+        # unless each row has a value of its own (_fresh)
+        self._preparers = {}
 
     def values(self, **given):
         """The row for `given` values (by attname), every other field at its default."""
         unknown = set(given) - self._names
         if unknown:
             raise TypeError(f"{self.model.__name__} has no insertable field {', '.join(sorted(unknown))}.")
-        return tuple(
-            given[field.attname] if field.attname in given
-            else timezone.now() if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)
-            else field.get_default()
-            for field in self.fields
-        )
+        return tuple(given[name] if name in given else default() for name, default in self._defaults)
 
     def insert(self, rows):
         alias = router.db_for_write(self.model)
@@ -245,7 +245,7 @@ class CompiledInsert:
         """(INSERT, parameters) for each batch of `rows` the database takes in one statement."""
         prepare = self._preparers.get(alias)
         if prepare is None:
-            prepare = self._preparers[alias] = [_remembering(field) for field in self.fields]
+            prepare = self._preparers[alias] = [field.get_db_prep_save if _fresh(field) else _remembering(field) for field in self.fields]
         prepared = [[each(value, connection) for each, value in zip(prepare, row)] for row in rows]
         size = max(1, connection.ops.bulk_batch_size(self.fields, prepared))
         return [(self._sql(alias, connection, len(batch)), [value for row in batch for value in row])
@@ -261,6 +261,18 @@ class CompiledInsert:
             sql = self._statements[(alias, count)] = (f"INSERT INTO {quote(self.model._meta.db_table)} ({columns}) "
                                                       + connection.ops.bulk_insert_sql(self.fields, [placeholders] * count))
         return sql
+
+
+def _made_when_saved(field):
+    return getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)
+
+
+def _fresh(field):
+    """Whether each row has a value of its own for `field` (the time it was made, a callable default
+    such as the request's id): a memory of those would never be asked for one again, and each miss
+    costs more than the preparation itself (on SQLite 5.5 against 4.0 us a row for a time, 1.1
+    against 0.5 for a request id)."""
+    return _made_when_saved(field) or (field.has_default() and callable(field.default))
 
 
 def _remembering(field, remembered=256):
