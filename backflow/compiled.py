@@ -285,7 +285,8 @@ def _remembering(field, remembered=256):
     15 of 20 us a row), and a batch of records repeats most of its values (the tenant, the route,
     the status): prepared once, a row costs about 7. Values are told apart by type too (True, 1 and
     1.0 are equal keys); unhashable ones are prepared each time. The memory holds at most
-    `remembered` values a field and starts over when full (unique values, such as times)."""
+    `remembered` values a field and starts over when full (values that seldom repeat, such as
+    durations; fields whose every row has a value of its own do not use it: _fresh)."""
     memory = {}
 
     def prepare(value, connection):
