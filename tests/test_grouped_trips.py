@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from backflow import sync
+from tests.shares import run_with_shares
 
 pytestmark = pytest.mark.pool_threads
 
@@ -91,11 +92,11 @@ def test_callers_waiting_for_a_slot_share_one_trip_and_other_owners_do_not_wait(
         func.release["first"].set()
         return await first, [await task for task in waiting], other
 
-    first, waiting, other = asyncio.run(main())
+    (first, waiting, other), shares = run_with_shares(main())
     assert (first, waiting, other) == ("FIRST", ["B", "C", "D"], "X")
     assert [(trip["owner"], trip["items"]) for trip in func.trips] == [
         ("acme", ["first"]), ("globex", ["x"]), ("acme", ["b", "c", "d"])]
-    assert not trips._open and not trips._running and not any(sync._shares.values())  # nothing kept once all are answered
+    assert not trips._open and not trips._running and not shares  # nothing kept once all are answered
 
 
 def test_a_trip_starts_after_every_one_of_its_callers_arrived(one_thread):
@@ -150,8 +151,9 @@ def test_a_trip_whose_shared_part_fails_fails_each_of_its_callers(step):
     async def main():
         return await asyncio.gather(*(trips("acme", name) for name in "abc"), return_exceptions=True)
 
-    assert [str(result) for result in asyncio.run(main())] == [f"{step} failed: the database is down"] * 3
-    assert not trips._open and not any(sync._shares.values())
+    results, shares = run_with_shares(main())
+    assert [str(result) for result in results] == [f"{step} failed: the database is down"] * 3
+    assert not trips._open and not shares
 
 
 def test_a_trip_concludes_once_after_its_last_item_and_before_any_answer(one_thread):
@@ -242,8 +244,8 @@ def cancelled_while_waiting(names, cancelled):
             await asyncio.sleep(0.01)
         raise AssertionError("a trip never ended")
 
-    results = asyncio.run(main())
-    assert not trips._open and not trips._running and not any(sync._shares.values())
+    results, shares = run_with_shares(main())
+    assert not trips._open and not trips._running and not shares
     return results, func
 
 
