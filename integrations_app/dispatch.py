@@ -479,9 +479,12 @@ class InvocationWriter:
     logged and dropped, as one record was before.
 
     Inserts start at most once every LINGER seconds per loop: a busy process gathers the records
-    of that time in one insert (at 600 calls/s, about 12) instead of inserting the one or two that
+    of that time in one insert (at 600 calls/s, about 60) instead of inserting the one or two that
     arrived during the last insert (each insert costs about 0.2 ms of CPU, plus 0.05 ms a row); a
-    record that comes after a quiet moment is written at once.
+    record that comes after a quiet moment is written at once. 0.1 s rather than 0.02 (SQLite, 50
+    clients, two alternating A/Bs of 10 rounds, one in each order): 5.9% and 4.2% more requests/s
+    at 6.0% and 4.3% less CPU a request; fewer, larger batches on the insert thread, which shares
+    the interpreter's lock and the 2 CPUs with the event loop.
 
     On PostgreSQL the inserts are sent on the event loop's own connection for writes
     (backflow.loop_postgres), not on a pool thread: no hand-off, and no wait for the GIL between
@@ -490,7 +493,7 @@ class InvocationWriter:
     is logged and dropped, never sent again (its answer may be what was lost: it might be written twice)."""
 
     BATCH = 500
-    LINGER = 0.02
+    LINGER = 0.1
 
     def __init__(self, background):
         self._background = background  # the dispatcher's set of tasks in flight (tests wait for it)
