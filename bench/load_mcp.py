@@ -76,7 +76,7 @@ from urllib.parse import urlsplit, urlunsplit
 from bench import redis_counter
 from bench.support import (
     PRODUCTION, UVICORN, Child, Memory, create_platform, free_port, latency_ms, mib, peer_env, platform_env, print_rows,
-    production_profile, production_stores, raise_open_files, row, stop_all, write_tool_list,
+    production_profile, production_stores, raise_open_files, row, stop_all, tool_entries, write_tool_list,
 )
 
 TARGETS = ("ours", "uvicorn", "production", "peer", "peer_uvicorn", "peer_design_floor", "peer_design_floor_production",
@@ -245,7 +245,7 @@ def run_target(child, url, headers, calls, counter=None):
     return outcome
 
 
-async def _listed(base_url, path):
+async def _listed(base_url):
     import httpx2
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
@@ -254,15 +254,14 @@ async def _listed(base_url, path):
         async with streamable_http_client(f"{base_url}/mcp", http_client=http) as (read, write):
             async with ClientSession(read, write) as session:
                 await session.initialize()
-                return write_tool_list(await session.list_tools(), path)
+                return tool_entries(await session.list_tools())
 
 
 def lists_the_same(base_url, tool_list):
     """Whether the server at `base_url` lists the tools of the file `tool_list` (over Streamable HTTP)."""
     import anyio
 
-    listed = anyio.run(_listed, base_url, tool_list.with_suffix(".check.json"))
-    return json.loads(listed.read_text()) == json.loads(tool_list.read_text())
+    return anyio.run(_listed, base_url) == json.loads(tool_list.read_text())
 
 
 def seed(base_url, key, tool_list=None):

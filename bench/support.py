@@ -468,10 +468,15 @@ async def upstream_app(scope, receive, send):
 DEFAULT_PEER_DATA = {"list_integrations": {"integrations": []}, "get_integration": {}}
 
 
+def tool_entries(listed):
+    """The tools/list entries of `listed` (a ListToolsResult), as JSON values."""
+    return [tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in listed.tools]
+
+
 def write_tool_list(listed, path):
     """Write the tools of `listed` (a ListToolsResult from ours) to `path` as BENCH_PEER_TOOL_LIST
     wants them; `path`."""
-    path.write_text(json.dumps([tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in listed.tools]))
+    path.write_text(json.dumps(tool_entries(listed)))
     return path
 
 
